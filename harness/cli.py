@@ -1,0 +1,149 @@
+"""The ``harness`` command line.
+
+Exit codes: 0 all gates pass, 1 a gate failed (or was inconclusive, as the suite says), 2 bad
+input (config, data, plugins), 3 a check errored.  Expected problems are printed as one line,
+without a traceback (``--debug`` shows it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from harness import __version__
+from harness.console import make_console
+from harness.errors import EXIT_CHECK_ERRORED, HarnessError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="curate, train, evaluate, gate and report a suite")
+    run.add_argument("suite", type=Path)
+    run.add_argument("--reports", type=Path, default=Path("reports"), help="report root folder")
+    run.add_argument("--store", type=Path, help="store folder (default: the suite's)")
+    run.add_argument("--no-cache", action="store_true", help="recompute everything")
+    check = sub.add_parser("validate", help="check a suite and its components without running")
+    check.add_argument("suite", type=Path)
+    cur = sub.add_parser("curate", help="run only the curate stage and write the curated set")
+    cur.add_argument("suite", type=Path)
+    cur.add_argument("--out", type=Path, default=Path("reports/curated"))
+    sub.add_parser("plugins", help="list every component with its kind and origin")
+    return parser
+
+
+def _plugins(console: Console) -> int:
+    from harness.plugins import get_plugin_manager
+    from harness.registry import Registries
+
+    registries = Registries.from_plugin_manager(get_plugin_manager())
+    table = Table(title="Components")
+    for column in ("kind", "name", "plugin", "distribution", "description"):
+        table.add_column(column)
+    for info in registries.all():
+        table.add_row(info.kind, info.name, info.plugin, info.distribution, info.cls.description)
+    console.print(table)
+    return 0
+
+
+def _setup(suite_path: Path):
+    from harness.config import load_suite
+    from harness.plugins import get_plugin_manager
+    from harness.registry import Registries
+
+    pm = get_plugin_manager()
+    registries = Registries.from_plugin_manager(pm)
+    return load_suite(suite_path), pm, registries
+
+
+def _validate(args: argparse.Namespace, console: Console) -> int:
+    from harness.components import RunContext
+    from harness.config import ComponentRef, build_component
+
+    loaded, _pm, registries = _setup(args.suite)
+    suite = loaded.suite
+    ctx = RunContext(loaded.dir, loaded.dir / ".harness" / "work", suite.seed)
+    build_component(registries, "backend", ComponentRef(name=suite.model.backend), ("model",), loaded, ctx)
+    for i, src in enumerate(suite.data):
+        build_component(registries, "reader", ComponentRef(name=src.format, options=src.options), ("data", i, "format"), loaded, ctx)
+    for i, ref in enumerate(suite.curate.filters):
+        build_component(registries, "filter", ref, ("curate", "filters", i), loaded, ctx)
+    if suite.train:
+        build_component(registries, "trainer", suite.train, ("train",), loaded, ctx)
+    for label, ref in suite.evaluate.items():
+        build_component(registries, "benchmark", ref, ("evaluate", label), loaded, ctx)
+    for i, ref in enumerate(suite.report):
+        build_component(registries, "reporter", ref, ("report", i), loaded, ctx)
+    console.print(f"{args.suite}: valid")
+    return 0
+
+
+def _curate(args: argparse.Namespace, console: Console) -> int:
+    from harness.components import RunContext
+    from harness.curate import curate
+
+    loaded, _pm, registries = _setup(args.suite)
+    ctx = RunContext(loaded.dir, args.out, loaded.suite.seed)
+    outcome = curate(loaded, registries, ctx)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with (args.out / "curated.jsonl").open("w", encoding="utf-8") as fh:
+        for record in outcome.records:
+            fh.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
+    (args.out / "ledger.json").write_text(json.dumps(outcome.ledger.to_json(), indent=2))
+    for stage in outcome.ledger.stages:
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(stage.reasons.items()))
+        console.print(
+            f"{stage.name}: in {stage.n_in} = kept {stage.kept} + dropped {stage.dropped} "
+            f"+ quarantined {stage.quarantined}" + (f" ({reasons})" if reasons else "")
+        )
+    console.print(f"{len(outcome.records)} records written to {args.out / 'curated.jsonl'}")
+    return 0
+
+
+def _run(args: argparse.Namespace, console: Console) -> int:
+    from harness.console import RunConsole
+    from harness.runner import Runner, RunOptions
+
+    loaded, pm, registries = _setup(args.suite)
+    options = RunOptions(reports_root=args.reports, store_dir=args.store, use_cache=not args.no_cache)
+    runner = Runner(loaded, pm, registries, RunConsole(console), options)
+    try:
+        return runner.run().exit_code
+    finally:
+        runner.store.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    console = make_console()
+    commands = {"run": _run, "validate": _validate, "curate": _curate}
+    try:
+        if args.command == "plugins":
+            return _plugins(console)
+        return commands[args.command](args, console)
+    except HarnessError as exc:
+        if args.debug:
+            raise
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("harness: interrupted", file=sys.stderr)
+        return EXIT_CHECK_ERRORED
+    except Exception as exc:  # an unexpected failure is a check that errored, never a pass
+        if args.debug:
+            raise
+        print(f"harness: error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr)
+        return EXIT_CHECK_ERRORED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+

@@ -1,0 +1,185 @@
+"""Base classes of the components that plugins contribute.
+
+A component is a small class with a unique ``name`` (used in suites and reports), a typed pydantic
+``Config`` (``extra="forbid"``) and one or two methods.  Components are constructed by the runner
+with their validated config and the run's ``RunContext``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from harness.types import (
+    CheckpointEvent,
+    Comparison,
+    Conversation,
+    Dropped,
+    ItemResult,
+    Quarantined,
+    TrainOutput,
+)
+
+if TYPE_CHECKING:
+    from harness.models import LoadedModel, ModelRef
+    from harness.types import RunResult
+
+
+class ComponentConfig(BaseModel):
+    """Base of every component config: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a component may need from the run around it."""
+
+    suite_dir: Path
+    work_dir: Path
+    seed: int = 0
+
+    @property
+    def data_dir(self) -> Path:
+        from harness.data import data_dir
+
+        return data_dir()
+
+
+ProgressFn = Callable[[int, int, str], None]
+"""``progress(done, total, message)``: report progress of a long step to the terminal."""
+
+
+class Component:
+    """Common shape of all components."""
+
+    kind: ClassVar[str] = "component"
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    Config: ClassVar[type[ComponentConfig]] = ComponentConfig
+
+    def __init__(self, config: ComponentConfig, ctx: RunContext) -> None:
+        self.config = config
+        self.ctx = ctx
+
+    def cache_material(self) -> dict[str, Any]:
+        """What identifies this component's output besides its inputs (its name and config)."""
+        return {"component": self.name, "config": self.config.model_dump(mode="json")}
+
+
+class Reader(Component):
+    """Reads one data file into conversations; unparseable lines come back as ``Quarantined``."""
+
+    kind = "reader"
+
+    def read(self, path: Path) -> Iterator[Conversation | Quarantined]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class FilterResult:
+    """What a filter returns: every input appears exactly once, either kept or dropped."""
+
+    kept: list[Conversation]
+    dropped: list[Dropped]
+
+
+class Filter(Component):
+    """Removes records from the curated set; every removal carries a reason code."""
+
+    kind = "filter"
+
+    def apply(self, records: Sequence[Conversation]) -> FilterResult:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class TrainContext:
+    """What the runner gives a trainer: where to write, and how to report progress."""
+
+    output_dir: Path
+    seed: int
+    on_checkpoint: Callable[[CheckpointEvent], None]
+    progress: ProgressFn
+
+
+class Trainer(Component):
+    """Fine-tunes a base model on curated conversations and returns the adapter or model dir."""
+
+    kind = "trainer"
+
+    def train(
+        self, base: LoadedModel, data: Sequence[Conversation], ctx: TrainContext
+    ) -> TrainOutput:
+        """Train on ``data`` and save the result as safetensors under ``ctx.output_dir``."""
+        raise NotImplementedError
+
+
+class Benchmark(Component):
+    """Scores a model item by item.
+
+    ``items_digest`` must be cheap (no model needed): it keys the evaluation cache together with
+    the model fingerprint, so an unchanged benchmark on an unchanged model is never re-scored.
+    """
+
+    kind = "benchmark"
+    metric: ClassVar[str] = "accuracy"
+    chance: ClassVar[float | None] = None
+    """The score of a random guesser, when it is known (e.g. 0.25 for 4-choice MMLU)."""
+
+    def items_digest(self) -> str:
+        raise NotImplementedError
+
+    def evaluate(self, model: LoadedModel, progress: ProgressFn) -> list[ItemResult]:
+        raise NotImplementedError
+
+
+class Statistic(Component):
+    """A paired test of candidate against baseline on per-item scores."""
+
+    kind = "statistic"
+
+    def applies_to(self, scores: Sequence[float]) -> bool:
+        return True
+
+    def compare(
+        self, baseline: Sequence[float], candidate: Sequence[float], alpha: float
+    ) -> Comparison:
+        raise NotImplementedError
+
+
+class Backend(Component):
+    """Loads a model (and optional adapter) for training and evaluation."""
+
+    kind = "backend"
+
+    def load(self, ref: ModelRef, *, trainable: bool = False) -> LoadedModel:
+        raise NotImplementedError
+
+    def cache_material_for(self, ref: ModelRef) -> dict[str, Any]:
+        """What besides the model's fingerprint changes its outputs (precision, device...)."""
+        return {**self.cache_material(), "dtype": ref.dtype}
+
+
+class Reporter(Component):
+    """Renders a finished run; returns the files it wrote (if any)."""
+
+    kind = "reporter"
+
+    def report(self, result: RunResult, out_dir: Path) -> list[Path]:
+        raise NotImplementedError
+
+
+COMPONENT_KINDS: dict[str, type[Component]] = {
+    "reader": Reader,
+    "filter": Filter,
+    "trainer": Trainer,
+    "benchmark": Benchmark,
+    "statistic": Statistic,
+    "backend": Backend,
+    "reporter": Reporter,
+}

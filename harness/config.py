@@ -1,0 +1,220 @@
+"""Suite configuration: pydantic models, YAML loading with positions, component resolution.
+
+Every error names ``file:line`` and the offending key.  Component options are validated by the
+component's own ``Config`` model, so a typo inside a trainer block is reported just like a typo
+at the top level.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from harness.components import Component, RunContext
+from harness.errors import ConfigError, UnknownComponentError
+from harness.registry import Registries
+from harness.yamlpos import Loc, Positions, load_yaml
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ComponentRef(_Strict):
+    """A component by name with its options: ``lora`` or ``{name: lora, r: 8}``."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_forms(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"name": value}
+        if isinstance(value, dict) and "options" not in value:
+            rest = {k: v for k, v in value.items() if k != "name"}
+            return {"name": value.get("name"), "options": rest}
+        return value
+
+
+class ModelSpec(_Strict):
+    """The base model: the embedded default's name, or a local Hugging Face model folder."""
+
+    source: str = Field(description="'smollm2-135m-instruct' or a path to a model folder")
+    backend: str = Field("hf", description="the backend component that loads it")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="'auto' uses bfloat16 when the CPU or GPU supports it"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, value: Any) -> Any:
+        return {"source": value} if isinstance(value, str) else value
+
+
+class DataSource(_Strict):
+    """One training data file, read by the reader named in ``format``.
+
+    ``split`` keeps the train or holdout part of a stable hash split of the records' source ids
+    (the same split that benchmarks use for held-out items); ``sample`` then keeps a seeded
+    random sample of that many records.  Keys other than these go to the reader's options.
+    """
+
+    path: str = Field(description="relative to the suite, or '${data}/...' for the data folder")
+    format: str = Field("auto", description="reader component: alpaca, sharegpt, messages, csv, auto")
+    split: Literal["train", "holdout", "all"] = "all"
+    holdout_fraction: float = Field(0.1, ge=0, le=1)
+    sample: int | None = Field(None, ge=1, description="keep a seeded sample of this many records")
+    seed: int = 0
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flatten(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "options" not in value:
+            own = {k: v for k, v in value.items() if k in _DATA_KEYS}
+            own["options"] = {k: v for k, v in value.items() if k not in _DATA_KEYS}
+            return own
+        return value
+
+
+_DATA_KEYS = {"path", "format", "split", "holdout_fraction", "sample", "seed"}
+
+
+class CurateSpec(_Strict):
+    filters: list[ComponentRef] = Field(default_factory=list)
+    max_quarantined_fraction: float = Field(
+        0.05, ge=0, le=1, description="fail the run when more of the input than this is malformed"
+    )
+
+
+class GateSpec(_Strict):
+    """A rule on one benchmark: ``non_inferior(margin=0.02)`` or ``{rule: superior(), ...}``."""
+
+    rule: str
+    benchmark: str | None = Field(None, description="evaluate label; defaults to the gate name")
+    blocking: bool = Field(True, description="advisory gates are reported but never fail a run")
+    statistic: str = Field("auto", description="mcnemar, paired_bootstrap, or auto")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, value: Any) -> Any:
+        return {"rule": value} if isinstance(value, str) else value
+
+
+class GatingSpec(_Strict):
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="one-sided level of each test")
+    correction: Literal["bonferroni", "none"] = "bonferroni"
+    inconclusive: Literal["fail", "pass"] = Field(
+        "fail", description="whether an inconclusive blocking gate fails the run (exit 1)"
+    )
+
+
+class Suite(_Strict):
+    name: str
+    description: str = ""
+    seed: int = 0
+    model: ModelSpec
+    data: list[DataSource] = Field(default_factory=list)
+    curate: CurateSpec = Field(default_factory=CurateSpec)
+    train: ComponentRef | None = None
+    evaluate: dict[str, ComponentRef] = Field(default_factory=dict)
+    gates: dict[str, GateSpec] = Field(default_factory=dict)
+    gating: GatingSpec = Field(default_factory=GatingSpec)
+    report: list[ComponentRef] = Field(
+        default_factory=lambda: [ComponentRef(name=n) for n in ("terminal", "json", "junit")]
+    )
+    store: str | None = Field(None, description="store folder; default '.harness' beside the suite")
+
+
+class LoadedSuite:
+    """A validated suite with the positions of its keys, for error messages later on."""
+
+    def __init__(self, suite: Suite, path: Path, positions: Positions) -> None:
+        self.suite = suite
+        self.path = path
+        self.positions = positions
+
+    @property
+    def dir(self) -> Path:
+        return self.path.parent
+
+    def where(self, loc: Loc) -> str:
+        return self.positions.where(loc)
+
+    def resolve_path(self, raw: str, loc: Loc) -> Path:
+        """Resolve a data path: ``${data}/x`` against the data folder, others against the suite."""
+        from harness.data import data_dir
+
+        if raw.startswith("${data}"):
+            try:
+                return data_dir() / raw.removeprefix("${data}").lstrip("/")
+            except ConfigError as exc:
+                raise ConfigError(f"{self.where(loc)}: {exc}") from None
+        path = Path(raw)
+        return path if path.is_absolute() else (self.dir / path)
+
+
+def _format_validation(exc: ValidationError, positions: Positions, prefix: Loc) -> str:
+    err = exc.errors()[0]
+    loc: Loc = prefix + tuple(p for p in err["loc"] if p != "options")
+    dotted = ".".join(str(p) for p in loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif err["type"] == "missing":
+        msg = "required key is missing"
+    else:
+        msg = err["msg"]
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"{positions.where(loc)}: {dotted}: {msg}{more}"
+
+
+def load_suite(path: Path | str) -> LoadedSuite:
+    """Read and validate a suite file; raise ``ConfigError`` naming ``file:line`` on any problem."""
+    from harness.gate import parse_rule
+
+    path = Path(path)
+    data, positions = load_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: a suite must be a mapping of keys to values")
+    try:
+        suite = Suite.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, positions, ())) from None
+    loaded = LoadedSuite(suite, path, positions)
+    for gate_name, gate in suite.gates.items():
+        label = gate.benchmark or gate_name
+        if label not in suite.evaluate:
+            known = ", ".join(sorted(suite.evaluate)) or "none"
+            raise ConfigError(
+                f"{loaded.where(('gates', gate_name))}: gates.{gate_name}: no benchmark "
+                f"{label!r} under 'evaluate'; available: {known}"
+            )
+        try:
+            parse_rule(gate.rule)
+        except ConfigError as exc:
+            raise ConfigError(f"{loaded.where(('gates', gate_name))}: gates.{gate_name}: {exc}") from None
+    return loaded
+
+
+def build_component(
+    registries: Registries,
+    kind: str,
+    ref: ComponentRef,
+    loc: Loc,
+    loaded: LoadedSuite,
+    ctx: RunContext,
+) -> Component:
+    """Look up ``ref.name`` among the ``kind`` components and construct it with its options."""
+    try:
+        info = registries.get(kind, ref.name)
+    except UnknownComponentError as exc:
+        raise UnknownComponentError(f"{loaded.where(loc)}: {exc}") from None
+    try:
+        config = info.cls.Config.model_validate(ref.options)
+    except ValidationError as exc:
+        message = _format_validation(exc, loaded.positions, loc)
+        raise ConfigError(f"{message} (in {kind} {ref.name!r} from {info.origin})") from None
+    return info.cls(config, ctx)

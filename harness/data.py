@@ -1,0 +1,67 @@
+"""Where the real data sets live, and a stable train/holdout split shared by readers and
+benchmarks (so a benchmark's held-out items can never leak into training)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Literal
+
+from harness.errors import ConfigError
+
+DATA_ENV = "HARNESS_DATA_DIR"
+Split = Literal["train", "holdout", "all"]
+
+
+def data_dir() -> Path:
+    """``$HARNESS_DATA_DIR``, else ``../shared/data`` above the working directory or the
+    project checkout, when it exists."""
+    env = os.environ.get(DATA_ENV)
+    if env:
+        path = Path(env)
+        if not path.is_dir():
+            raise ConfigError(f"{DATA_ENV}={env} is not a folder")
+        return path
+    project = Path(__file__).resolve().parent.parent
+    for base in (Path.cwd(), project):
+        candidate = base.parent / "shared" / "data"
+        if candidate.is_dir():
+            return candidate
+    raise ConfigError(f"no data folder: set {DATA_ENV} to the folder holding the data sets")
+
+
+def split_of(key: str, holdout_fraction: float, seed: int = 0) -> Literal["train", "holdout"]:
+    """Deterministically assign ``key`` (a record's source id) to train or holdout."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    return "holdout" if u < holdout_fraction else "train"
+
+
+def in_split(key: str, split: Split, holdout_fraction: float, seed: int = 0) -> bool:
+    return split == "all" or split_of(key, holdout_fraction, seed) == split
+
+
+def csv_rows(lines: Iterable[str], delimiter: str = ",") -> Iterator[tuple[int, list[str]]]:
+    """``(line, values)`` of every non-blank CSV row, the header included, where ``line`` is the
+    first physical line (1-based) of the row: the line that readers and benchmarks put in source
+    ids.  (``csv.DictReader`` skips blank lines silently, which would shift those numbers.)"""
+    reader = csv.reader(lines, delimiter=delimiter)
+    while True:
+        line = reader.line_num + 1
+        values = next(reader, None)
+        if values is None:
+            return
+        if values:
+            yield line, values
+
+
+def file_digest(path: Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,210 @@
+"""The runner: composes the stages of a suite (curate, train, evaluate, gate, report).
+
+Each stage is a small function; the runner only wires them together, times them, emits lifecycle
+hooks and records what came from the cache.  Models are loaded lazily: a fully cached re-run loads
+no model at all.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from harness.components import Backend, Benchmark, Reporter, RunContext, TrainContext, Trainer
+from harness.config import LoadedSuite, build_component
+from harness.console import RunConsole
+from harness.curate import curate
+from harness.errors import HarnessError
+from harness.evaluate import evaluate_all
+from harness.gate import run_gates
+from harness.models import ModelRef, dir_fingerprint, resolve_model
+from harness.plugins import HarnessPluginManager
+from harness.registry import Registries
+from harness.store import Store
+from harness.types import (
+    CheckpointEvent,
+    RunEndEvent,
+    RunResult,
+    RunStartEvent,
+    StageEndEvent,
+    TrainOutput,
+)
+
+
+@dataclass
+class RunOptions:
+    reports_root: Path | None = None
+    store_dir: Path | None = None
+    use_cache: bool = True
+
+
+@dataclass
+class Runner:
+    loaded: LoadedSuite
+    pm: HarnessPluginManager
+    registries: Registries
+    console: RunConsole
+    options: RunOptions = field(default_factory=RunOptions)
+
+    def __post_init__(self) -> None:
+        suite = self.loaded.suite
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        self.run_id = f"{stamp}-{suite.name}-{uuid.uuid4().hex[:6]}"
+        store_dir = self.options.store_dir or (
+            self.loaded.dir / suite.store if suite.store else self.loaded.dir / ".harness"
+        )
+        self.store = Store(store_dir)
+        self.report_dir = (self.options.reports_root or Path("reports")) / self.run_id
+        self.ctx = RunContext(self.loaded.dir, self.store.root / "work" / self.run_id, suite.seed)
+        self.result = RunResult(self.run_id, suite.name, self.loaded.path, time.time())
+
+    def _stage_end(self, stage: str, outcome: str, started: float, detail: str = "") -> None:
+        event = StageEndEvent(self.run_id, stage, outcome, time.perf_counter() - started, detail)
+        self.result.stages.append(event)
+        self.pm.hook.harness_on_stage_end(event=event)
+
+    def run(self) -> RunResult:
+        suite = self.loaded.suite
+        self.store.start_run(self.run_id, suite.name, self.loaded.path)
+        self.pm.hook.harness_on_run_start(
+            event=RunStartEvent(self.run_id, self.loaded.path, suite.name)
+        )
+        self.console.stage("run", f"{suite.name} ({self.run_id})")
+        # Build every component before any work, so that a config error costs nothing.
+        backend = build_component(
+            self.registries, "backend", _ref(suite.model.backend), ("model",), self.loaded, self.ctx
+        )
+        trainer = (
+            build_component(self.registries, "trainer", suite.train, ("train",), self.loaded, self.ctx)
+            if suite.train
+            else None
+        )
+        benchmarks = {
+            label: build_component(self.registries, "benchmark", ref, ("evaluate", label), self.loaded, self.ctx)
+            for label, ref in suite.evaluate.items()
+        }
+        reporters = [
+            build_component(self.registries, "reporter", ref, ("report", i), self.loaded, self.ctx)
+            for i, ref in enumerate(suite.report)
+        ]
+        assert isinstance(backend, Backend)
+        base = self._resolve_base()
+        models = [base]
+        if trainer is not None:
+            assert isinstance(trainer, Trainer)
+            output = self._train(trainer, backend, base)
+            models.append(base.with_adapter("candidate", output.path))
+        self.result.models = {m.label: m.describe() for m in models}
+        self._evaluate(backend, benchmarks, models)  # type: ignore[arg-type]
+        started = time.perf_counter()
+        self.result.decisions = run_gates(self.loaded, self.registries, self.ctx, self.result)
+        self.result.inconclusive_fails = suite.gating.inconclusive == "fail"
+        self.result.exit_code = _exit_code(self.result, self.result.inconclusive_fails)
+        self.store.save_decisions(self.run_id, self.result.decisions)
+        self._stage_end("gate", "ok", started)
+        self._report(reporters)  # type: ignore[arg-type]
+        return self.result
+
+    # ------------------------------------------------------------------------------ stages
+
+    def _resolve_base(self) -> ModelRef:
+        spec = self.loaded.suite.model
+        started = time.perf_counter()
+        try:
+            ref = resolve_model(spec.source, spec.backend, spec.dtype, self.loaded.dir)
+        except HarnessError as exc:
+            raise type(exc)(f"{self.loaded.where(('model',))}: {exc}") from None
+        self.console.stage("model", f"baseline {ref.describe()}")
+        self._stage_end("model", "ok", started)
+        return ref
+
+    def _train(self, trainer: Trainer, backend: Backend, base: ModelRef) -> TrainOutput:
+        started = time.perf_counter()
+        outcome = curate(self.loaded, self.registries, self.ctx)
+        self.result.ledger = outcome.ledger
+        self.store.save_ledger(self.run_id, outcome.ledger)
+        self.console.stage("curate", f"{len(outcome.records)} records kept")
+        for stage in outcome.ledger.stages:
+            reasons = ", ".join(f"{k}: {v}" for k, v in sorted(stage.reasons.items()))
+            self.console.note(
+                f"{stage.name}: in {stage.n_in} = kept {stage.kept} + dropped {stage.dropped} "
+                f"+ quarantined {stage.quarantined}" + (f" ({reasons})" if reasons else "")
+            )
+        self._stage_end("curate", "ok", started)
+
+        started = time.perf_counter()
+        material = {
+            "base": base.fingerprint,
+            "data": outcome.digest,
+            "trainer": trainer.cache_material(),
+            "seed": self.loaded.suite.seed,
+        }
+        cached = self.store.cache_get("train", material) if self.options.use_cache else None
+        if cached is not None:
+            output = TrainOutput.from_json(cached["output"])
+            if output.path.is_dir() and dir_fingerprint(output.path) == cached["fingerprint"]:
+                self.result.train, self.result.train_from_cache = output, True
+                self.console.stage("train", f"from cache: {output.path} ({output.steps} steps)")
+                self._stage_end("train", "cached", started)
+                return output
+        out_dir = self.store.artifacts / "train" / f"{self.run_id}"
+        model = backend.load(base, trainable=True)
+        self.console.stage("train", f"{trainer.name} on {len(outcome.records)} records")
+
+        def on_checkpoint(event: CheckpointEvent) -> None:
+            self.result.checkpoints.append(event)
+            self.pm.hook.harness_on_checkpoint(event=event)
+
+        with self.console.progress("training") as progress:
+            output = trainer.train(
+                model, outcome.records, TrainContext(out_dir, self.loaded.suite.seed, on_checkpoint, progress)
+            )
+        del model
+        gc.collect()
+        self.store.cache_put(
+            "train", material, {"output": output.to_json(), "fingerprint": dir_fingerprint(output.path)}
+        )
+        self.result.train = output
+        self.console.note(
+            f"{output.steps} steps, loss {output.first_loss:.3f} -> {output.last_loss:.3f}, "
+            f"{output.seconds:.0f}s; adapter {output.path}"
+        )
+        self._stage_end("train", "ok", started)
+        return output
+
+    def _evaluate(self, backend: Backend, benchmarks: dict[str, Benchmark], models: list[ModelRef]) -> None:
+        started = time.perf_counter()
+        evaluate_all(self, backend, benchmarks, models)
+        for label, per_model in self.result.benchmarks.items():
+            for result in per_model.values():
+                self.store.save_items(self.run_id, label, result)
+        outcome = "error" if self.result.eval_errors else "ok"
+        self._stage_end("evaluate", outcome, started)
+
+    def _report(self, reporters: list[Reporter]) -> None:
+        started = time.perf_counter()
+        self.result.duration_s = time.time() - self.result.started_at
+        self.report_dir.mkdir(parents=True, exist_ok=True)
+        for reporter in reporters:
+            reporter.report(self.result, self.report_dir)
+        self._stage_end("report", "ok", started)
+        self.store.finish_run(self.run_id, self.result.exit_code, self.report_dir)
+        self.pm.hook.harness_on_run_end(
+            event=RunEndEvent(self.run_id, self.result.exit_code, self.report_dir)
+        )
+
+
+def _ref(name: str):
+    from harness.config import ComponentRef
+
+    return ComponentRef(name=name)
+
+
+def _exit_code(result: RunResult, inconclusive_fails: bool) -> int:
+    from harness.gate import exit_code
+
+    return exit_code(result.decisions, inconclusive_fails)

@@ -1,0 +1,301 @@
+"""The small, typed values that flow between stages.
+
+Stages never pass ``dict[str, Any]`` to each other: a conversation, a ledger, a per-item result, a
+gate decision and the lifecycle events each have their own frozen dataclass here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One turn of a conversation."""
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A normalised training or evaluation record.
+
+    ``source_id`` is ``file:line`` (JSONL) or ``file:row`` (CSV) so that any record, kept or
+    dropped, can be traced back to the exact place it came from.
+    """
+
+    messages: tuple[Message, ...]
+    source_id: str
+
+    def digest(self) -> str:
+        """Content hash of the messages (not the source id): equal text, equal digest."""
+        payload = json.dumps([[m.role, m.content] for m in self.messages], ensure_ascii=False)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source_id": self.source_id, "messages": [asdict(m) for m in self.messages]}
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """A record that could not be read or parsed: kept with its raw text and the reason."""
+
+    source_id: str
+    reason: str
+    raw: str
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """A record a filter removed, with the filter's reason code and a human detail."""
+
+    source_id: str
+    filter: str
+    reason: str
+    detail: str = ""
+
+
+@dataclass
+class StageLedger:
+    """Accounting for one curation step: ``n_in == kept + dropped + quarantined`` always."""
+
+    name: str
+    n_in: int = 0
+    kept: int = 0
+    dropped: int = 0
+    quarantined: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def balanced(self) -> bool:
+        return self.n_in == self.kept + self.dropped + self.quarantined
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "in": self.n_in,
+            "kept": self.kept,
+            "dropped": self.dropped,
+            "quarantined": self.quarantined,
+            "reasons": dict(sorted(self.reasons.items())),
+        }
+
+
+@dataclass
+class Ledger:
+    """The curation ledger: one ``StageLedger`` per reader and filter, plus every drop."""
+
+    stages: list[StageLedger] = field(default_factory=list)
+    dropped: list[Dropped] = field(default_factory=list)
+    quarantined: list[Quarantined] = field(default_factory=list)
+
+    @property
+    def balanced(self) -> bool:
+        return all(s.balanced for s in self.stages)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "balanced": self.balanced,
+            "stages": [s.to_json() for s in self.stages],
+            "dropped": [asdict(d) for d in self.dropped],
+            "quarantined": [asdict(q) for q in self.quarantined],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Ledger:
+        stages = [
+            StageLedger(
+                name=s["name"],
+                n_in=s["in"],
+                kept=s["kept"],
+                dropped=s["dropped"],
+                quarantined=s["quarantined"],
+                reasons=Counter(s["reasons"]),
+            )
+            for s in data["stages"]
+        ]
+        return cls(
+            stages=stages,
+            dropped=[Dropped(**d) for d in data["dropped"]],
+            quarantined=[Quarantined(**q) for q in data["quarantined"]],
+        )
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """One benchmark item scored for one model; the unit that paired statistics work on."""
+
+    item_id: str
+    prediction: str
+    reference: str
+    score: float
+
+
+@dataclass(frozen=True)
+class BenchmarkResult:
+    """All items of one benchmark for one model, and where they came from."""
+
+    benchmark: str
+    model: str
+    metric: str
+    items: tuple[ItemResult, ...]
+    cache_key: str
+    from_cache: bool = False
+
+    @property
+    def score(self) -> float:
+        return sum(i.score for i in self.items) / len(self.items) if self.items else float("nan")
+
+
+class Verdict(str, Enum):
+    """The outcome of a gate.  ``error`` (a check could not run) can never count as a pass."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A paired comparison of candidate against baseline on the same items.
+
+    ``diff`` is candidate minus baseline; ``ci_low``/``ci_high`` bound it at confidence
+    ``1 - 2*alpha`` (a one-sided test at level ``alpha`` on each side); ``p_value`` is the
+    two-sided p-value of "no difference"; ``mde`` is the smallest difference this sample could
+    detect with 80% power at one-sided ``alpha``.
+    """
+
+    test: str
+    n: int
+    baseline: float
+    candidate: float
+    diff: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    mde: float
+    alpha: float
+    detail: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A gate's verdict, with the comparison it was decided on and why."""
+
+    gate: str
+    benchmark: str
+    rule: str
+    verdict: Verdict
+    reason: str
+    blocking: bool = True
+    comparison: Comparison | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["verdict"] = self.verdict.value
+        return data
+
+
+# ---------------------------------------------------------------- lifecycle event payloads
+
+
+@dataclass(frozen=True)
+class RunStartEvent:
+    run_id: str
+    suite_path: Path
+    suite_name: str
+
+
+@dataclass(frozen=True)
+class StageEndEvent:
+    """Emitted after every stage; ``outcome`` is ``ok``, ``cached`` or ``error``."""
+
+    run_id: str
+    stage: str
+    outcome: str
+    duration_s: float
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class CheckpointEvent:
+    """Emitted by a trainer every ``eval_every`` steps, and once for the final weights."""
+
+    trainer: str
+    step: int
+    total_steps: int
+    path: Path
+    loss: float
+    final: bool = False
+
+
+@dataclass(frozen=True)
+class TrainOutput:
+    """What a trainer produced: the adapter (or model) folder and how training went."""
+
+    path: Path
+    steps: int
+    examples: int
+    supervised_tokens: int
+    first_loss: float
+    last_loss: float
+    seconds: float
+    notes: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["path"] = str(self.path)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainOutput:
+        return cls(**{**data, "path": Path(data["path"]), "notes": tuple(data["notes"])})
+
+
+@dataclass(frozen=True)
+class RunEndEvent:
+    run_id: str
+    exit_code: int
+    report_dir: Path
+
+
+@dataclass(frozen=True)
+class EvalError:
+    """A benchmark that could not be scored for a model; gates on it are ``error``."""
+
+    benchmark: str
+    model: str
+    message: str
+
+
+@dataclass
+class RunResult:
+    """Everything a reporter needs about a finished run."""
+
+    run_id: str
+    suite_name: str
+    suite_path: Path
+    started_at: float
+    duration_s: float = 0.0
+    models: dict[str, str] = field(default_factory=dict)
+    ledger: Ledger | None = None
+    train: TrainOutput | None = None
+    train_from_cache: bool = False
+    checkpoints: list[CheckpointEvent] = field(default_factory=list)
+    benchmarks: dict[str, dict[str, BenchmarkResult]] = field(default_factory=dict)
+    """``benchmarks[label][model_label]``: the per-item results of each evaluated model."""
+    eval_errors: list[EvalError] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+    stages: list[StageEndEvent] = field(default_factory=list)
+    inconclusive_fails: bool = True
+    exit_code: int = 0

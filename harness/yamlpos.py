@@ -1,0 +1,66 @@
+"""Safe YAML loading that remembers the line of every key, so errors can name ``file:line``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.errors import ConfigError
+
+Loc = tuple[str | int, ...]
+
+
+class Positions:
+    """Line numbers (1-based) of mapping keys and sequence items, by their path in the data."""
+
+    def __init__(self, path: Path, lines: dict[Loc, int]) -> None:
+        self.path = path
+        self._lines = lines
+
+    def line(self, loc: Loc) -> int:
+        """The line of ``loc``, or of its nearest ancestor that has one."""
+        loc = tuple(loc)
+        while loc:
+            if loc in self._lines:
+                return self._lines[loc]
+            loc = loc[:-1]
+        return 1
+
+    def where(self, loc: Loc) -> str:
+        return f"{self.path}:{self.line(loc)}"
+
+
+def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = loc + (str(key_node.value),)
+            lines[key] = key_node.start_mark.line + 1
+            _walk(value_node, key, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines[loc + (index,)] = item.start_mark.line + 1
+            _walk(item, loc + (index,), lines)
+
+
+def load_yaml(path: Path) -> tuple[Any, Positions]:
+    """Parse ``path`` with the safe loader (no code execution) and return data and positions."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}:{line}: invalid YAML: {problem}") from None
+    lines: dict[Loc, int] = {}
+    if node is not None:
+        _walk(node, (), lines)
+    return data, Positions(path, lines)

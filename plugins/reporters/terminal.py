@@ -1,0 +1,93 @@
+"""The terminal reporter: the ledger, training, baseline vs candidate with confidence intervals,
+and each gate's verdict, as rich tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+import harness
+from harness.components import Reporter
+from harness.console import make_console
+from harness.types import RunResult, Verdict
+
+_COLOURS = {
+    Verdict.PASS: "green",
+    Verdict.FAIL: "red",
+    Verdict.INCONCLUSIVE: "yellow",
+    Verdict.ERROR: "magenta",
+}
+_EXIT_MEANING = {0: "all blocking gates pass", 1: "a gate failed", 3: "a check errored"}
+
+
+class TerminalReporter(Reporter):
+    name = "terminal"
+    description = "summary tables on the terminal (ledger, training, benchmarks, gates)"
+
+    def __init__(self, config, ctx, console: Console | None = None) -> None:
+        super().__init__(config, ctx)
+        self.console = console or make_console()
+
+    def report(self, result: RunResult, out_dir: Path) -> list[Path]:
+        out = self.console
+        out.print()
+        if result.ledger is not None:
+            table = Table(title="Curation ledger (in = kept + dropped + quarantined)")
+            for column in ("step", "in", "kept", "dropped", "quarantined", "reasons"):
+                table.add_column(column, justify="right" if column in ("in", "kept", "dropped", "quarantined") else "left")
+            for s in result.ledger.stages:
+                reasons = ", ".join(f"{k} {v}" for k, v in sorted(s.reasons.items()))
+                table.add_row(s.name, str(s.n_in), str(s.kept), str(s.dropped), str(s.quarantined), reasons)
+            out.print(table)
+        if result.train is not None:
+            t = result.train
+            origin = " (from cache)" if result.train_from_cache else ""
+            out.print(
+                f"Training{origin}: {t.steps} steps on {t.examples} examples, "
+                f"{t.supervised_tokens} supervised tokens, loss {t.first_loss:.3f} -> {t.last_loss:.3f}, "
+                f"{t.seconds:.0f}s" + "".join(f"; {n}" for n in t.notes)
+            )
+        table = Table(title="Benchmarks: candidate vs baseline on the same items")
+        for column in ("benchmark", "metric", "n", "baseline", "candidate", "diff", "CI", "p", "source"):
+            table.add_column(column)
+        comparisons = {d.benchmark: d.comparison for d in result.decisions if d.comparison}
+        for label, per_model in result.benchmarks.items():
+            base, cand = per_model.get("baseline"), per_model.get("candidate")
+            any_res = base or cand
+            assert any_res is not None
+            cmp = comparisons.get(label)
+            cached = [m for m, r in per_model.items() if r.from_cache]
+            table.add_row(
+                label,
+                any_res.metric,
+                str(len(any_res.items)),
+                f"{base.score:.3f}" if base else "-",
+                f"{cand.score:.3f}" if cand else "-",
+                f"{cmp.diff:+.3f}" if cmp else "-",
+                f"[{cmp.ci_low:+.3f}, {cmp.ci_high:+.3f}] ({1 - 2 * cmp.alpha:.0%})" if cmp else "-",
+                f"{cmp.p_value:.3g}" if cmp else "-",
+                ("cache: " + ", ".join(cached)) if cached else "computed",
+            )
+        out.print(table)
+        for error in result.eval_errors:
+            out.print(f"[magenta]error[/] {error.benchmark} / {error.model}: {error.message}")
+        table = Table(title="Gates")
+        for column in ("gate", "rule", "verdict", "reason"):
+            table.add_column(column)
+        for d in result.decisions:
+            colour = _COLOURS[d.verdict]
+            verdict = f"[{colour}]{d.verdict.value}[/]" + ("" if d.blocking else " (advisory)")
+            table.add_row(d.gate, d.rule, verdict, d.reason)
+        out.print(table)
+        meaning = _EXIT_MEANING.get(result.exit_code, "")
+        if result.exit_code == 1 and result.inconclusive_fails:
+            meaning = "a gate failed or was inconclusive"
+        out.print(f"exit {result.exit_code}: {meaning}; report: {out_dir}")
+        return []
+
+
+@harness.hookimpl
+def harness_register_reporters(registrar) -> None:
+    registrar.add(TerminalReporter)
