@@ -73,7 +73,8 @@ def _validate(args: argparse.Namespace, console: Console) -> int:
     ctx = RunContext(loaded.dir, loaded.dir / ".harness" / "work", suite.seed)
     build_component(registries, "backend", ComponentRef(name=suite.model.backend), ("model",), loaded, ctx)
     for i, src in enumerate(suite.data):
-        build_component(registries, "reader", ComponentRef(name=src.format, options=src.options), ("data", i, "format"), loaded, ctx)
+        reader = ComponentRef(name=src.format, options=src.options)
+        build_component(registries, "reader", reader, ("data", i, "format"), loaded, ctx, ("data", i))
     for i, ref in enumerate(suite.curate.filters):
         build_component(registries, "filter", ref, ("curate", "filters", i), loaded, ctx)
     if suite.train:

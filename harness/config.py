@@ -158,7 +158,8 @@ class LoadedSuite:
 
 
 def _format_validation(exc: ValidationError, positions: Positions, prefix: Loc) -> str:
-    err = exc.errors()[0]
+    # A typo shows up as an unknown key *and* a missing one: name the unknown key first.
+    err = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
     loc: Loc = prefix + tuple(p for p in err["loc"] if p != "options")
     dotted = ".".join(str(p) for p in loc) or "(top level)"
     if err["type"] == "extra_forbidden":
@@ -206,8 +207,12 @@ def build_component(
     loc: Loc,
     loaded: LoadedSuite,
     ctx: RunContext,
+    options_loc: Loc | None = None,
 ) -> Component:
-    """Look up ``ref.name`` among the ``kind`` components and construct it with its options."""
+    """Look up ``ref.name`` among the ``kind`` components and construct it with its options.
+
+    ``loc`` is where the name stands in the suite; ``options_loc`` where the options do, when
+    that differs (a data source's reader options sit beside its ``format`` key)."""
     try:
         info = registries.get(kind, ref.name)
     except UnknownComponentError as exc:
@@ -215,6 +220,6 @@ def build_component(
     try:
         config = info.cls.Config.model_validate(ref.options)
     except ValidationError as exc:
-        message = _format_validation(exc, loaded.positions, loc)
+        message = _format_validation(exc, loaded.positions, loc if options_loc is None else options_loc)
         raise ConfigError(f"{message} (in {kind} {ref.name!r} from {info.origin})") from None
     return info.cls(config, ctx)

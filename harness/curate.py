@@ -39,7 +39,13 @@ def _read_source(
 ) -> tuple[list[Conversation], list[Quarantined], StageLedger]:
     loc = ("data", index)
     reader = build_component(
-        registries, "reader", ComponentRef(name=src.format, options=src.options), loc + ("format",), loaded, ctx
+        registries,
+        "reader",
+        ComponentRef(name=src.format, options=src.options),
+        loc + ("format",),
+        loaded,
+        ctx,
+        options_loc=loc,
     )
     assert isinstance(reader, Reader)
     path = loaded.resolve_path(src.path, loc + ("path",))
