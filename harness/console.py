@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from harness.components import ProgressFn
@@ -31,11 +32,12 @@ class RunConsole:
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or make_console()
 
-    def stage(self, name: str, message: str) -> None:
-        self.console.print(f"[bold cyan]{name:>9}[/] {message}")
+    def stage(self, name: str, message: str, style: str = "") -> None:
+        text = escape(message)
+        self.console.print(f"[bold cyan]{name:>9}[/] " + (f"[{style}]{text}[/]" if style else text))
 
     def note(self, message: str) -> None:
-        self.console.print(f"          {message}")
+        self.console.print(f"          {escape(message)}")
 
     @contextmanager
     def progress(self, description: str) -> Iterator[ProgressFn]:
@@ -65,7 +67,8 @@ class RunConsole:
             if tenth != last[0] or done == total:
                 last[0] = tenth
                 elapsed = time.perf_counter() - started
-                self.console.print(f"          {description}: {done}/{total} {message} ({elapsed:.0f}s)")
+                line = f"{description}: {done}/{total} {message} ({elapsed:.0f}s)"
+                self.console.print(f"          {escape(line)}")
                 sys.stdout.flush()
 
         yield log

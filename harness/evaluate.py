@@ -66,7 +66,7 @@ def evaluate_all(
             except Exception as exc:  # recorded, never cached: gates on it become `error`
                 message = f"{type(exc).__name__}: {exc}"
                 result.eval_errors.append(EvalError(label, ref.label, message))
-                console.stage("evaluate", f"[red]{label} / {ref.label}: error: {message}[/]")
+                console.stage("evaluate", f"{label} / {ref.label}: error: {message}", style="red")
                 continue
             res = BenchmarkResult(bench.name, ref.label, bench.metric, tuple(items), key)
             store.cache_put("evaluate", material, {"items": [i.__dict__ for i in items]})

@@ -17,7 +17,7 @@ from pathlib import Path
 from harness.components import Backend, Benchmark, Reporter, RunContext, TrainContext, Trainer
 from harness.config import LoadedSuite, build_component
 from harness.console import RunConsole
-from harness.curate import curate
+from harness.curate import CurateOutcome, curate
 from harness.errors import HarnessError
 from harness.evaluate import evaluate_all
 from harness.gate import run_gates
@@ -92,11 +92,17 @@ class Runner:
             for i, ref in enumerate(suite.report)
         ]
         assert isinstance(backend, Backend)
+        for label, bench in benchmarks.items():  # read each benchmark's items now: bad data is bad input
+            try:
+                bench.items_digest()  # type: ignore[attr-defined]
+            except HarnessError as exc:
+                raise type(exc)(f"{self.loaded.where(('evaluate', label))}: evaluate.{label}: {exc}") from None
+        outcome = self._curate() if trainer is not None else None
         base = self._resolve_base()
         models = [base]
-        if trainer is not None:
+        if trainer is not None and outcome is not None:
             assert isinstance(trainer, Trainer)
-            output = self._train(trainer, backend, base)
+            output = self._train(trainer, backend, base, outcome)
             models.append(base.with_adapter("candidate", output.path))
         self.result.models = {m.label: m.describe() for m in models}
         self._evaluate(backend, benchmarks, models)  # type: ignore[arg-type]
@@ -122,7 +128,7 @@ class Runner:
         self._stage_end("model", "ok", started)
         return ref
 
-    def _train(self, trainer: Trainer, backend: Backend, base: ModelRef) -> TrainOutput:
+    def _curate(self) -> CurateOutcome:
         started = time.perf_counter()
         outcome = curate(self.loaded, self.registries, self.ctx)
         self.result.ledger = outcome.ledger
@@ -135,7 +141,11 @@ class Runner:
                 f"+ quarantined {stage.quarantined}" + (f" ({reasons})" if reasons else "")
             )
         self._stage_end("curate", "ok", started)
+        return outcome
 
+    def _train(
+        self, trainer: Trainer, backend: Backend, base: ModelRef, outcome: CurateOutcome
+    ) -> TrainOutput:
         started = time.perf_counter()
         material = {
             "base": base.fingerprint,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import harness
@@ -72,14 +73,14 @@ class TerminalReporter(Reporter):
             )
         out.print(table)
         for error in result.eval_errors:
-            out.print(f"[magenta]error[/] {error.benchmark} / {error.model}: {error.message}")
+            out.print(f"[magenta]error[/] {escape(f'{error.benchmark} / {error.model}: {error.message}')}")
         table = Table(title="Gates")
         for column in ("gate", "rule", "verdict", "reason"):
             table.add_column(column)
         for d in result.decisions:
             colour = _COLOURS[d.verdict]
             verdict = f"[{colour}]{d.verdict.value}[/]" + ("" if d.blocking else " (advisory)")
-            table.add_row(d.gate, d.rule, verdict, d.reason)
+            table.add_row(d.gate, d.rule, verdict, escape(d.reason))
         out.print(table)
         meaning = _EXIT_MEANING.get(result.exit_code, "")
         if result.exit_code == 1 and result.inconclusive_fails:
