@@ -153,7 +153,7 @@ def run_gates(
         per_model = result.benchmarks.get(label, {})
         problems = [f"{m}: {errors[(label, m)]}" for m in ("baseline", "candidate") if (label, m) in errors]
         if problems or "baseline" not in per_model or "candidate" not in per_model:
-            reason = "; ".join(problems) or "no candidate was trained or evaluated"
+            reason = "; ".join(problems) or result.train_error or "no candidate was trained or evaluated"
             decisions.append(errored(name, label, str(rule), reason, gate.blocking))
             continue
         try:

@@ -102,8 +102,9 @@ class Runner:
         models = [base]
         if trainer is not None and outcome is not None:
             assert isinstance(trainer, Trainer)
-            output = self._train(trainer, backend, base, outcome)
-            models.append(base.with_adapter("candidate", output.path))
+            output = self._train_or_record(trainer, backend, base, outcome)
+            if output is not None:
+                models.append(base.with_adapter("candidate", output.path))
         self.result.models = {m.label: m.describe() for m in models}
         self._evaluate(backend, benchmarks, models)  # type: ignore[arg-type]
         started = time.perf_counter()
@@ -142,6 +143,25 @@ class Runner:
             )
         self._stage_end("curate", "ok", started)
         return outcome
+
+    def _train_or_record(
+        self, trainer: Trainer, backend: Backend, base: ModelRef, outcome: CurateOutcome
+    ) -> TrainOutput | None:
+        """Train; a training failure is recorded (its gates become ``error``), not raised, so the
+        baseline is still evaluated and the reports are still written."""
+        started = time.perf_counter()
+        try:
+            return self._train(trainer, backend, base, outcome)
+        except HarnessError as exc:
+            if exc.exit_code == 2:
+                raise
+            message = str(exc)
+        except Exception as exc:
+            message = f"{type(exc).__name__}: {exc}"
+        self.result.train_error = f"training failed: {message}"
+        self.console.stage("train", self.result.train_error, style="red")
+        self._stage_end("train", "error", started, message)
+        return None
 
     def _train(
         self, trainer: Trainer, backend: Backend, base: ModelRef, outcome: CurateOutcome

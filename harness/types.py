@@ -291,6 +291,7 @@ class RunResult:
     ledger: Ledger | None = None
     train: TrainOutput | None = None
     train_from_cache: bool = False
+    train_error: str | None = None
     checkpoints: list[CheckpointEvent] = field(default_factory=list)
     benchmarks: dict[str, dict[str, BenchmarkResult]] = field(default_factory=dict)
     """``benchmarks[label][model_label]``: the per-item results of each evaluated model."""

@@ -62,3 +62,72 @@ def test_all_malformed_data_fails_with_the_first_bad_line(tmp_path: Path, write_
     code, err = _run(write_suite(_suite(tmp_path, data=[{"path": str(bad), "format": "alpaca"}])), tmp_path, capsys)
     assert code == 2
     assert "bad.jsonl:2" in err and "2 of 3 records are malformed" in err
+
+
+# --------------------------------------------------------- a check that errors is never a pass
+
+import harness  # noqa: E402
+from harness.components import Benchmark, Trainer  # noqa: E402
+from harness.types import ItemResult  # noqa: E402
+
+
+class _BrokenTrainer(Trainer):
+    name = "broken"
+
+    def train(self, base, data, ctx):
+        raise RuntimeError("out of memory")
+
+
+class _ConstBenchmark(Benchmark):
+    name = "const"
+
+    def items_digest(self) -> str:
+        return "const-v1"
+
+    def evaluate(self, model, progress):
+        return [ItemResult(str(i), "x", "x", 1.0) for i in range(5)]
+
+
+class _TestPlugin:
+    @harness.hookimpl
+    def harness_register_trainers(self, registrar) -> None:
+        registrar.add(_BrokenTrainer)
+
+    @harness.hookimpl
+    def harness_register_benchmarks(self, registrar) -> None:
+        registrar.add(_ConstBenchmark)
+
+
+def test_failed_training_makes_its_gates_error_and_exit_3(tmp_path: Path, write_suite, tiny_model_dir: Path) -> None:
+    import json
+
+    from harness.config import load_suite
+    from harness.console import RunConsole
+    from harness.plugins import get_plugin_manager
+    from harness.registry import Registries
+    from harness.runner import Runner, RunOptions
+
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"instruction": "a", "output": "b"}\n')
+    suite = write_suite(
+        {
+            "name": "broken",
+            "model": str(tiny_model_dir),
+            "data": [{"path": str(data), "format": "alpaca"}],
+            "train": "broken",
+            "evaluate": {"const": "const"},
+            "gates": {"const": "no_regression()"},
+            "report": ["json", "junit"],
+        }
+    )
+    pm = get_plugin_manager(load_entrypoints=False, plugins=[("test", _TestPlugin())])
+    runner = Runner(load_suite(suite), pm, Registries.from_plugin_manager(pm), RunConsole(),
+                    RunOptions(reports_root=tmp_path / "reports", store_dir=tmp_path / "store"))
+    result = runner.run()
+    assert result.exit_code == 3
+    [decision] = result.decisions
+    assert decision.verdict.value == "error" and "out of memory" in decision.reason
+    written = json.loads((runner.report_dir / "result.json").read_text())
+    assert written["train_error"] == "training failed: RuntimeError: out of memory"
+    assert written["benchmarks"]["const"]["baseline"]["n"] == 5  # the baseline was still scored
+    assert (runner.report_dir / "junit.xml").read_text().count("<error") == 1

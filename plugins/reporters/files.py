@@ -55,6 +55,7 @@ def result_to_json(result: RunResult) -> dict[str, Any]:
         "train": (
             {**result.train.to_json(), "from_cache": result.train_from_cache} if result.train else None
         ),
+        "train_error": result.train_error,
         "checkpoints": [
             {**c.__dict__, "path": str(c.path)} for c in result.checkpoints
         ],
