@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 from harness.components import Filter, Reader, RunContext
 from harness.config import ComponentRef, DataSource, LoadedSuite, build_component
@@ -55,7 +56,7 @@ def _read_source(
     quarantined: list[Quarantined] = []
     for item in reader.read(path, src.path):
         (quarantined if isinstance(item, Quarantined) else records).append(item)  # type: ignore[arg-type]
-    stage = StageLedger(f"read {src.path}")
+    stage = StageLedger(f"read {Path(src.path).name}")
     stage.n_in = len(records) + len(quarantined)
     stage.kept, stage.quarantined = len(records), len(quarantined)
     stage.reasons.update(Counter(f"quarantined: {q.reason.split(':')[0]}" for q in quarantined))
@@ -65,7 +66,7 @@ def _read_source(
 
 
 def _select(src: DataSource, records: list[Conversation]) -> tuple[list[Conversation], StageLedger]:
-    stage = StageLedger(f"select {src.path} (split={src.split}, sample={src.sample})")
+    stage = StageLedger(f"select {Path(src.path).name} (split={src.split}, sample={src.sample})")
     stage.n_in = len(records)
     chosen = [r for r in records if in_split(r.source_id, src.split, src.holdout_fraction, src.seed)]
     if len(chosen) < len(records):

@@ -54,10 +54,10 @@ class Store:
     """One SQLite file (WAL mode) plus an ``artifacts/`` folder beside it."""
 
     def __init__(self, root: Path) -> None:
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        self.artifacts = root / "artifacts"
-        self.db = sqlite3.connect(root / "store.sqlite", timeout=30)
+        self.root = root.resolve()  # cached artifact paths must not depend on the working directory
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.artifacts = self.root / "artifacts"
+        self.db = sqlite3.connect(self.root / "store.sqlite", timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(_SCHEMA)
 

@@ -109,5 +109,5 @@ def test_second_run_comes_from_the_store(e2e) -> None:
             assert res["from_cache"], (label, model)
             assert res["items"] == first["benchmarks"][label][model]["items"]
     assert [d["verdict"] for d in second["decisions"]] == [d["verdict"] for d in first["decisions"]]
-    assert proc.stdout.count("(from cache)") == 4
-    assert "train" in proc.stdout and "from cache" in proc.stdout
+    assert proc.stdout.count("items (from cache)") == 4
+    assert "train from cache:" in proc.stdout and "Training (from cache)" in proc.stdout
