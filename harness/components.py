@@ -7,6 +7,9 @@ with their validated config and the run's ``RunContext``.
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,23 +122,45 @@ class Trainer(Component):
         raise NotImplementedError
 
 
+Item = dict[str, Any]
+"""One benchmark item: JSON-serialisable, with a unique string ``"id"``."""
+
+
 class Benchmark(Component):
     """Scores a model item by item.
 
-    ``items_digest`` must be cheap (no model needed): it keys the evaluation cache together with
-    the model fingerprint, so an unchanged benchmark on an unchanged model is never re-scored.
+    ``items()`` must be deterministic and cheap (no model needed): their digest keys the
+    evaluation cache together with the model fingerprint.  The runner calls ``evaluate`` on
+    chunks of at most ``chunk_size`` items and caches each chunk's results as soon as it is
+    scored, so an interrupted run resumes without recomputing finished items.
     """
 
     kind = "benchmark"
     metric: ClassVar[str] = "accuracy"
     chance: ClassVar[float | None] = None
     """The score of a random guesser, when it is known (e.g. 0.25 for 4-choice MMLU)."""
+    chunk_size: ClassVar[int] = 64
+
+    def items(self) -> list[Item]:
+        raise NotImplementedError
 
     def items_digest(self) -> str:
+        """sha256 of the items' canonical JSON."""
+        if getattr(self, "_digest", None) is None:
+            text = json.dumps(self.items(), sort_keys=True, ensure_ascii=False)
+            self._digest = hashlib.sha256(text.encode()).hexdigest()
+        return self._digest
+
+    def evaluate(
+        self, model: LoadedModel, items: Sequence[Item], progress: ProgressFn
+    ) -> list[ItemResult]:
+        """Score exactly ``items`` (a chunk of ``items()``), one result per item, same order."""
         raise NotImplementedError
 
-    def evaluate(self, model: LoadedModel, progress: ProgressFn) -> list[ItemResult]:
-        raise NotImplementedError
+    def summary(self, results: Sequence[ItemResult]) -> dict[str, float]:
+        """Headline figures of a whole result (default: the weighted mean of the scores)."""
+        total = sum(r.weight for r in results)
+        return {self.metric: sum(r.score * r.weight for r in results) / total if total else float("nan")}
 
 
 class Statistic(Component):

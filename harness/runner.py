@@ -19,7 +19,7 @@ from harness.config import LoadedSuite, build_component
 from harness.console import RunConsole
 from harness.curate import CurateOutcome, curate
 from harness.errors import HarnessError
-from harness.evaluate import evaluate_all
+from harness.evaluate import Evaluator, describe
 from harness.gate import run_gates
 from harness.models import ModelRef, dir_fingerprint, resolve_model
 from harness.plugins import HarnessPluginManager
@@ -27,6 +27,7 @@ from harness.registry import Registries
 from harness.store import Store
 from harness.types import (
     CheckpointEvent,
+    EvalError,
     RunEndEvent,
     RunResult,
     RunStartEvent,
@@ -207,11 +208,23 @@ class Runner:
         return output
 
     def _evaluate(self, backend: Backend, benchmarks: dict[str, Benchmark], models: list[ModelRef]) -> None:
+        """Every benchmark on every model (one model in memory at a time); an evaluation that
+        raises is recorded as an error for that (benchmark, model) and the others go on."""
         started = time.perf_counter()
-        evaluate_all(self, backend, benchmarks, models)
-        for label, per_model in self.result.benchmarks.items():
-            for result in per_model.values():
-                self.store.save_items(self.run_id, label, result)
+        for ref in models:
+            evaluator = Evaluator(self.store, backend, ref, self.console, self.options.use_cache)
+            for label, bench in benchmarks.items():
+                try:
+                    res = evaluator.run(label, bench)
+                except Exception as exc:  # recorded, never cached: gates on it become `error`
+                    message = f"{type(exc).__name__}: {exc}"
+                    self.result.eval_errors.append(EvalError(label, ref.label, message))
+                    self.console.stage("evaluate", f"{label} / {ref.label}: error: {message}", style="red")
+                    continue
+                self.result.benchmarks.setdefault(label, {})[ref.label] = res
+                self.store.save_items(self.run_id, label, res)
+                self.console.stage("evaluate", describe(label, res))
+            evaluator.release()
         outcome = "error" if self.result.eval_errors else "ok"
         self._stage_end("evaluate", outcome, started)
 

@@ -36,6 +36,9 @@ CREATE TABLE IF NOT EXISTS decisions (run_id TEXT, gate TEXT, verdict TEXT, deci
 CREATE TABLE IF NOT EXISTS cache (
     key TEXT PRIMARY KEY, kind TEXT, material TEXT, value TEXT, created REAL
 );
+CREATE TABLE IF NOT EXISTS item_cache (
+    key TEXT, item_id TEXT, result TEXT, PRIMARY KEY (key, item_id)
+);
 """
 
 
@@ -79,6 +82,29 @@ class Store:
             self.db.execute(
                 "INSERT OR REPLACE INTO cache (key, kind, material, value, created) VALUES (?,?,?,?,?)",
                 (key, kind, text, canonical_json(value), time.time()),
+            )
+        return key
+
+    def cached_items(self, kind: str, material: dict[str, Any]) -> dict[str, Any]:
+        """Per-item values stored under ``material`` (only when the stored material matches)."""
+        key, text = cache_key(kind, material)
+        row = self.db.execute("SELECT material FROM cache WHERE key = ?", (key,)).fetchone()
+        if row is None or row[0] != text:
+            return {}
+        rows = self.db.execute("SELECT item_id, result FROM item_cache WHERE key = ?", (key,))
+        return {item_id: json.loads(result) for item_id, result in rows}
+
+    def put_items(self, kind: str, material: dict[str, Any], values: dict[str, Any]) -> str:
+        """Store per-item values under ``material``, committed at once (a kill loses nothing)."""
+        key, text = cache_key(kind, material)
+        with self.db:
+            self.db.execute(
+                "INSERT OR IGNORE INTO cache (key, kind, material, value, created) VALUES (?,?,?,?,?)",
+                (key, kind, text, "null", time.time()),
+            )
+            self.db.executemany(
+                "INSERT OR REPLACE INTO item_cache VALUES (?,?,?)",
+                [(key, item_id, canonical_json(v)) for item_id, v in values.items()],
             )
         return key
 

@@ -138,6 +138,8 @@ class ItemResult:
     prediction: str
     reference: str
     score: float
+    weight: float = 1.0
+    """How much the item counts in a weighted summary (e.g. its token count for perplexity)."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,8 @@ class BenchmarkResult:
     items: tuple[ItemResult, ...]
     cache_key: str
     from_cache: bool = False
+    cached_items: int = 0
+    summary: dict[str, float] = field(default_factory=dict)
 
     @property
     def score(self) -> float:

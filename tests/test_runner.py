@@ -81,11 +81,11 @@ class _BrokenTrainer(Trainer):
 class _ConstBenchmark(Benchmark):
     name = "const"
 
-    def items_digest(self) -> str:
-        return "const-v1"
+    def items(self):
+        return [{"id": str(i)} for i in range(5)]
 
-    def evaluate(self, model, progress):
-        return [ItemResult(str(i), "x", "x", 1.0) for i in range(5)]
+    def evaluate(self, model, items, progress):
+        return [ItemResult(item["id"], "x", "x", 1.0) for item in items]
 
 
 class _TestPlugin:

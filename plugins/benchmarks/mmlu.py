@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import Field
 
 import harness
-from harness.components import Benchmark, ComponentConfig, ProgressFn
+from harness.components import Benchmark, ComponentConfig, Item, ProgressFn
 from harness.errors import DataError
 from harness.models import LoadedModel
 from harness.types import ItemResult
@@ -74,10 +74,10 @@ class MMLU(Benchmark):
                 )
         return docs
 
-    def items_digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.docs, sort_keys=True).encode()).hexdigest()
+    def items(self) -> list[Item]:
+        return self.docs
 
-    def evaluate(self, model: LoadedModel, progress: ProgressFn) -> list[ItemResult]:
+    def evaluate(self, model: LoadedModel, items: Sequence[Item], progress: ProgressFn) -> list[ItemResult]:
         from harness_plugins.benchmarks._lmeval import run_task
 
         cfg: MMLUConfig = self.config  # type: ignore[assignment]
@@ -93,16 +93,16 @@ class MMLU(Benchmark):
             "doc_to_target": "answer",
             "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
         }
-        progress(0, len(self.docs), "log-likelihood of A/B/C/D")
-        samples = run_task(model, task, self.docs, batch_size=cfg.batch_size, seed=cfg.seed)
+        progress(0, len(items), "log-likelihood of A/B/C/D")
+        samples = run_task(model, task, list(items), batch_size=cfg.batch_size, seed=cfg.seed)
         results = []
-        for doc, sample in zip(self.docs, samples):
+        for doc, sample in zip(items, samples):
             logliks = [resp[0] for resp in sample["filtered_resps"]]
             predicted = max(range(len(logliks)), key=logliks.__getitem__)
             results.append(
                 ItemResult(doc["id"], LETTERS[predicted], LETTERS[doc["answer"]], float(sample["acc"]))
             )
-        progress(len(self.docs), len(self.docs), "done")
+        progress(len(items), len(items), "done")
         return results
 
 

@@ -10,14 +10,14 @@ production parser of the label would be.  Generation is greedy, through lm-evalu
 from __future__ import annotations
 
 import hashlib
-import json
+from collections.abc import Sequence
 from functools import cached_property
 from typing import Any
 
 from pydantic import Field
 
 import harness
-from harness.components import Benchmark, ComponentConfig, ProgressFn
+from harness.components import Benchmark, ComponentConfig, Item, ProgressFn
 from harness.data import csv_rows, in_split
 from harness.errors import DataError
 from harness.models import LoadedModel
@@ -78,10 +78,10 @@ class SupportIntent(Benchmark):
             for source_id, row in sorted(ranked[: cfg.sample], key=lambda p: p[0])
         ]
 
-    def items_digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.docs, sort_keys=True).encode()).hexdigest()
+    def items(self) -> list[Item]:
+        return self.docs
 
-    def evaluate(self, model: LoadedModel, progress: ProgressFn) -> list[ItemResult]:
+    def evaluate(self, model: LoadedModel, items: Sequence[Item], progress: ProgressFn) -> list[ItemResult]:
         from harness_plugins.benchmarks._lmeval import run_task
 
         cfg: SupportIntentConfig = self.config  # type: ignore[assignment]
@@ -98,17 +98,17 @@ class SupportIntent(Benchmark):
             },
             "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
         }
-        progress(0, len(self.docs), "greedy generation")
+        progress(0, len(items), "greedy generation")
         samples = run_task(
-            model, task, self.docs, batch_size=cfg.batch_size, apply_chat_template=True, seed=cfg.seed
+            model, task, list(items), batch_size=cfg.batch_size, apply_chat_template=True, seed=cfg.seed
         )
         results = []
-        for doc, sample in zip(self.docs, samples):
+        for doc, sample in zip(items, samples):
             raw = sample["filtered_resps"][0]
             text = raw if isinstance(raw, str) else str(raw[0])
             prediction = text.strip()
             results.append(ItemResult(doc["id"], prediction, doc["intent"], float(prediction == doc["intent"])))
-        progress(len(self.docs), len(self.docs), "done")
+        progress(len(items), len(items), "done")
         return results
 
 

@@ -34,7 +34,9 @@ def result_to_json(result: RunResult) -> dict[str, Any]:
                 "metric": res.metric,
                 "score": res.score,
                 "n": len(res.items),
+                "summary": res.summary,
                 "from_cache": res.from_cache,
+                "cached_items": res.cached_items,
                 "cache_key": res.cache_key,
                 "items": [i.__dict__ for i in res.items],
             }

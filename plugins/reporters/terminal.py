@@ -59,7 +59,7 @@ class TerminalReporter(Reporter):
             any_res = base or cand
             assert any_res is not None
             cmp = comparisons.get(label)
-            cached = [m for m, r in per_model.items() if r.from_cache]
+            cached = [f"{m} {r.cached_items}/{len(r.items)}" for m, r in per_model.items() if r.cached_items]
             table.add_row(
                 label,
                 any_res.metric,
