@@ -112,6 +112,34 @@ class GatingSpec(_Strict):
     )
 
 
+class ForgettingSpec(_Strict):
+    """Probes evaluated on the base model (step 0) and on every training checkpoint, the bounds
+    the general probes must stay within, and how the checkpoint to ship is chosen."""
+
+    probes: dict[str, ComponentRef] = Field(
+        description="small, fixed benchmark subsets (label -> benchmark), same items at every point"
+    )
+    domain: str = Field(description="the probe label that measures the domain skill")
+    bounds: dict[str, float] = Field(
+        default_factory=dict, description="largest tolerated drop per general probe (its margin)"
+    )
+    default_bound: float = Field(0.05, ge=0, description="margin of general probes not in bounds")
+    selection: Literal["no_regression", "non_inferior"] = Field(
+        "no_regression",
+        description="a checkpoint is eligible when no general probe shows evidence of a drop "
+        "beyond its bound (no_regression), or when each shows evidence it stays within (non_inferior)",
+    )
+
+    @model_validator(mode="after")
+    def _labels(self) -> ForgettingSpec:
+        if self.domain not in self.probes:
+            raise ValueError(f"domain {self.domain!r} is not one of the probes {sorted(self.probes)}")
+        unknown = sorted(set(self.bounds) - set(self.probes))
+        if unknown:
+            raise ValueError(f"bounds for unknown probes {unknown}")
+        return self
+
+
 class Suite(_Strict):
     name: str
     description: str = ""
@@ -120,11 +148,12 @@ class Suite(_Strict):
     data: list[DataSource] = Field(default_factory=list)
     curate: CurateSpec = Field(default_factory=CurateSpec)
     train: ComponentRef | None = None
+    forgetting: ForgettingSpec | None = None
     evaluate: dict[str, ComponentRef] = Field(default_factory=dict)
     gates: dict[str, GateSpec] = Field(default_factory=dict)
     gating: GatingSpec = Field(default_factory=GatingSpec)
     report: list[ComponentRef] = Field(
-        default_factory=lambda: [ComponentRef(name=n) for n in ("terminal", "json", "junit")]
+        default_factory=lambda: [ComponentRef(name=n) for n in ("terminal", "json", "junit", "curve")]
     )
     store: str | None = Field(None, description="store folder; default '.harness' beside the suite")
 
@@ -185,6 +214,8 @@ def load_suite(path: Path | str) -> LoadedSuite:
     except ValidationError as exc:
         raise ConfigError(_format_validation(exc, positions, ())) from None
     loaded = LoadedSuite(suite, path, positions)
+    if suite.forgetting is not None and suite.train is None:
+        raise ConfigError(f"{loaded.where(('forgetting',))}: forgetting: needs a 'train' stage to draw a curve")
     for gate_name, gate in suite.gates.items():
         label = gate.benchmark or gate_name
         if label not in suite.evaluate:

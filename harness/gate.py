@@ -134,13 +134,34 @@ def errored(gate: str, benchmark: str, rule: str, reason: str, blocking: bool) -
     return Decision(gate, benchmark, rule, Verdict.ERROR, reason, blocking)
 
 
+def paired_comparison(
+    registries: Registries,
+    loaded: LoadedSuite,
+    ctx: RunContext,
+    baseline: BenchmarkResult,
+    candidate: BenchmarkResult,
+    statistic: str,
+    alpha: float,
+    loc: tuple[str, ...],
+) -> Comparison:
+    """Compare two results item by item with the named statistic (``auto``: McNemar for 0/1
+    scores, paired bootstrap otherwise)."""
+    from harness.components import Statistic
+    from harness.config import ComponentRef, build_component
+
+    base, cand = pair_scores(baseline, candidate)
+    name = statistic if statistic != "auto" else auto_statistic(base, cand)
+    stat = build_component(registries, "statistic", ComponentRef(name=name), loc, loaded, ctx)
+    assert isinstance(stat, Statistic)
+    if not stat.applies_to(base + cand):
+        raise ValueError(f"statistic {name!r} does not apply to these scores")
+    return stat.compare(base, cand, alpha)
+
+
 def run_gates(
     loaded: LoadedSuite, registries: Registries, ctx: RunContext, result: RunResult
 ) -> list[Decision]:
     """Decide every gate of the suite on the run's paired per-item results."""
-    from harness.components import Statistic
-    from harness.config import ComponentRef, build_component
-
     suite = loaded.suite
     benchmarks = loaded.suite.evaluate
     n_blocking = sum(1 for g in suite.gates.values() if g.blocking)
@@ -157,15 +178,10 @@ def run_gates(
             decisions.append(errored(name, label, str(rule), reason, gate.blocking))
             continue
         try:
-            base, cand = pair_scores(per_model["baseline"], per_model["candidate"])
-            stat_name = gate.statistic if gate.statistic != "auto" else auto_statistic(base, cand)
-            stat = build_component(
-                registries, "statistic", ComponentRef(name=stat_name), ("gates", name, "statistic"), loaded, ctx
+            loc = ("gates", name, "statistic")
+            comparison = paired_comparison(
+                registries, loaded, ctx, per_model["baseline"], per_model["candidate"], gate.statistic, alpha, loc
             )
-            assert isinstance(stat, Statistic)
-            if not stat.applies_to(base + cand):
-                raise ValueError(f"statistic {stat_name!r} does not apply to these scores")
-            comparison = stat.compare(base, cand, alpha)
         except ConfigError:
             raise
         except Exception as exc:
@@ -184,6 +200,7 @@ __all__ = [
     "errored",
     "exit_code",
     "pair_scores",
+    "paired_comparison",
     "parse_rule",
     "per_gate_alpha",
     "run_gates",

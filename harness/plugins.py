@@ -28,6 +28,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "harness_plugins.statistics.paired",
     "harness_plugins.reporters.terminal",
     "harness_plugins.reporters.files",
+    "harness_plugins.reporters.curve",
 )
 """Built-in plugin modules, registered under their module name."""
 

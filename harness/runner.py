@@ -7,21 +7,22 @@ no model at all.
 
 from __future__ import annotations
 
-import gc
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness.components import Backend, Benchmark, Reporter, RunContext, TrainContext, Trainer
+from harness.components import Backend, Benchmark, Reporter, RunContext, Trainer
 from harness.config import LoadedSuite, build_component
 from harness.console import RunConsole
 from harness.curate import CurateOutcome, curate
 from harness.errors import HarnessError
 from harness.evaluate import Evaluator, describe
+from harness.forgetting import run_forgetting
+from harness.train import TrainStage
 from harness.gate import run_gates
-from harness.models import ModelRef, dir_fingerprint, resolve_model
+from harness.models import ModelRef, resolve_model
 from harness.plugins import HarnessPluginManager
 from harness.registry import Registries
 from harness.store import Store
@@ -92,12 +93,19 @@ class Runner:
             build_component(self.registries, "reporter", ref, ("report", i), self.loaded, self.ctx)
             for i, ref in enumerate(suite.report)
         ]
+        probes = {
+            label: build_component(self.registries, "benchmark", ref, ("forgetting", "probes", label), self.loaded, self.ctx)
+            for label, ref in (suite.forgetting.probes.items() if suite.forgetting else ())
+        }
         assert isinstance(backend, Backend)
-        for label, bench in benchmarks.items():  # read each benchmark's items now: bad data is bad input
-            try:
-                bench.items_digest()  # type: ignore[attr-defined]
-            except HarnessError as exc:
-                raise type(exc)(f"{self.loaded.where(('evaluate', label))}: evaluate.{label}: {exc}") from None
+        # Read every benchmark's items now: missing or broken data is bad input, found up front.
+        for loc, group in ((("evaluate",), benchmarks), (("forgetting", "probes"), probes)):
+            for label, bench in group.items():
+                try:
+                    bench.items_digest()  # type: ignore[attr-defined]
+                except HarnessError as exc:
+                    dotted = ".".join(loc + (label,))
+                    raise type(exc)(f"{self.loaded.where(loc + (label,))}: {dotted}: {exc}") from None
         outcome = self._curate() if trainer is not None else None
         base = self._resolve_base()
         models = [base]
@@ -105,7 +113,8 @@ class Runner:
             assert isinstance(trainer, Trainer)
             output = self._train_or_record(trainer, backend, base, outcome)
             if output is not None:
-                models.append(base.with_adapter("candidate", output.path))
+                adapter = self._forgetting(backend, probes, base, output)  # type: ignore[arg-type]
+                models.append(base.with_adapter("candidate", adapter))
         self.result.models = {m.label: m.describe() for m in models}
         self._evaluate(backend, benchmarks, models)  # type: ignore[arg-type]
         started = time.perf_counter()
@@ -168,44 +177,35 @@ class Runner:
         self, trainer: Trainer, backend: Backend, base: ModelRef, outcome: CurateOutcome
     ) -> TrainOutput:
         started = time.perf_counter()
-        material = {
-            "base": base.fingerprint,
-            "data": outcome.digest,
-            "trainer": trainer.cache_material(),
-            "seed": self.loaded.suite.seed,
-        }
-        cached = self.store.cache_get("train", material) if self.options.use_cache else None
-        if cached is not None:
-            output = TrainOutput.from_json(cached["output"])
-            if output.path.is_dir() and dir_fingerprint(output.path) == cached["fingerprint"]:
-                self.result.train, self.result.train_from_cache = output, True
-                self.console.stage("train", f"from cache: {output.path} ({output.steps} steps)")
-                self._stage_end("train", "cached", started)
-                return output
-        out_dir = self.store.artifacts / "train" / f"{self.run_id}"
-        model = backend.load(base, trainable=True)
-        self.console.stage("train", f"{trainer.name} on {len(outcome.records)} records")
 
         def on_checkpoint(event: CheckpointEvent) -> None:
             self.result.checkpoints.append(event)
             self.pm.hook.harness_on_checkpoint(event=event)
 
-        with self.console.progress("training") as progress:
-            output = trainer.train(
-                model, outcome.records, TrainContext(out_dir, self.loaded.suite.seed, on_checkpoint, progress)
-            )
-        del model
-        gc.collect()
-        self.store.cache_put(
-            "train", material, {"output": output.to_json(), "fingerprint": dir_fingerprint(output.path)}
-        )
-        self.result.train = output
-        self.console.note(
-            f"{output.steps} steps, loss {output.first_loss:.3f} -> {output.last_loss:.3f}, "
-            f"{output.seconds:.0f}s; adapter {output.path}"
-        )
-        self._stage_end("train", "ok", started)
+        run = TrainStage(self.store, self.console, self.options.use_cache)
+        output, from_cache = run(trainer, backend, base, outcome, self.loaded.suite.seed, self.run_id, on_checkpoint)
+        self.result.train, self.result.train_from_cache = output, from_cache
+        self._stage_end("train", "cached" if from_cache else "ok", started)
         return output
+
+    def _forgetting(
+        self, backend: Backend, probes: dict[str, Benchmark], base: ModelRef, output: TrainOutput
+    ) -> Path:
+        """Draw the forgetting curve when the suite asks for it; return the adapter to gate."""
+        spec = self.loaded.suite.forgetting
+        if spec is None:
+            return output.path
+        started = time.perf_counter()
+        self.console.stage("forgetting", f"{len(probes)} probes at steps 0, {', '.join(str(c.step) for c in self.result.checkpoints)}")
+        result = run_forgetting(self, spec, backend, probes, base, self.result.checkpoints)
+        self.result.forgetting = result
+        for step in sorted(result.reasons):
+            self.console.note(f"step {step}: {result.reasons[step]}")
+        self._stage_end("forgetting", "error" if result.errors else "ok", started)
+        if result.selected_path is None:
+            self.console.stage("forgetting", "no checkpoint stays within the bounds; gating the final one", style="yellow")
+            return output.path
+        return result.selected_path
 
     def _evaluate(self, backend: Backend, benchmarks: dict[str, Benchmark], models: list[ModelRef]) -> None:
         """Every benchmark on every model (one model in memory at a time); an evaluation that

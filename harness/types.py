@@ -12,7 +12,10 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from harness.forgetting import ForgettingResult
 
 Role = Literal["system", "user", "assistant"]
 
@@ -296,6 +299,7 @@ class RunResult:
     train: TrainOutput | None = None
     train_from_cache: bool = False
     train_error: str | None = None
+    forgetting: ForgettingResult | None = None
     checkpoints: list[CheckpointEvent] = field(default_factory=list)
     benchmarks: dict[str, dict[str, BenchmarkResult]] = field(default_factory=dict)
     """``benchmarks[label][model_label]``: the per-item results of each evaluated model."""

@@ -34,7 +34,7 @@ def test_builtins_are_registered_with_their_origin(registries: Registries) -> No
         "benchmark": {"mmlu", "support_intent"},
         "statistic": {"mcnemar", "paired_bootstrap"},
         "backend": {"hf"},
-        "reporter": {"terminal", "json", "junit"},
+        "reporter": {"terminal", "json", "junit", "curve"},
     }
     for kind, names in expected.items():
         assert set(registries[kind].names()) == names

@@ -61,6 +61,7 @@ def result_to_json(result: RunResult) -> dict[str, Any]:
         "checkpoints": [
             {**c.__dict__, "path": str(c.path)} for c in result.checkpoints
         ],
+        "forgetting": result.forgetting.to_json() if result.forgetting else None,
         "benchmarks": benchmarks,
         "eval_errors": errors,
         "decisions": [d.to_json() for d in result.decisions],

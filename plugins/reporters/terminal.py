@@ -50,6 +50,8 @@ class TerminalReporter(Reporter):
                 f"{t.supervised_tokens} supervised tokens, loss {t.first_loss:.3f} -> {t.last_loss:.3f}, "
                 f"{t.seconds:.0f}s" + "".join(f"; {n}" for n in t.notes)
             )
+        if result.forgetting is not None:
+            self._forgetting(result)
         table = Table(title="Benchmarks: candidate vs baseline on the same items")
         for column in ("benchmark", "metric", "n", "baseline", "candidate", "diff", "CI", "p", "source"):
             table.add_column(column)
@@ -87,6 +89,35 @@ class TerminalReporter(Reporter):
             meaning = "a gate failed or was inconclusive"
         out.print(f"exit {result.exit_code}: {meaning}; report: {out_dir}")
         return []
+
+
+    def _forgetting(self, result: RunResult) -> None:
+        f = result.forgetting
+        assert f is not None
+        table = Table(title="Forgetting curve: probe score (change vs step 0) per checkpoint step")
+        table.add_column("probe")
+        for step in f.steps:
+            mark = " *" if step == f.selected_step else ""
+            table.add_column(f"{step}{mark}", justify="right")
+        for label, points in f.series.items():
+            by_step = {p.step: p for p in points}
+            cells = []
+            for step in f.steps:
+                p = by_step.get(step)
+                if p is None:
+                    cells.append("-")
+                elif p.comparison is None:
+                    cells.append(f"{p.score:.3f}")
+                else:
+                    flag = "[red] out[/]" if p.within_bound is False else ""
+                    cells.append(f"{p.score:.3f} ({p.comparison.diff:+.3f}){flag}")
+            bound = f" (bound -{f.bounds[label]:g})" if label in f.bounds else " (domain)"
+            table.add_row(label + bound, *cells)
+        self.console.print(table)
+        chosen = f"step {f.selected_step}" if f.selected_step is not None else "none"
+        self.console.print(f"Selected checkpoint (*): {chosen}")
+        for step in sorted(f.reasons):
+            self.console.print(f"  step {step}: {escape(f.reasons[step])}")
 
 
 @harness.hookimpl
