@@ -130,8 +130,9 @@ def test_cli_validate_bad_suite_prints_one_line(case, write_suite, capsys):
     assert str(path) in lines[0]
 
 
-def test_cli_validate_demo_suite(capsys):
-    assert main(["validate", str(DEMO)]) == 0
+@pytest.mark.parametrize("suite", sorted(DEMO.parent.glob("*.yaml")), ids=lambda p: p.name)
+def test_cli_validates_every_shipped_suite(capsys, suite: Path):
+    assert main(["validate", str(suite)]) == 0
     out, err = capsys.readouterr()
     assert err == ""
     assert "valid" in out
