@@ -46,6 +46,8 @@ class HFBackend(Backend):
     def load(self, ref: ModelRef, *, trainable: bool = False) -> LoadedModel:
         torch = require("torch")
         transformers = require("transformers")
+        transformers.utils.logging.disable_progress_bar()  # the runner shows its own progress
+        transformers.utils.logging.set_verbosity_error()
         # Training keeps float32 master weights (autocast does the bf16 part); evaluation uses
         # the suite's dtype.
         dtype = "float32" if trainable else resolve_dtype(ref.dtype)

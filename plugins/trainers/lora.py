@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,9 @@ class LoRATrainer(Trainer):
             target_modules=list(cfg.target_modules),
             task_type="CAUSAL_LM",
         )
-        model = peft.get_peft_model(base.model, lora)
+        with warnings.catch_warnings():  # peft still calls a transformers API deprecated for v6
+            warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+            model = peft.get_peft_model(base.model, lora)
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate)
