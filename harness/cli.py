@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -124,6 +125,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # The libraries' own progress bars (tqdm) would interleave with ours; read at their import.
+    os.environ.setdefault("TQDM_DISABLE", "1")
     console = make_console()
     commands = {"run": _run, "validate": _validate, "curate": _curate}
     try:

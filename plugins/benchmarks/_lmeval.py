@@ -30,9 +30,6 @@ def run_task(
     seed: int = 0,
 ) -> list[dict[str, Any]]:
     """Evaluate ``docs`` with the lm-eval ``task`` config; return samples ordered by ``doc_id``."""
-    # Progress bars of lm-eval and datasets would flood the terminal and CI logs; the runner
-    # shows its own progress.
-    os.environ.setdefault("TQDM_DISABLE", "1")
     lm_eval = require("lm_eval")
     require("datasets").disable_progress_bars()
     huggingface = require("lm_eval.models.huggingface")
