@@ -1,9 +1,13 @@
-"""MMLU (Hendrycks et al.) on the real CSVs, through lm-evaluation-harness.
+"""MMLU (Hendrycks et al.) on the real CSVs, scored as lm-evaluation-harness scores it.
 
 A fixed, seeded, subject-stratified sample: ``per_subject`` questions from each of the 57 subjects
 (or the listed ``subjects``) of the chosen split.  The prompt is lm-eval's standard MMLU
 formulation (question, lettered options, "Answer:"), scored by log-likelihood of the letters.
 Each item's id is ``subject/split/row``.
+
+``engine`` picks who computes the log-likelihoods: ``native`` (the ``hf`` backend's packed scorer,
+one forward pass per question, same numbers as lm-eval) or ``lm_eval`` (lm-evaluation-harness's own
+``HFLM`` through ``simple_evaluate``).  Both see the same prompt and continuations " A".." D".
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import hashlib
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -33,11 +37,14 @@ class MMLUConfig(ComponentConfig):
     seed: int = 0
     batch_size: int = Field(8, ge=1)
     path: str = Field("mmlu", description="folder under the data directory")
+    engine: Literal["native", "lm_eval"] = Field(
+        "native", description="log-likelihoods from the native packed scorer or from lm-eval's HFLM"
+    )
 
 
 class MMLU(Benchmark):
     name = "mmlu"
-    description = "MMLU 4-choice, seeded subject-stratified sample, via lm-evaluation-harness"
+    description = "MMLU 4-choice, seeded subject-stratified sample, log-likelihood of the letters"
     Config = MMLUConfig
     metric = "accuracy"
     chance = 0.25
@@ -78,32 +85,51 @@ class MMLU(Benchmark):
         return self.docs
 
     def evaluate(self, model: LoadedModel, items: Sequence[Item], progress: ProgressFn) -> list[ItemResult]:
-        from harness_plugins.benchmarks._lmeval import run_task
-
-        cfg: MMLUConfig = self.config  # type: ignore[assignment]
-        task = {
-            "task": "harness_mmlu_sample",
-            "output_type": "multiple_choice",
-            "doc_to_text": (
-                "The following is a multiple choice question about {{subject}}.\n\n"
-                "{{question}}\nA. {{choices[0]}}\nB. {{choices[1]}}\n"
-                "C. {{choices[2]}}\nD. {{choices[3]}}\nAnswer:"
-            ),
-            "doc_to_choice": list(LETTERS),
-            "doc_to_target": "answer",
-            "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
-        }
         progress(0, len(items), "log-likelihood of A/B/C/D")
-        samples = run_task(model, task, list(items), batch_size=cfg.batch_size, seed=cfg.seed)
         results = []
-        for doc, sample in zip(items, samples):
-            logliks = [resp[0] for resp in sample["filtered_resps"]]
+        for doc, logliks in zip(items, self.loglikelihoods(model, items)):
             predicted = max(range(len(logliks)), key=logliks.__getitem__)
-            results.append(
-                ItemResult(doc["id"], LETTERS[predicted], LETTERS[doc["answer"]], float(sample["acc"]))
-            )
+            score = float(predicted == doc["answer"])
+            results.append(ItemResult(doc["id"], LETTERS[predicted], LETTERS[doc["answer"]], score))
         progress(len(items), len(items), "done")
         return results
+
+    def loglikelihoods(self, model: LoadedModel, items: Sequence[Item]) -> list[list[float]]:
+        """Log-likelihood of " A".." D" after each item's prompt, from the configured engine."""
+        cfg: MMLUConfig = self.config  # type: ignore[assignment]
+        if cfg.engine == "native":
+            from harness_plugins.backends.hf_scoring import choice_logprobs
+
+            requests = [(prompt(doc), [f" {letter}" for letter in LETTERS]) for doc in items]
+            scored = choice_logprobs(model, requests, batch_size=cfg.batch_size)
+            return [[loglik for loglik, _ in row] for row in scored]
+        from harness_plugins.benchmarks._lmeval import run_task
+
+        samples = run_task(model, LMEVAL_TASK, list(items), batch_size=cfg.batch_size, seed=cfg.seed)
+        return [[resp[0] for resp in sample["filtered_resps"]] for sample in samples]
+
+
+def prompt(doc: Item) -> str:
+    """The zero-shot prompt: lm-eval's MMLU ``doc_to_text`` (``LMEVAL_TASK``), rendered here."""
+    a, b, c, d = doc["choices"]
+    return (
+        f"The following is a multiple choice question about {doc['subject']}.\n\n"
+        f"{doc['question']}\nA. {a}\nB. {b}\nC. {c}\nD. {d}\nAnswer:"
+    )
+
+
+LMEVAL_TASK: dict[str, Any] = {
+    "task": "harness_mmlu_sample",
+    "output_type": "multiple_choice",
+    "doc_to_text": (
+        "The following is a multiple choice question about {{subject}}.\n\n"
+        "{{question}}\nA. {{choices[0]}}\nB. {{choices[1]}}\n"
+        "C. {{choices[2]}}\nD. {{choices[3]}}\nAnswer:"
+    ),
+    "doc_to_choice": list(LETTERS),
+    "doc_to_target": "answer",
+    "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+}
 
 
 def _read_rows(path: Path) -> list[list[str]]:
