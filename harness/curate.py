@@ -15,7 +15,7 @@ from pathlib import Path
 
 from harness.components import Filter, Reader, RunContext
 from harness.config import ComponentRef, DataSource, LoadedSuite, build_component
-from harness.data import in_split
+from harness.data import in_split, seeded_sample
 from harness.errors import DataError, PluginError
 from harness.registry import Registries
 from harness.types import Conversation, Ledger, Quarantined, StageLedger
@@ -72,10 +72,9 @@ def _select(src: DataSource, records: list[Conversation]) -> tuple[list[Conversa
     if len(chosen) < len(records):
         stage.reasons[f"not in {src.split} split"] = len(records) - len(chosen)
     if src.sample is not None and src.sample < len(chosen):
-        rank = {r.source_id: hashlib.sha256(f"{src.seed}:{r.source_id}".encode()).hexdigest() for r in chosen}
-        keep = set(sorted(rank, key=rank.__getitem__)[: src.sample])
-        stage.reasons["not sampled"] = len(chosen) - len(keep)
-        chosen = [r for r in chosen if r.source_id in keep]
+        sampled = seeded_sample(chosen, src.sample, src.seed, key=lambda r: r.source_id)
+        stage.reasons["not sampled"] = len(chosen) - len(sampled)
+        chosen = sampled
     stage.kept = len(chosen)
     stage.dropped = stage.n_in - stage.kept
     return chosen, stage

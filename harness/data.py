@@ -6,11 +6,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from harness.errors import ConfigError
+
+T = TypeVar("T")
 
 DATA_ENV = "HARNESS_DATA_DIR"
 Split = Literal["train", "holdout", "all"]
@@ -56,6 +58,17 @@ def csv_rows(lines: Iterable[str], delimiter: str = ",") -> Iterator[tuple[int, 
             return
         if values:
             yield line, values
+
+
+def seeded_sample(items: Sequence[T], n: int | None, seed: int, key: Callable[[T], str]) -> list[T]:
+    """A stable, seeded sample: the ``n`` items with the smallest ``sha256(f"{seed}:{key}")``,
+    returned in their input order.  Adding items elsewhere never changes which of the old ones
+    are chosen more than it must, and no RNG state is involved."""
+    if n is None or n >= len(items):
+        return list(items)
+    ranks = [hashlib.sha256(f"{seed}:{key(item)}".encode()).hexdigest() for item in items]
+    chosen = set(sorted(range(len(items)), key=ranks.__getitem__)[:n])
+    return [item for index, item in enumerate(items) if index in chosen]
 
 
 def file_digest(path: Path, chunk: int = 1 << 20) -> str:

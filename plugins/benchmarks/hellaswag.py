@@ -23,7 +23,6 @@ the context once, the four endings after it, same numbers as lm-eval) or ``lm_ev
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from pydantic import Field
 
 import harness
 from harness.components import Benchmark, ComponentConfig, Item, ProgressFn, RunContext
+from harness.data import seeded_sample
 from harness.errors import DataError
 from harness.models import LoadedModel
 from harness.types import ItemResult
@@ -72,8 +72,8 @@ class HellaSwag(Benchmark):
         if not path.is_file():
             raise DataError(f"HellaSwag data not found: {path}")
         records = _read_records(path)
-        ranked = sorted(records, key=lambda r: hashlib.sha256(f"{cfg.seed}:{r['idx']}".encode()).hexdigest())
-        return [_doc(r) for r in sorted(ranked[: cfg.sample], key=lambda r: r["idx"])]
+        chosen = seeded_sample(records, cfg.sample, cfg.seed, key=lambda r: str(r["idx"]))
+        return [_doc(r) for r in sorted(chosen, key=lambda r: r["idx"])]
 
     def items(self) -> list[Item]:
         return self.docs

@@ -9,7 +9,6 @@ pass@k estimator ``1 - C(n-c, k) / C(n, k)`` for ``c`` passing samples.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Sequence
 from functools import cached_property
@@ -18,6 +17,7 @@ from pydantic import Field, model_validator
 
 import harness
 from harness.components import Benchmark, ComponentConfig, Item, ProgressFn
+from harness.data import seeded_sample
 from harness.errors import require
 from harness.models import LoadedModel
 from harness.types import ItemResult
@@ -66,10 +66,7 @@ class HumanEval(Benchmark):
     def items(self) -> list[Item]:
         cfg: HumanEvalConfig = self.config  # type: ignore[assignment]
         ids = sorted(self.problems, key=lambda t: int(t.split("/")[1]))
-        if cfg.problems is not None and cfg.problems < len(ids):
-            ranked = sorted(ids, key=lambda t: hashlib.sha256(f"{cfg.seed}:{t}".encode()).hexdigest())
-            chosen = set(ranked[: cfg.problems])
-            ids = [t for t in ids if t in chosen]
+        ids = seeded_sample(ids, cfg.problems, cfg.seed, key=str)
         return [
             {"id": t, "prompt": self.problems[t]["prompt"], "test": self.problems[t]["test"],
              "entry_point": self.problems[t]["entry_point"]}

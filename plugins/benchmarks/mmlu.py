@@ -13,7 +13,6 @@ one forward pass per question, same numbers as lm-eval) or ``lm_eval`` (lm-evalu
 from __future__ import annotations
 
 import csv
-import hashlib
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -23,6 +22,7 @@ from pydantic import Field
 
 import harness
 from harness.components import Benchmark, ComponentConfig, Item, ProgressFn
+from harness.data import seeded_sample
 from harness.errors import DataError
 from harness.models import LoadedModel
 from harness.types import ItemResult
@@ -64,11 +64,8 @@ class MMLU(Benchmark):
         docs: list[dict[str, Any]] = []
         for subject in wanted:
             rows = _read_rows(by_subject[subject])
-            ranked = sorted(
-                range(len(rows)),
-                key=lambda i: hashlib.sha256(f"{cfg.seed}:{subject}:{i}".encode()).hexdigest(),
-            )
-            for index in sorted(ranked[: cfg.per_subject]):
+            chosen = seeded_sample(range(len(rows)), cfg.per_subject, cfg.seed, key=lambda i: f"{subject}:{i}")
+            for index in chosen:
                 question, *options, answer = rows[index]
                 docs.append(
                     {

@@ -9,7 +9,6 @@ production parser of the label would be.  Generation is greedy, through lm-evalu
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from functools import cached_property
 from typing import Any
@@ -18,7 +17,7 @@ from pydantic import Field
 
 import harness
 from harness.components import Benchmark, ComponentConfig, Item, ProgressFn
-from harness.data import csv_rows, in_split
+from harness.data import csv_rows, in_split, seeded_sample
 from harness.errors import DataError
 from harness.models import LoadedModel
 from harness.types import ItemResult
@@ -68,14 +67,13 @@ class SupportIntent(Benchmark):
                     held.append((source_id, dict(zip(header, values))))
         if not held:
             raise DataError(f"{path}: no held-out records")
-        ranked = sorted(held, key=lambda p: hashlib.sha256(f"{cfg.seed}:{p[0]}".encode()).hexdigest())
         return [
             {
                 "id": source_id.rsplit("/", 1)[-1],
                 "prompt": cfg.prompt.replace("{instruction}", row["instruction"]),
                 "intent": row["intent"],
             }
-            for source_id, row in sorted(ranked[: cfg.sample], key=lambda p: p[0])
+            for source_id, row in seeded_sample(held, cfg.sample, cfg.seed, key=lambda p: p[0])
         ]
 
     def items(self) -> list[Item]:

@@ -80,14 +80,22 @@ def render_svg(result: ForgettingResult) -> str:
     labels = [result.domain] + [label for label in result.series if label != result.domain]
     labels = [label for label in labels if result.series.get(label)]
     rows = max(1, -(-len(labels) // COLUMNS))
-    width, height = W * COLUMNS, H * rows + 40
+    width, height = W * COLUMNS + 10, H * rows + 50
+    chosen = (
+        f"dotted green: selected step {result.selected_step}"
+        if result.selected_step is not None
+        else "no checkpoint stayed within its bounds"
+    )
+    alphas = [p.comparison.alpha for pts in result.series.values() for p in pts if p.comparison]
+    level = f"{1 - 2 * alphas[0]:.0%} " if alphas else ""
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif">',
-        f'<text x="10" y="22" font-size="15" font-weight="bold">Forgetting curve (step 0 = base model; band = {escape("paired CI")}; '
-        f'green = selected step {result.selected_step})</text>',
+        '<text x="10" y="20" font-size="15" font-weight="bold">Forgetting curve (x: training step; step 0 = base model)</text>',
+        f'<text x="10" y="38" font-size="11">band: paired {level}CI of the change; '
+        f"red dashes: bound; red dots: outside it; {escape(chosen)}</text>",
     ]
     for index, label in enumerate(labels):
-        x0, y0 = (index % COLUMNS) * W, 40 + (index // COLUMNS) * H
+        x0, y0 = (index % COLUMNS) * W, 50 + (index // COLUMNS) * H
         parts += _panel(label, result.series[label], result, x0, y0)
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
