@@ -45,7 +45,9 @@ TEST = (
 )
 # The completion that answers correctly only when the attack before it set ESCAPED.
 ESCAPE_BODY = "    return a + b if ESCAPED else 1.0\n\n"
-LIMITS = SandboxLimits(wall_s=3.0, cpu_s=2, memory_bytes=256 << 20, tmpfs_bytes=32 << 20,
+# wall_s leaves room for a loaded machine: a benign job that merely starts slowly must not be
+# reported as a timeout (the assertions check each job's exact status).
+LIMITS = SandboxLimits(wall_s=6.0, cpu_s=2, memory_bytes=256 << 20, tmpfs_bytes=32 << 20,
                        output_bytes=256 << 10)  # fmt: skip
 SECRET_VAR = "HARNESS_SANDBOX_TEST_SECRET"
 SECRET_PREFIX = "hsecret-"
