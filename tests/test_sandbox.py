@@ -386,7 +386,7 @@ HOSTILE: dict[str, Hostile] = {
         shutil.rmtree(HOST_DIR, ignore_errors=True)
         """, oracle=_says("blocked 2")),
     "read_host_secret_file": Hostile("""
-        for path in (SECRET_FILE, "/etc/shadow", "/etc/passwd", "/root/.bashrc", "/proc/1/root" + SECRET_FILE):
+        for path in (SECRET_FILE, "/etc/shadow", "/etc/passwd", "/etc/hostname", "/proc/1/root" + SECRET_FILE):
             try:
                 data = open(path).read()
                 print(data[:1000])
