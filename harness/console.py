@@ -62,10 +62,13 @@ class RunConsole:
         last = [-1]
         started = time.perf_counter()
 
+        printed: list[tuple[int, int]] = []
+
         def log(done: int, total: int, message: str) -> None:
             tenth = int(10 * done / total) if total else 0
-            if tenth != last[0] or done == total:
+            if (tenth != last[0] or done == total) and (not printed or printed[-1] != (done, total)):
                 last[0] = tenth
+                printed.append((done, total))
                 elapsed = time.perf_counter() - started
                 line = f"{description}: {done}/{total} {message} ({elapsed:.0f}s)"
                 self.console.print(f"          {escape(line)}")
