@@ -28,6 +28,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "harness_plugins.benchmarks.hellaswag",
     "harness_plugins.benchmarks.perplexity",
     "harness_plugins.benchmarks.humaneval",
+    "harness_plugins.benchmarks.lmeval_task",
     "harness_plugins.statistics.paired",
     "harness_plugins.reporters.terminal",
     "harness_plugins.reporters.files",

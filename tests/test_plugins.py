@@ -31,7 +31,7 @@ def test_builtins_are_registered_with_their_origin(registries: Registries) -> No
         "reader": {"alpaca", "sharegpt", "messages", "csv", "auto"},
         "filter": {"exact_dedup", "min_response_length"},
         "trainer": {"lora"},
-        "benchmark": {"mmlu", "support_intent", "humaneval", "hellaswag", "perplexity"},
+        "benchmark": {"mmlu", "support_intent", "humaneval", "hellaswag", "perplexity", "lm_eval_task"},
         "statistic": {"mcnemar", "paired_bootstrap"},
         "backend": {"hf"},
         "reporter": {"terminal", "json", "junit", "curve"},
