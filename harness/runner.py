@@ -14,18 +14,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from harness.components import Backend, Benchmark, Reporter, RunContext, Trainer
-from harness.config import LoadedSuite, build_component
+from harness.config import ComponentRef, LoadedSuite, build_component
 from harness.console import RunConsole
 from harness.curate import CurateOutcome, curate
 from harness.errors import HarnessError
 from harness.evaluate import Evaluator, describe
 from harness.forgetting import run_forgetting
-from harness.train import TrainStage
-from harness.gate import run_gates
+from harness.gate import exit_code, run_gates
 from harness.models import ModelRef, resolve_model
 from harness.plugins import HarnessPluginManager
 from harness.registry import Registries
 from harness.store import Store
+from harness.train import TrainStage
 from harness.types import (
     CheckpointEvent,
     EvalError,
@@ -78,7 +78,7 @@ class Runner:
         self.console.stage("run", f"{suite.name} ({self.run_id})")
         # Build every component before any work, so that a config error costs nothing.
         backend = build_component(
-            self.registries, "backend", _ref(suite.model.backend), ("model",), self.loaded, self.ctx
+            self.registries, "backend", ComponentRef(name=suite.model.backend), ("model",), self.loaded, self.ctx
         )
         trainer = (
             build_component(self.registries, "trainer", suite.train, ("train",), self.loaded, self.ctx)
@@ -121,7 +121,7 @@ class Runner:
         started = time.perf_counter()
         self.result.decisions = run_gates(self.loaded, self.registries, self.ctx, self.result)
         self.result.inconclusive_fails = suite.gating.inconclusive == "fail"
-        self.result.exit_code = _exit_code(self.result, self.result.inconclusive_fails)
+        self.result.exit_code = exit_code(self.result.decisions, self.result.inconclusive_fails)
         self.store.save_decisions(self.run_id, self.result.decisions)
         self._stage_end("gate", "ok", started)
         self._report(reporters)  # type: ignore[arg-type]
@@ -241,14 +241,3 @@ class Runner:
             event=RunEndEvent(self.run_id, self.result.exit_code, self.report_dir)
         )
 
-
-def _ref(name: str):
-    from harness.config import ComponentRef
-
-    return ComponentRef(name=name)
-
-
-def _exit_code(result: RunResult, inconclusive_fails: bool) -> int:
-    from harness.gate import exit_code
-
-    return exit_code(result.decisions, inconclusive_fails)
