@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
-from harness.errors import ConfigError
+from harness.errors import ConfigError, DataError
 
 T = TypeVar("T")
 
@@ -69,6 +70,25 @@ def seeded_sample(items: Sequence[T], n: int | None, seed: int, key: Callable[[T
     ranks = [hashlib.sha256(f"{seed}:{key(item)}".encode()).hexdigest() for item in items]
     chosen = set(sorted(range(len(items)), key=ranks.__getitem__)[:n])
     return [item for index, item in enumerate(items) if index in chosen]
+
+
+def read_jsonl_objects(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """``(line, object)`` of every non-blank line of a JSONL file of JSON objects, for benchmark
+    data, where a bad line is an error naming ``file:line`` (training data instead quarantines
+    bad lines through its readers)."""
+    out = []
+    with path.open(encoding="utf-8-sig") as fh:
+        for line, text in enumerate(fh, start=1):
+            if not text.strip():
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{line}: invalid JSON: {exc.msg}") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{line}: expected a JSON object")
+            out.append((line, row))
+    return out
 
 
 def file_digest(path: Path, chunk: int = 1 << 20) -> str:

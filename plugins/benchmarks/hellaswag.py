@@ -23,7 +23,6 @@ the context once, the four endings after it, same numbers as lm-eval) or ``lm_ev
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from functools import cached_property
@@ -33,7 +32,7 @@ from pydantic import Field
 
 import harness
 from harness.components import Benchmark, ComponentConfig, Item, ProgressFn, RunContext
-from harness.data import seeded_sample
+from harness.data import read_jsonl_objects, seeded_sample
 from harness.errors import DataError
 from harness.models import LoadedModel
 from harness.types import ItemResult
@@ -168,18 +167,14 @@ def _doc(record: dict[str, Any]) -> dict[str, Any]:
 
 def _read_records(path) -> list[dict[str, Any]]:
     records = []
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                valid = len(record["endings"]) == 4 and int(record["label"]) in range(4)
-            except (ValueError, KeyError, TypeError) as exc:
-                raise DataError(f"{path}:{line_no}: not a HellaSwag record ({exc})") from exc
-            if not valid:
-                raise DataError(f"{path}:{line_no}: expected 4 endings and a label 0-3")
-            records.append(record)
+    for line_no, record in read_jsonl_objects(path):
+        try:
+            valid = len(record["endings"]) == 4 and int(record["label"]) in range(4)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"{path}:{line_no}: not a HellaSwag record ({exc})") from exc
+        if not valid:
+            raise DataError(f"{path}:{line_no}: expected 4 endings and a label 0-3")
+        records.append(record)
     if not records:
         raise DataError(f"{path}: no records")
     return records

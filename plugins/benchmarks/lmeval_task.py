@@ -22,7 +22,6 @@ metric named by ``metric`` becomes the per-item score::
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Sequence
 from functools import cached_property
@@ -33,7 +32,7 @@ from pydantic import Field, field_validator
 
 import harness
 from harness.components import Benchmark, ComponentConfig, Item, ProgressFn
-from harness.data import seeded_sample
+from harness.data import csv_rows, read_jsonl_objects, seeded_sample
 from harness.errors import DataError
 from harness.models import LoadedModel
 from harness.types import ItemResult
@@ -123,26 +122,12 @@ class LmEvalTask(Benchmark):
 
 
 def _read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    if path.suffix == ".csv":
-        from harness.data import csv_rows
-
-        with path.open(encoding="utf-8-sig", newline="") as fh:
-            rows = csv_rows(fh)
-            header = next(rows, (1, []))[1]
-            return [(line, dict(zip(header, values))) for line, values in rows]
-    out = []
-    with path.open(encoding="utf-8-sig") as fh:
-        for line, text in enumerate(fh, start=1):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{line}: invalid JSON: {exc.msg}") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{line}: expected a JSON object")
-            out.append((line, row))
-    return out
+    if path.suffix != ".csv":
+        return read_jsonl_objects(path)
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        rows = csv_rows(fh)
+        header = next(rows, (1, []))[1]
+        return [(line, dict(zip(header, values))) for line, values in rows]
 
 
 @harness.hookimpl
