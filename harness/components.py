@@ -51,6 +51,15 @@ class RunContext:
 
         return data_dir()
 
+    def data_path(self, relative: str, what: str) -> Path:
+        """A file or folder under the data folder; missing, it is a ``DataError`` naming ``what``."""
+        from harness.errors import DataError
+
+        path = self.data_dir / relative
+        if not path.exists():
+            raise DataError(f"{what} not found: {path}")
+        return path
+
 
 ProgressFn = Callable[[int, int, str], None]
 """``progress(done, total, message)``: report progress of a long step to the terminal."""

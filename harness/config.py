@@ -175,15 +175,12 @@ class LoadedSuite:
 
     def resolve_path(self, raw: str, loc: Loc) -> Path:
         """Resolve a data path: ``${data}/x`` against the data folder, others against the suite."""
-        from harness.data import data_dir
+        from harness.data import resolve_data_path
 
-        if raw.startswith("${data}"):
-            try:
-                return data_dir() / raw.removeprefix("${data}").lstrip("/")
-            except ConfigError as exc:
-                raise ConfigError(f"{self.where(loc)}: {exc}") from None
-        path = Path(raw)
-        return path if path.is_absolute() else (self.dir / path)
+        try:
+            return resolve_data_path(raw, self.dir)
+        except ConfigError as exc:
+            raise ConfigError(f"{self.where(loc)}: {exc}") from None
 
 
 def _format_validation(exc: ValidationError, positions: Positions, prefix: Loc) -> str:

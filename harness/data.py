@@ -36,6 +36,15 @@ def data_dir() -> Path:
     raise ConfigError(f"no data folder: set {DATA_ENV} to the folder holding the data sets")
 
 
+def resolve_data_path(raw: str, base_dir: Path) -> Path:
+    """A path written in a suite: ``${data}/x`` under the data folder, a relative one under
+    ``base_dir`` (the suite's folder), an absolute one as it is."""
+    if raw.startswith("${data}"):
+        return data_dir() / raw.removeprefix("${data}").lstrip("/")
+    path = Path(raw)
+    return path if path.is_absolute() else base_dir / path
+
+
 def split_of(key: str, holdout_fraction: float, seed: int = 0) -> Literal["train", "holdout"]:
     """Deterministically assign ``key`` (a record's source id) to train or holdout."""
     digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()

@@ -67,9 +67,7 @@ class HellaSwag(Benchmark):
     @cached_property
     def docs(self) -> list[dict[str, Any]]:
         cfg: HellaSwagConfig = self.config  # type: ignore[assignment]
-        path = self.ctx.data_dir / cfg.path
-        if not path.is_file():
-            raise DataError(f"HellaSwag data not found: {path}")
+        path = self.ctx.data_path(cfg.path, "HellaSwag data")
         records = _read_records(path)
         chosen = seeded_sample(records, cfg.sample, cfg.seed, key=lambda r: str(r["idx"]))
         return [_doc(r) for r in sorted(chosen, key=lambda r: r["idx"])]

@@ -32,7 +32,7 @@ from pydantic import Field, field_validator
 
 import harness
 from harness.components import Benchmark, ComponentConfig, Item, ProgressFn
-from harness.data import csv_rows, read_jsonl_objects, seeded_sample
+from harness.data import csv_rows, read_jsonl_objects, resolve_data_path, seeded_sample
 from harness.errors import DataError
 from harness.models import LoadedModel
 from harness.types import ItemResult
@@ -71,11 +71,7 @@ class LmEvalTask(Benchmark):
         self.metric = config.metric  # type: ignore[attr-defined,misc]
 
     def _path(self) -> Path:
-        raw = self.config.data_file  # type: ignore[attr-defined]
-        if raw.startswith("${data}"):
-            return self.ctx.data_dir / raw.removeprefix("${data}").lstrip("/")
-        path = Path(raw)
-        return path if path.is_absolute() else self.ctx.suite_dir / path
+        return resolve_data_path(self.config.data_file, self.ctx.suite_dir)  # type: ignore[attr-defined]
 
     @cached_property
     def docs(self) -> list[Item]:

@@ -52,9 +52,7 @@ class MMLU(Benchmark):
     @cached_property
     def docs(self) -> list[dict[str, Any]]:
         cfg: MMLUConfig = self.config  # type: ignore[assignment]
-        root = self.ctx.data_dir / cfg.path / cfg.split
-        if not root.is_dir():
-            raise DataError(f"MMLU data not found: {root}")
+        root = self.ctx.data_path(f"{cfg.path}/{cfg.split}", "MMLU data")
         files = sorted(root.glob(f"*_{cfg.split}.csv"))
         by_subject = {f.name.removesuffix(f"_{cfg.split}.csv"): f for f in files}
         wanted = cfg.subjects or sorted(by_subject)

@@ -75,9 +75,7 @@ class Perplexity(Benchmark):
     @cached_property
     def docs(self) -> list[dict[str, Any]]:
         cfg: PerplexityConfig = self.config  # type: ignore[assignment]
-        path = self.ctx.data_dir / cfg.path
-        if not path.is_file():
-            raise DataError(f"perplexity text not found: {path}")
+        path = self.ctx.data_path(cfg.path, "perplexity text")
         text = path.read_text(encoding="utf-8")
         prefix = PurePosixPath(cfg.path).parent.name or PurePosixPath(cfg.path).stem
         spans = text_spans(text, cfg.windows, cfg.span_chars, cfg.context_chars)

@@ -53,9 +53,7 @@ class SupportIntent(Benchmark):
     @cached_property
     def docs(self) -> list[dict[str, Any]]:
         cfg: SupportIntentConfig = self.config  # type: ignore[assignment]
-        path = self.ctx.data_dir / cfg.path
-        if not path.is_file():
-            raise DataError(f"customer-support data not found: {path}")
+        path = self.ctx.data_path(cfg.path, "customer-support data")
         if "{instruction}" not in cfg.prompt:
             raise DataError("support_intent.prompt must contain '{instruction}'")
         with path.open(encoding="utf-8-sig", newline="") as fh:
