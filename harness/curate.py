@@ -19,6 +19,7 @@ from harness.data import in_split, seeded_sample
 from harness.errors import DataError, PluginError
 from harness.registry import Registries
 from harness.types import Conversation, Ledger, Quarantined, StageLedger
+from harness.yamlpos import Loc
 
 
 @dataclass
@@ -35,10 +36,10 @@ class CurateOutcome:
         return h.hexdigest()
 
 
-def _read_source(
-    loaded: LoadedSuite, registries: Registries, ctx: RunContext, index: int, src: DataSource
+def read_source(
+    loaded: LoadedSuite, registries: Registries, ctx: RunContext, loc: Loc, src: DataSource
 ) -> tuple[list[Conversation], list[Quarantined], StageLedger]:
-    loc = ("data", index)
+    """Read one data source with its reader; malformed lines come back quarantined, counted."""
     reader = build_component(
         registries,
         "reader",
@@ -65,7 +66,8 @@ def _read_source(
     return records, quarantined, stage
 
 
-def _select(src: DataSource, records: list[Conversation]) -> tuple[list[Conversation], StageLedger]:
+def select(src: DataSource, records: list[Conversation]) -> tuple[list[Conversation], StageLedger]:
+    """Keep ``src``'s split, then its seeded sample; the ledger counts what was left out."""
     stage = StageLedger(f"select {Path(src.path).name} (split={src.split}, sample={src.sample})")
     stage.n_in = len(records)
     chosen = [r for r in records if in_split(r.source_id, src.split, src.holdout_fraction, src.seed)]
@@ -103,11 +105,11 @@ def curate(loaded: LoadedSuite, registries: Registries, ctx: RunContext) -> Cura
     records: list[Conversation] = []
     total_in = 0
     for index, src in enumerate(suite.data):
-        read, quarantined, read_stage = _read_source(loaded, registries, ctx, index, src)
+        read, quarantined, read_stage = read_source(loaded, registries, ctx, ("data", index), src)
         total_in += read_stage.n_in
         ledger.stages.append(read_stage)
         ledger.quarantined.extend(quarantined)
-        chosen, select_stage = _select(src, read)
+        chosen, select_stage = select(src, read)
         ledger.stages.append(select_stage)
         records.extend(chosen)
     fraction = len(ledger.quarantined) / total_in if total_in else 0.0

@@ -60,6 +60,13 @@ def harness_register_backends(registrar: Registrar) -> None:
 
 
 @hookspec
+def harness_register_parity_checks(registrar: Registrar) -> None:
+    """Called once when the registries are built.  Add parity checks (``ParityCheck``
+    subclasses) that compare the offline pipeline with production; a suite's ``parity.checks``
+    names them."""
+
+
+@hookspec
 def harness_register_reporters(registrar: Registrar) -> None:
     """Called once when the registries are built.  Add reporters (``Reporter`` subclasses); a
     suite's ``report`` lists them."""
@@ -97,6 +104,7 @@ REGISTER_HOOKS: dict[str, str] = {
     "benchmark": "harness_register_benchmarks",
     "statistic": "harness_register_statistics",
     "backend": "harness_register_backends",
+    "parity_check": "harness_register_parity_checks",
     "reporter": "harness_register_reporters",
 }
 """Which register hook fills which component registry."""

@@ -1,4 +1,4 @@
-"""The runner: composes the stages of a suite (curate, train, evaluate, gate, report).
+"""The runner: composes the stages of a suite (curate, train, evaluate, parity, gate, report).
 
 Each stage is a small function; the runner only wires them together, times them, emits lifecycle
 hooks and records what came from the cache.  Models are loaded lazily: a fully cached re-run loads
@@ -17,17 +17,19 @@ from harness.components import Backend, Benchmark, Reporter, RunContext, Trainer
 from harness.config import ComponentRef, LoadedSuite, build_component
 from harness.console import RunConsole
 from harness.curate import CurateOutcome, curate
-from harness.errors import HarnessError
+from harness.errors import ConfigError, HarnessError
 from harness.evaluate import Evaluator, describe
 from harness.forgetting import run_forgetting
 from harness.gate import exit_code, run_gates
 from harness.models import ModelRef, resolve_model
+from harness.parity.stage import ParityPlan, parity_decisions, plan_parity, run_parity
 from harness.plugins import HarnessPluginManager
 from harness.registry import Registries
 from harness.store import Store
 from harness.train import TrainStage
 from harness.types import (
     CheckpointEvent,
+    Decision,
     EvalError,
     RunEndEvent,
     RunResult,
@@ -42,6 +44,8 @@ class RunOptions:
     reports_root: Path | None = None
     store_dir: Path | None = None
     use_cache: bool = True
+    only_parity: bool = False
+    """run the parity stage alone, on the base model (``harness parity``)"""
 
 
 @dataclass
@@ -107,6 +111,16 @@ class Runner:
                 except HarnessError as exc:
                     dotted = ".".join(loc + (label,))
                     raise type(exc)(f"{self.loaded.where(loc + (label,))}: {dotted}: {exc}") from None
+        parity_plan = plan_parity(self.loaded, self.registries, self.ctx) if suite.parity else None
+        if self.options.only_parity:
+            if parity_plan is None:
+                raise ConfigError(f"{self.loaded.path}: the suite has no 'parity' section")
+            base = self._resolve_base()
+            self.result.models = {base.label: base.describe()}
+            self._parity(parity_plan, backend, base)
+            self._gate([])
+            self._report(reporters)  # type: ignore[arg-type]
+            return self.result
         outcome = self._curate() if trainer is not None else None
         base = self._resolve_base()
         models = [base]
@@ -118,14 +132,22 @@ class Runner:
                 models.append(base.with_adapter("candidate", adapter))
         self.result.models = {m.label: m.describe() for m in models}
         self._evaluate(backend, benchmarks, models)  # type: ignore[arg-type]
-        started = time.perf_counter()
-        self.result.decisions = run_gates(self.loaded, self.registries, self.ctx, self.result)
-        self.result.inconclusive_fails = suite.gating.inconclusive == "fail"
-        self.result.exit_code = exit_code(self.result.decisions, self.result.inconclusive_fails)
-        self.store.save_decisions(self.run_id, self.result.decisions)
-        self._stage_end("gate", "ok", started)
+        if parity_plan is not None:
+            self._parity(parity_plan, backend, models[-1])
+        self._gate(run_gates(self.loaded, self.registries, self.ctx, self.result))
         self._report(reporters)  # type: ignore[arg-type]
         return self.result
+
+    def _gate(self, decisions: list[Decision]) -> None:
+        started = time.perf_counter()
+        parity = self.loaded.suite.parity
+        if parity is not None and self.result.parity is not None:
+            decisions = decisions + parity_decisions(parity, self.result.parity)
+        self.result.decisions = decisions
+        self.result.inconclusive_fails = self.loaded.suite.gating.inconclusive == "fail"
+        self.result.exit_code = exit_code(decisions, self.result.inconclusive_fails)
+        self.store.save_decisions(self.run_id, decisions)
+        self._stage_end("gate", "ok", started)
 
     # ------------------------------------------------------------------------------ stages
 
@@ -228,6 +250,17 @@ class Runner:
             evaluator.release()
         outcome = "error" if self.result.eval_errors else "ok"
         self._stage_end("evaluate", outcome, started)
+
+    def _parity(self, plan: ParityPlan, backend: Backend, model: ModelRef) -> None:
+        """Compare the offline pipeline with production on the model that would ship."""
+        started = time.perf_counter()
+        self.console.stage("parity", f"{len(plan.requests)} production requests, {len(plan.checks)} checks on {model.label}")
+        for note in plan.notes:
+            self.console.note(note)
+        result = run_parity(plan, self.loaded, model, backend, self.store, self.console, self.loaded.suite.seed, self.options.use_cache)
+        self.result.parity = result
+        errored = any(c.status == "error" for c in result.checks)
+        self._stage_end("parity", "error" if errored else "ok", started)
 
     def _report(self, reporters: list[Reporter]) -> None:
         started = time.perf_counter()

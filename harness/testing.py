@@ -6,16 +6,22 @@ plugin through the ``pytest11`` entry point).
 * ``tiny_model_dir``: a randomly initialised 2-layer Llama with SmolLM2's tokenizer and chat
   template, for fast unit tests of trainers and backends.
 * ``write_suite``: writes a suite YAML into ``tmp_path`` and returns its path.
+* ``vllm_server``: a real OpenAI-compatible server (CPU vLLM in ``.venv-vllm``) serving the
+  embedded SmolLM2 on 127.0.0.1 for the whole session; ``.url``, ``.served_name``,
+  ``.model_dir``. It fails, never skips, when the venv cannot be set up.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
+
+if TYPE_CHECKING:
+    from harness.serving import VllmServer
 
 
 @pytest.fixture
@@ -79,3 +85,33 @@ def write_suite(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def vllm_server(embedded_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
+    """A started ``harness.serving.VllmServer`` (fp32, eager) for the session; stopped at the end.
+
+    The first use builds ``.venv-vllm`` (a few minutes); its log is ``vllm.log`` under the
+    session's tmp dir.
+    """
+    from harness.serving import ServingError, VllmServer, ensure_venv
+
+    problem = ""
+    try:
+        python = ensure_venv()
+    except ServingError as exc:
+        problem = f"the vLLM venv could not be set up: {exc}"
+    if problem:  # outside the except block: no chained traceback in the report
+        pytest.fail(problem, pytrace=False)
+    log = tmp_path_factory.mktemp("vllm") / "vllm.log"
+    server = VllmServer(embedded_model_dir, log_path=log, python=python)
+    try:
+        server.start()
+    except RuntimeError as exc:
+        problem = str(exc)
+    if problem:
+        pytest.fail(problem, pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -28,13 +28,14 @@ class _Keep(Filter):
 
 def test_builtins_are_registered_with_their_origin(registries: Registries) -> None:
     expected = {
-        "reader": {"alpaca", "sharegpt", "messages", "csv", "auto"},
+        "reader": {"alpaca", "sharegpt", "messages", "openai_requests", "csv", "auto"},
         "filter": {"exact_dedup", "min_response_length"},
         "trainer": {"lora"},
         "benchmark": {"mmlu", "support_intent", "humaneval", "hellaswag", "perplexity", "lm_eval_task"},
         "statistic": {"mcnemar", "paired_bootstrap"},
         "backend": {"hf"},
         "reporter": {"terminal", "json", "junit", "curve"},
+        "parity_check": {"template", "sampling", "preprocessing", "postprocessing", "traffic_shift", "replay"},
     }
     for kind, names in expected.items():
         assert set(registries[kind].names()) == names

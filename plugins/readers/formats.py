@@ -3,6 +3,8 @@
 * ``alpaca``: JSONL ``{instruction, input?, output, system?}``
 * ``sharegpt``: JSONL ``{conversations: [{from, value}, ...]}`` (human/gpt/system)
 * ``messages``: JSONL in the OpenAI chat format ``{messages: [{role, content}, ...]}``
+* ``openai_requests``: JSONL of logged chat-completions requests, for parity replay: the
+  request body, or ``{request: body, reference?}``; no assistant turn needed
 * ``csv``: a CSV file with a header; ``user``/``assistant``/``system`` are templates over its
   columns, e.g. ``user: "{instruction}"``, ``assistant: "{intent}"``
 * ``auto``: JSONL of any of the three JSON formats, detected line by line
@@ -86,7 +88,7 @@ def from_sharegpt(record: dict[str, Any], source_id: str) -> Conversation:
     return _conversation(messages, source_id)
 
 
-def from_messages(record: dict[str, Any], source_id: str) -> Conversation:
+def _turns(record: dict[str, Any]) -> list[Message]:
     turns = record.get("messages")
     if not isinstance(turns, list) or not turns:
         raise RecordError("record has no 'messages' list")
@@ -96,7 +98,29 @@ def from_messages(record: dict[str, Any], source_id: str) -> Conversation:
         if not isinstance(role, str) or role not in _ROLES:
             raise RecordError(f"message {index} needs a role among {sorted(_ROLES)}")
         messages.append(Message(turn["role"], _text(turn.get("content"), f"message {index} content")))
-    return _conversation(messages, source_id)
+    return messages
+
+
+def from_messages(record: dict[str, Any], source_id: str) -> Conversation:
+    return _conversation(_turns(record), source_id)
+
+
+def from_openai_request(record: dict[str, Any], source_id: str) -> Conversation:
+    """A logged chat-completions request: the body itself, or ``{"request": body, ...}``.
+
+    The expected answer, when the log has one, is ``reference`` beside the body or
+    ``metadata.reference`` inside it; it becomes a final assistant turn."""
+    body = record.get("request", record)
+    if not isinstance(body, dict):
+        raise RecordError("'request' must be a JSON object")
+    messages = _turns(body)
+    if not any(m.role == "user" for m in messages):
+        raise RecordError("request has no user message")
+    metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+    reference = record.get("reference", metadata.get("reference"))
+    if reference is not None:
+        messages.append(Message("assistant", _text(reference, "reference")))
+    return Conversation(tuple(messages), source_id)
 
 
 def detect(record: dict[str, Any]) -> str:
@@ -109,7 +133,12 @@ def detect(record: dict[str, Any]) -> str:
     raise RecordError("unrecognised record: expected 'messages', 'conversations' or 'instruction'")
 
 
-_PARSERS = {"alpaca": from_alpaca, "sharegpt": from_sharegpt, "messages": from_messages}
+_PARSERS = {
+    "alpaca": from_alpaca,
+    "sharegpt": from_sharegpt,
+    "messages": from_messages,
+    "openai_requests": from_openai_request,
+}
 
 
 def read_jsonl(path: Path, source: str, fmt: str) -> Iterator[Conversation | Quarantined]:
@@ -163,6 +192,11 @@ class ShareGPTReader(AlpacaReader):
 class MessagesReader(AlpacaReader):
     name = "messages"
     description = "JSONL with messages: [{role, content}] (OpenAI chat format)"
+
+
+class OpenAIRequestsReader(AlpacaReader):
+    name = "openai_requests"
+    description = "JSONL of logged chat-completions requests (body, or {request, reference})"
 
 
 class AutoReader(AlpacaReader):
@@ -222,5 +256,5 @@ class CsvReader(Reader):
 
 @harness.hookimpl
 def harness_register_readers(registrar) -> None:
-    for cls in (AlpacaReader, ShareGPTReader, MessagesReader, AutoReader, CsvReader):
+    for cls in (AlpacaReader, ShareGPTReader, MessagesReader, OpenAIRequestsReader, AutoReader, CsvReader):
         registrar.add(cls)

@@ -64,6 +64,16 @@ def result_to_json(result: RunResult) -> dict[str, Any]:
         "forgetting": result.forgetting.to_json() if result.forgetting else None,
         "benchmarks": benchmarks,
         "eval_errors": errors,
+        "parity": (
+            {
+                "requests": result.parity.requests,
+                "notes": result.parity.notes,
+                "pipelines": result.parity.pipelines,
+                "checks": [c.to_json() for c in result.parity.checks],
+            }
+            if result.parity
+            else None
+        ),
         "decisions": [d.to_json() for d in result.decisions],
         "stages": [s.__dict__ for s in result.stages],
     }
@@ -83,7 +93,7 @@ class JsonReporter(Reporter):
 
 class JUnitReporter(Reporter):
     name = "junit"
-    description = "junit.xml with one test case per gate (for CI test views)"
+    description = "junit.xml with one test case per gate and per parity check (for CI test views)"
 
     def report(self, result: RunResult, out_dir: Path) -> list[Path]:
         suite = ET.Element("testsuite", name=f"harness.{result.suite_name}")
@@ -106,6 +116,21 @@ class JUnitReporter(Reporter):
             else:
                 counts["skipped"] += 1
                 ET.SubElement(case, "skipped", message=message)
+        gated = {d.gate for d in result.decisions}
+        for c in result.parity.checks if result.parity else ():
+            if f"parity.{c.check}" in gated:
+                continue  # already a case, as a gate
+            counts["tests"] += 1
+            case = ET.SubElement(suite, "testcase", classname="parity", name=c.check)
+            if c.status == "error":
+                counts["errors"] += 1
+                ET.SubElement(case, "error", message=f"error: {c.error}")
+            elif c.findings:
+                counts["skipped"] += 1
+                text = "; ".join(f"{f.severity} {f.cause}: {f.summary}" for f in c.findings)
+                ET.SubElement(case, "skipped", message=f"not gated, findings: {text}")
+            else:
+                ET.SubElement(case, "system-out").text = "no finding"
         for key, value in counts.items():
             suite.set(key, str(value))
         suite.set("time", f"{result.duration_s:.3f}")

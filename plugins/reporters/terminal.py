@@ -52,6 +52,8 @@ class TerminalReporter(Reporter):
             )
         if result.forgetting is not None:
             self._forgetting(result)
+        if result.parity is not None:
+            self._parity(result)
         table = Table(title="Benchmarks: candidate vs baseline on the same items")
         for column in ("benchmark", "metric", "n", "baseline", "candidate", "diff", "CI", "p", "source"):
             table.add_column(column)
@@ -73,7 +75,8 @@ class TerminalReporter(Reporter):
                 f"{cmp.p_value:.3g}" if cmp else "-",
                 ("cache: " + ", ".join(cached)) if cached else "computed",
             )
-        out.print(table)
+        if result.benchmarks:
+            out.print(table)
         for error in result.eval_errors:
             out.print(f"[magenta]error[/] {escape(f'{error.benchmark} / {error.model}: {error.message}')}")
         table = Table(title="Gates")
@@ -90,6 +93,38 @@ class TerminalReporter(Reporter):
         out.print(f"exit {result.exit_code}: {meaning}; report: {out_dir}")
         return []
 
+
+    def _parity(self, result: RunResult) -> None:
+        parity = result.parity
+        assert parity is not None
+        table = Table(title=f"Production parity: offline pipeline vs production on {parity.requests} requests")
+        for column in ("check", "status", "severity", "cause", "affected", "finding / measurement"):
+            table.add_column(column)
+        for c in parity.checks:
+            if c.status == "error":
+                table.add_row(c.check, "[magenta]error[/]", "", "", "", escape(c.error or ""))
+            elif not c.findings:
+                table.add_row(c.check, "[green]ok[/]", "", "", "", escape(_headline(c.metrics)))
+            for f in c.findings:
+                colour = {"high": "red", "medium": "yellow"}.get(f.severity, "")
+                table.add_row(
+                    c.check, "finding", f"[{colour}]{f.severity}[/]" if colour else f.severity, f.cause,
+                    f"{f.affected}/{f.total} ({f.share:.0%})", escape(f.summary),
+                )
+        self.console.print(table)
+        for c in parity.checks:
+            for f in c.findings:
+                ev = f.evidence
+                if "diff" not in ev and "first_divergence" not in ev:
+                    continue
+                self.console.print(f"[bold]{c.check} / {f.cause}[/] (request {escape(str(ev.get('example_request')))}):")
+                if "first_divergence" in ev:
+                    self.console.print(escape(
+                        f"  first divergence at token {ev['first_divergence']}: offline "
+                        f"[{_tokens(ev['offline_tokens'])}] vs production [{_tokens(ev['production_tokens'])}]"
+                    ))
+                if ev.get("diff") and f.cause not in ("double_bos", "extra_bos", "missing_bos"):
+                    self.console.print(escape(ev["diff"]))
 
     def _forgetting(self, result: RunResult) -> None:
         f = result.forgetting
@@ -118,6 +153,21 @@ class TerminalReporter(Reporter):
         self.console.print(f"Selected checkpoint (*): {chosen}")
         for step in sorted(f.reasons):
             self.console.print(f"  step {step}: {escape(f.reasons[step])}")
+
+
+def _tokens(window: list[dict]) -> str:
+    return " ".join(f"{t['id']}:{t['token']}" for t in window)
+
+
+def _headline(metrics: dict) -> str:
+    """The one or two measurements that say most about a quiet check."""
+    keys = ("agreement_rate", "exact_text_match", "identical", "requests", "mmd_p_value", "differences")
+    parts = []
+    for key in keys:
+        if key in metrics:
+            value = metrics[key]
+            parts.append(f"{key} {value:.3g}" if isinstance(value, float) else f"{key} {value}")
+    return ", ".join(parts[:3])
 
 
 @harness.hookimpl

@@ -1,0 +1,1 @@
+"""Built-in parity checks: compare the offline evaluation pipeline with production."""
