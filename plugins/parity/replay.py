@@ -113,7 +113,10 @@ class ReplayCheck(ParityCheck):
             offline_text = greedy[req.id][0].text
             off_ids = list(greedy[req.id][0].token_ids)
             same_text = offline_text.strip() == ans.text.strip()
-            same_prefix = off_ids[: cfg.prefix_tokens] == cont[: cfg.prefix_tokens]
+            # the server's ids include the EOS it stopped at (scored above); the offline
+            # generation's are cut before it
+            core = cont[:-1] if cont and cont[-1] in (tok.eos_token_id, tok.pad_token_id) else cont
+            same_prefix = off_ids[: cfg.prefix_tokens] == core[: cfg.prefix_tokens]
             exact += same_text
             prefix += same_prefix
             record: dict[str, Any] = {

@@ -113,6 +113,9 @@ class TerminalReporter(Reporter):
                 )
         self.console.print(table)
         for c in parity.checks:
+            if "per_request" in c.metrics:
+                self._replay(c.check, c.metrics)
+        for c in parity.checks:
             for f in c.findings:
                 ev = f.evidence
                 if "diff" not in ev and "first_divergence" not in ev:
@@ -125,6 +128,29 @@ class TerminalReporter(Reporter):
                     ))
                 if ev.get("diff") and f.cause not in ("double_bos", "extra_bos", "missing_bos"):
                     self.console.print(escape(ev["diff"]))
+
+    def _replay(self, label: str, m: dict) -> None:
+        prefix = next((f"{v:.0%}" for k, v in m.items() if k.startswith("greedy_prefix_")), "-")
+        self.console.print(
+            f"{label}: {m['requests']} requests ({m['from_cache']} answers from the store), agreement "
+            f"{m['agreement_rate']:.0%} within {m['logprob_tolerance']} nats/token, exact text {m['exact_text_match']:.0%}, "
+            f"greedy prefix {prefix}, median |Δ log-prob| {m['median_abs_delta']:.2g}, max {m['max_abs_delta']:.2g}"
+        )
+        diverged = [r for r in m["per_request"] if not r["agree"]]
+        if not diverged:
+            return
+        table = Table(title=f"{label}: requests that diverge (first {min(len(diverged), 10)} of {len(diverged)})")
+        for column in ("request", "at", "production token (server / offline lp)", "offline top token", "attribution"):
+            table.add_column(column)
+        for r in diverged[:10]:
+            d = r["first_divergence"]
+            p, o = d["production_token"], d["offline_top_token"]
+            table.add_row(
+                escape(r["request"]), str(d["position"]),
+                escape(f"{p['token']!r} {p['server_logprob']:.3f} / {p['offline_logprob']:.3f}"),
+                escape(f"{o['token']!r} {o['offline_logprob']:.3f}"), escape(r["attribution"]),
+            )
+        self.console.print(table)
 
     def _forgetting(self, result: RunResult) -> None:
         f = result.forgetting

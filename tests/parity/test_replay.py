@@ -19,7 +19,9 @@ from harness.cli import main
 KEY_ENV = "HARNESS_TEST_PRODUCTION_KEY"
 
 
-def _suite(tmp: Path, model: str | Path, url: str, served: str, checks: dict[str, Any], **endpoint: Any) -> Path:
+def _suite(
+    tmp: Path, model: str | Path, url: str, served: str, checks: dict[str, Any], production: dict[str, Any] | None = None, **endpoint: Any
+) -> Path:
     matched = {"sampling": {"temperature": 0, "max_tokens": 24}}
     suite = {
         "name": "replay",
@@ -27,7 +29,7 @@ def _suite(tmp: Path, model: str | Path, url: str, served: str, checks: dict[str
         "parity": {
             "requests": {"path": "requests.jsonl", "format": "openai_requests"},
             "offline": matched,
-            "production": {**matched, "endpoint": {"url": url, "model": served, **endpoint}},
+            "production": {**matched, **(production or {}), "endpoint": {"url": url, "model": served, **endpoint}},
             "checks": checks,
             "gate": {"fail_on": "high"},
         },
@@ -97,6 +99,25 @@ def test_a_server_that_drops_mid_run_keeps_partial_results_and_resume_completes(
     assert replay["metrics"]["from_cache"] == 4
     assert len(back.posts("/chat/completions")) == 6  # only what was missing is sent again
     assert len(replay["metrics"]["per_request"]) == 10
+
+
+def test_divergences_are_attributed_to_the_cause_another_check_found(tmp_path: Path, tiny_model_dir: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    _short_log(tmp_path, 4)
+    with FakeOpenAI() as fake:  # its answers are not the model's: every request diverges
+        suite = _suite(tmp_path, tiny_model_dir, fake.url, fake.model, {"template": "template", "replay": "replay"},
+                       production={"system_prompt": "You are ACME's assistant."})
+        code, result = _run(suite, tmp_path)
+    assert code == 1  # template: high system_prompt
+    replay = _replay(result)
+    assert replay["metrics"]["agreement_rate"] == 0.0
+    assert replay["metrics"]["attribution"] == {"template:system_prompt": 4}
+    for record in replay["metrics"]["per_request"]:
+        d = record["first_divergence"]
+        assert d["position"] == 0 and d["production_token"]["server_logprob"] == -0.125
+    (finding,) = replay["findings"]
+    assert finding["cause"] == "replay_divergence" and finding["severity"] == "high"
+    out = capfd.readouterr().out
+    assert "requests that diverge" in out and "template:system_prompt" in out
 
 
 def test_the_api_key_appears_in_no_artifact(tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
