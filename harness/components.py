@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from harness.types import (
     CheckpointEvent,
@@ -95,10 +96,51 @@ class Reader(Component):
 
 @dataclass(frozen=True)
 class FilterResult:
-    """What a filter returns: every input appears exactly once, either kept or dropped."""
+    """What a filter returns: every input appears exactly once, kept (possibly redacted),
+    dropped or quarantined.  ``redacted`` counts kept records the filter changed, by reason."""
 
     kept: list[Conversation]
     dropped: list[Dropped]
+    quarantined: list[Quarantined] = field(default_factory=list)
+    redacted: Counter[str] = field(default_factory=Counter)
+
+
+class FilterActionConfig(ComponentConfig):
+    """Config base of filters whose removals can be drops or quarantines."""
+
+    action: Literal["drop", "quarantine"] = Field(
+        "drop", description="drop a flagged record (ledger entry) or quarantine it (quarantine file)"
+    )
+
+
+class FilterOutcome:
+    """Builds a ``FilterResult`` one record at a time, routing removals by the filter's action."""
+
+    def __init__(self, filter_name: str, action: str = "drop") -> None:
+        self.filter_name, self.action = filter_name, action
+        self.kept: list[Conversation] = []
+        self.dropped: list[Dropped] = []
+        self.quarantined: list[Quarantined] = []
+        self.redacted: Counter[str] = Counter()
+
+    def keep(self, record: Conversation) -> None:
+        self.kept.append(record)
+
+    def redact(self, record: Conversation, reasons: Sequence[str]) -> None:
+        """Keep ``record`` (the changed copy), counting what was redacted."""
+        self.kept.append(record)
+        self.redacted.update(reasons)
+
+    def remove(self, record: Conversation, reason: str, detail: str = "") -> None:
+        if self.action == "quarantine":
+            raw = json.dumps(record.to_json(), ensure_ascii=False)
+            text = f"{self.filter_name}: {reason}" + (f" ({detail})" if detail else "")
+            self.quarantined.append(Quarantined(record.source_id, text, raw))
+        else:
+            self.dropped.append(Dropped(record.source_id, self.filter_name, reason, detail))
+
+    def result(self) -> FilterResult:
+        return FilterResult(self.kept, self.dropped, self.quarantined, self.redacted)
 
 
 class Filter(Component):

@@ -85,16 +85,23 @@ def select(src: DataSource, records: list[Conversation]) -> tuple[list[Conversat
 def _run_filter(flt: Filter, records: list[Conversation], ledger: Ledger, origin: str) -> list[Conversation]:
     result = flt.apply(records)
     stage = StageLedger(f"filter {flt.name}", n_in=len(records))
-    stage.kept, stage.dropped = len(result.kept), len(result.dropped)
+    stage.kept, stage.dropped, stage.quarantined = len(result.kept), len(result.dropped), len(result.quarantined)
     stage.reasons.update(Counter(d.reason for d in result.dropped))
-    seen = Counter(r.source_id for r in result.kept) + Counter(d.source_id for d in result.dropped)
+    stage.reasons.update(Counter(f"quarantined: {q.reason.split(' (')[0]}" for q in result.quarantined))
+    stage.reasons.update(Counter({f"redacted: {k}": v for k, v in result.redacted.items()}))
+    seen = (
+        Counter(r.source_id for r in result.kept)
+        + Counter(d.source_id for d in result.dropped)
+        + Counter(q.source_id for q in result.quarantined)
+    )
     if not stage.balanced or seen != Counter(r.source_id for r in records):
         raise PluginError(
-            f"filter {flt.name!r} from {origin} does not account for its input: "
-            f"{stage.n_in} in, {stage.kept} kept, {stage.dropped} dropped"
+            f"filter {flt.name!r} from {origin} does not account for its input: {stage.n_in} in, "
+            f"{stage.kept} kept, {stage.dropped} dropped, {stage.quarantined} quarantined"
         )
     ledger.stages.append(stage)
     ledger.dropped.extend(result.dropped)
+    ledger.quarantined.extend(result.quarantined)
     return list(result.kept)
 
 
