@@ -87,26 +87,26 @@ class SamplingCheck(ParityCheck):
         chosen = pool[: cfg.requests]
         greedy = ctx.generate(ctx.offline, chosen, samples=1, max_tokens=cfg.max_tokens)
         sampled = ctx.generate(ctx.offline, chosen, ctx.production.sampling, cfg.samples, max_tokens=cfg.max_tokens)
-        prod = ctx.production
+        judge = ctx.offline  # the evaluation's own scoring: only the sampling differs
         base_scores, cand_scores, changed, examples = [], [], [], []
         for req in chosen:
             g = greedy[req.id][0].text
             outs = [s.text for s in sampled[req.id]]
             if req.reference is not None:
-                base = float(prod.passes(g, req.reference))
-                cand = sum(prod.passes(o, req.reference) for o in outs) / len(outs)
+                base = float(judge.passes(g, req.reference))
+                cand = sum(judge.passes(o, req.reference) for o in outs) / len(outs)
             else:
                 base = 1.0
-                cand = sum(_answer(prod, o) == _answer(prod, g) for o in outs) / len(outs)
+                cand = sum(_answer(judge, o) == _answer(judge, g) for o in outs) / len(outs)
             base_scores.append(base)
             cand_scores.append(cand)
-            if any(_answer(prod, o) != _answer(prod, g) for o in outs):
+            if any(_answer(judge, o) != _answer(judge, g) for o in outs):
                 changed.append(req.id)
                 if len(examples) < 3:
                     examples.append({"request": req.id, "offline": excerpt(g), "production_samples": [excerpt(o) for o in outs]})
         cmp = paired_bootstrap(base_scores, cand_scores, cfg.alpha, seed=ctx.seed)
         return {
-            "metric": "accuracy (production parser)" if with_ref else "agreement with the offline answer",
+            "metric": "accuracy (offline parser)" if with_ref else "agreement with the greedy answer",
             "requests": len(chosen),
             "samples": cfg.samples,
             "comparison": {

@@ -187,11 +187,12 @@ def _tokens(window: list[dict]) -> str:
 
 def _headline(metrics: dict) -> str:
     """The one or two measurements that say most about a quiet check."""
-    keys = ("agreement_rate", "exact_text_match", "identical", "requests", "mmd_p_value", "differences")
+    keys = ("agreement_rate", "exact_text_match", "identical", "requests", "p_value", "uncovered_share", "differences")
+    flat = {**metrics.get("embedding", {}), **metrics}
     parts = []
     for key in keys:
-        if key in metrics:
-            value = metrics[key]
+        if key in flat:
+            value = flat[key]
             parts.append(f"{key} {value:.3g}" if isinstance(value, float) else f"{key} {value}")
     return ", ".join(parts[:3])
 
