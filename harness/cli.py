@@ -43,6 +43,22 @@ def _parser() -> argparse.ArgumentParser:
     cur.add_argument("suite", type=Path)
     cur.add_argument("--out", type=Path, default=Path("reports/curated"))
     sub.add_parser("plugins", help="list every component with its kind and origin")
+    aud = sub.add_parser(
+        "audit",
+        help="audit a data set (or a suite's curated data): balance, topics, duplicates, lengths, format",
+    )
+    aud.add_argument("target", type=Path, metavar="DATA_OR_SUITE", help="a suite (.yaml), a data file or an hf_disk folder")
+    aud.add_argument("--format", help="reader for a data file (default: by suffix; a folder is hf_disk)")
+    aud.add_argument("--category-column", help="column (or JSON key) holding each record's category")
+    aud.add_argument("--min-share", type=float, help="flag categories below this share (default: half the uniform share)")
+    aud.add_argument("--user", help="user-turn template over the columns (csv, parquet, hf_disk)")
+    aud.add_argument("--assistant", help="assistant-turn template over the columns")
+    aud.add_argument("--system", help="optional system-turn template over the columns")
+    aud.add_argument("--clusters", type=int, default=12, help="KMeans topic clusters; 0 skips embedding")
+    aud.add_argument("--sample", type=int, help="embed a seeded sample of this many records (other measures use all)")
+    aud.add_argument("--seed", type=int, help="seed of the sample and KMeans (default: the suite's, else 0)")
+    aud.add_argument("--tokenizer", type=Path, help="local tokenizer folder, for lengths in tokens")
+    aud.add_argument("--out", type=Path, default=Path("reports/audit"), help="folder for audit.json")
     return parser
 
 
@@ -119,6 +135,56 @@ def _curate(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _audit(args: argparse.Namespace, console: Console) -> int:
+    """Audit a suite's curated data (its curate stage, filters included) or one data file read
+    with the named reader, so problems in the data show before any training is paid for."""
+    from harness.audit import audit, guess_format, load_tokenizer, read_categories, read_data, reader_registries
+    from harness.console import RunConsole
+
+    registries = reader_registries()
+    categories: dict[str, str] | None = {} if args.category_column else None
+    if args.target.suffix.lower() in {".yaml", ".yml"}:
+        from harness.components import RunContext
+        from harness.config import load_suite
+        from harness.curate import curate
+
+        loaded = load_suite(args.target)
+        seed = loaded.suite.seed if args.seed is None else args.seed
+        outcome = curate(loaded, registries, RunContext(loaded.dir, args.out, loaded.suite.seed))
+        records, quarantined = outcome.records, outcome.ledger.quarantined
+        for i, src in enumerate(loaded.suite.data if categories is not None else ()):
+            if categories is not None:
+                path = loaded.resolve_path(src.path, ("data", i, "path"))
+                categories.update(read_categories(path, src.path, src.format, args.category_column, src.options))
+    else:
+        seed = args.seed or 0
+        fmt = args.format or guess_format(args.target)
+        options = {k: getattr(args, k) for k in ("user", "assistant", "system") if getattr(args, k) is not None}
+        source = str(args.target)
+        records, quarantined = read_data(registries, args.target, source, fmt, options)
+        if categories is not None:
+            categories = read_categories(args.target, source, fmt, args.category_column, options)
+    tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else None
+    with RunConsole(console).progress("audit") as progress:
+        report = audit(
+            records,
+            categories=categories,
+            min_share=args.min_share,
+            clusters=args.clusters,
+            seed=seed,
+            embed_sample=args.sample,
+            tokenizer=tokenizer,
+            quarantined=quarantined,
+            source=str(args.target),
+            progress=progress,
+        )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "audit.json").write_text(json.dumps(report.to_json(), indent=2, ensure_ascii=False), encoding="utf-8")
+    report.render(console)
+    console.print(f"audit written to {args.out / 'audit.json'}")
+    return 0
+
+
 def _run(args: argparse.Namespace, console: Console) -> int:
     from harness.console import RunConsole
     from harness.runner import Runner, RunOptions
@@ -142,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The libraries' own progress bars (tqdm) would interleave with ours; read at their import.
     os.environ.setdefault("TQDM_DISABLE", "1")
     console = make_console()
-    commands = {"run": _run, "parity": _run, "validate": _validate, "curate": _curate}
+    commands = {"run": _run, "parity": _run, "validate": _validate, "curate": _curate, "audit": _audit}
     try:
         if args.command == "plugins":
             return _plugins(console)
