@@ -64,7 +64,6 @@ TOP_GROUPS = 5
 MAX_IDS = 10
 ROLES = ("system", "user", "assistant")
 PROBLEMS = ("empty_turn", "system_not_first", "not_alternating", "no_final_assistant")
-TABULAR_PLUGIN = "harness_plugins.readers.tabular"
 
 LossFn = Callable[[Conversation], float]
 EmbedFn = Callable[..., Any]
@@ -652,20 +651,6 @@ def _render(report: AuditReport, console: Console) -> None:
 # ----------------------------------------------------------------- reading, for the CLI
 
 
-def reader_registries() -> Registries:
-    """Component registries with the tabular readers (``parquet``, ``hf_disk``) registered,
-    whether or not ``harness.plugins.DEFAULT_PLUGINS`` lists their module yet."""
-    import importlib
-
-    from harness.plugins import DEFAULT_PLUGINS, get_plugin_manager
-    from harness.registry import Registries
-
-    extra: list[tuple[str, object]] = []
-    if TABULAR_PLUGIN not in DEFAULT_PLUGINS:
-        extra.append((TABULAR_PLUGIN, importlib.import_module(TABULAR_PLUGIN)))
-    return Registries.from_plugin_manager(get_plugin_manager(plugins=extra))
-
-
 _SUFFIX_FORMATS = {".jsonl": "auto", ".ndjson": "auto", ".json": "auto", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
@@ -740,8 +725,9 @@ def read_categories(
             raise DataError(f"{source}: Parquet file has no column {column!r}; columns: {names}")
         values = pq.read_table(str(path), columns=[column]).column(column).to_pylist()
     elif fmt == "hf_disk":
-        from harness.components import RunContext
         from harness_plugins.readers.tabular import HfDiskReader
+
+        from harness.components import RunContext
 
         reader = HfDiskReader(HfDiskReader.Config.model_validate(options), RunContext(path.parent, path.parent))
         data = reader.dataset(path, source)

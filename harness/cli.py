@@ -138,10 +138,18 @@ def _curate(args: argparse.Namespace, console: Console) -> int:
 def _audit(args: argparse.Namespace, console: Console) -> int:
     """Audit a suite's curated data (its curate stage, filters included) or one data file read
     with the named reader, so problems in the data show before any training is paid for."""
-    from harness.audit import audit, guess_format, load_tokenizer, read_categories, read_data, reader_registries
+    from harness.audit import (
+        audit,
+        guess_format,
+        load_tokenizer,
+        read_categories,
+        read_data,
+    )
     from harness.console import RunConsole
+    from harness.plugins import get_plugin_manager
+    from harness.registry import Registries
 
-    registries = reader_registries()
+    registries = Registries.from_plugin_manager(get_plugin_manager())
     categories: dict[str, str] | None = {} if args.category_column else None
     if args.target.suffix.lower() in {".yaml", ".yml"}:
         from harness.components import RunContext

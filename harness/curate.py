@@ -51,7 +51,7 @@ def read_source(
     )
     assert isinstance(reader, Reader)
     path = loaded.resolve_path(src.path, loc + ("path",))
-    if not path.is_file():
+    if not (path.is_dir() if getattr(reader, "reads_folder", False) else path.is_file()):
         raise DataError(f"{loaded.where(loc + ('path',))}: data file not found: {path}")
     records: list[Conversation] = []
     quarantined: list[Quarantined] = []

@@ -20,6 +20,7 @@ from harness.errors import PluginError
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "harness_plugins.readers.formats",
+    "harness_plugins.readers.tabular",
     "harness_plugins.filters.basic",
     "harness_plugins.filters.content",
     "harness_plugins.backends.hf",

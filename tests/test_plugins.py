@@ -28,7 +28,7 @@ class _Keep(Filter):
 
 def test_builtins_are_registered_with_their_origin(registries: Registries) -> None:
     expected = {
-        "reader": {"alpaca", "sharegpt", "messages", "openai_requests", "csv", "auto"},
+        "reader": {"alpaca", "sharegpt", "messages", "openai_requests", "csv", "auto", "parquet", "hf_disk"},
         "filter": {"exact_dedup", "min_response_length", "pii", "repetition", "language"},
         "trainer": {"lora"},
         "benchmark": {"mmlu", "support_intent", "humaneval", "hellaswag", "perplexity", "lm_eval_task"},

@@ -170,13 +170,19 @@ class FormatCheck(Filter):
         return self._probe_stop_token()[0]
 
     def _probe_stop_token(self) -> tuple[tuple[int, str] | None, str]:
-        """Render a user/assistant probe; ``(token, "")`` or ``(None, why there is none)``."""
+        """Render a probe answer followed by a user turn (then, if the template refuses that, as
+        the last turn); ``(token, "")`` or ``(None, why there is none)``."""
         tokenizer = self.tokenizer
-        messages = [{"role": "user", "content": "ping"}, {"role": "assistant", "content": _PROBE}]
-        try:
-            text = tokenizer.apply_chat_template(messages, tokenize=False)
-        except Exception as exc:  # noqa: BLE001 - whatever the template raises, say it
-            return None, f"the chat template cannot render a user/assistant exchange ({exc})"
+        exchange = [{"role": "user", "content": "ping"}, {"role": "assistant", "content": _PROBE}]
+        text, problem = None, ""
+        for messages in (exchange + [{"role": "user", "content": "pong"}], exchange):
+            try:
+                text = tokenizer.apply_chat_template(messages, tokenize=False)
+                break
+            except Exception as exc:  # noqa: BLE001 - whatever the template raises, say it
+                problem = f"the chat template cannot render a user/assistant exchange ({exc})"
+        if text is None:
+            return None, problem
         end = text.rfind(_PROBE) + len(_PROBE)
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}))
@@ -279,16 +285,19 @@ class FormatCheck(Filter):
                 f"{stop_text} (token {stop + 1})",
             )
         first = next((i for i, label in enumerate(labels) if label != IGNORE), end)
+        answer_end = stop if stop is not None else end  # the final answer's text ends here
         if first >= limit:
             cut = "no assistant token is left"
         elif start >= limit:
             cut = "the final assistant turn is cut entirely"
-        elif stop is not None and stop < limit:
-            cut = f"only what follows the final {stop_text} is cut"
-        else:
-            lost = (stop if stop is not None else end) - limit
-            cut = f"the final answer loses {lost} token{'s' if lost > 1 else ''}" if lost else "the final answer fits"
+        elif answer_end > limit:
+            lost = answer_end - limit
+            cut = f"the final answer loses {lost} token{'s' if lost > 1 else ''}"
             cut += f" and its {stop_text}" if stop is not None else ""
+        elif stop is not None and stop >= limit:
+            cut = f"the final answer fits, but its {stop_text} is cut"
+        else:
+            cut = f"only what follows the final {stop_text if stop is not None else 'answer'} is cut"
         return "too_long_for_context", f"{count} > {limit} tokens ({cut})"
 
 

@@ -14,9 +14,10 @@ How it works, and why:
   ``exact_dedup`` does (``basic.normalise``: NFKC, case-folded, whitespace collapsed).
 * **Shingles.**  Word ``shingle``-grams of that text; a record with fewer content words than
   ``shingle`` uses character 5-grams of its turns instead.  A record with no text in scope is
-  never a near-duplicate (it is kept).  Shingles are identified by 64-bit hashes computed with
-  numpy over the UTF-8 bytes (deterministic, no per-shingle Python string), and records with
-  identical shingle sets are collapsed into one node before any MinHash work.
+  never a near-duplicate (it is kept).  Shingles are identified by 48-bit hashes computed with
+  numpy over the UTF-8 bytes (deterministic, no per-shingle Python string; two shingles of a
+  pair of 1,000-shingle sets collide with probability ~4e-9), and records with identical
+  shingle sets are collapsed into one node before any MinHash work.
 * **Candidates.**  ``rensa`` R-MinHash signatures (``num_perm``, ``seed``) and rensa's
   ``RMinHashLSH``.  rensa needs the band count to divide ``num_perm``; the filter uses the fewest
   bands (the fewest spurious candidates) that still catch a pair at exactly the threshold with
@@ -67,8 +68,10 @@ _ROLES: dict[str, tuple[str, ...]] = {
 }
 CHAR_GRAM = 5
 """Character n-gram size for texts with fewer words than the shingle size."""
-CHUNK = 4096
+CHUNK = 2048
 """Records shingled and signed at a time (bounds the temporary memory)."""
+HASH_BITS = 48
+"""Bits of a shingle hash; the 16 above them number the record inside a chunk."""
 BAND_RECALL = 0.9
 """The LSH banding must catch a pair at exactly the threshold with at least this probability."""
 PREFILTER_SIGMAS = 4.0
@@ -226,7 +229,15 @@ def _word_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def shingle_hashes(records: Sequence[Conversation], scope: Scope, shingle: int) -> ShingleSets:
-    """The shingle sets of ``records`` (see ``shingle_strings``) as 64-bit hashes."""
+    """The shingle sets of ``records`` (see ``shingle_strings``) as 48-bit hashes."""
+    if len(records) <= CHUNK:
+        return _shingle_block(records, scope, shingle)
+    return _concat(
+        [_shingle_block(records[c.start : c.stop], scope, shingle) for c in _chunks(len(records), CHUNK)]
+    )
+
+
+def _shingle_block(records: Sequence[Conversation], scope: Scope, shingle: int) -> ShingleSets:
     turns_of = [scope_turns(r, scope) for r in records]
     texts = [_marked(turns) for turns in turns_of]
     n_turns = np.fromiter(map(len, turns_of), dtype=np.int64, count=len(records))
@@ -257,18 +268,14 @@ def shingle_hashes(records: Sequence[Conversation], scope: Scope, shingle: int) 
             (gram_owner, np.fromiter((i for i, _ in extra), dtype=np.int64, count=len(extra)))
         )
 
-    # one sort of (record, hash) keys, the record in the top bits: shingle hashes keep 64 minus
-    # that many bits (>= 40: a chance collision inside a pair of sets is ~|A||B| / 2**40)
-    owner_bits = max(1, (len(records) - 1).bit_length())
-    if owner_bits > 24:
-        raise ValueError(f"at most 2**24 records per call, got {len(records)}")
-    hash_bits = _U64(64 - owner_bits)
-    keys = np.sort((gram_owner.astype(_U64) << hash_bits) | (grams >> _U64(owner_bits)))
+    # one sort of (record, hash) keys with the record in the top bits: shingles are kept as
+    # 48-bit hashes (a chance collision inside a pair of 1,000-shingle sets: ~4e-9)
+    keys = np.sort((gram_owner.astype(_U64) << _U64(HASH_BITS)) | (grams >> _U64(64 - HASH_BITS)))
     if len(keys):
         keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))]
-    counts = np.bincount((keys >> hash_bits).astype(np.int64), minlength=len(records))
+    counts = np.bincount((keys >> _U64(HASH_BITS)).astype(np.int64), minlength=len(records))
     offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
-    return ShingleSets(keys & _U64((1 << (64 - owner_bits)) - 1), offsets)
+    return ShingleSets(keys & _U64((1 << HASH_BITS) - 1), offsets)
 
 
 def _set_keys(sets: ShingleSets) -> list[tuple[int, int]]:

@@ -24,13 +24,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+from harness_plugins.readers.formats import RecordError, from_messages
 from pydantic import Field, model_validator
 
 import harness
 from harness.components import ComponentConfig, Reader
 from harness.errors import DataError, require
 from harness.types import Conversation, Message, Quarantined
-from harness_plugins.readers.formats import RecordError, from_messages
 
 BATCH_ROWS = 1024
 """Rows converted to Python objects at a time, so a large table is never in memory twice."""

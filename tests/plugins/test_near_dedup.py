@@ -25,6 +25,7 @@ import pytest
 from harness.components import RunContext
 from harness.data import data_dir, seeded_sample
 from harness.types import Conversation, Message
+from harness_plugins.filters import near_dedup
 from harness_plugins.filters.near_dedup import (
     NearDedup,
     choose_bands,
@@ -281,6 +282,15 @@ def test_estimates_without_verification(dedup, real):
 def test_deterministic(dedup, real):
     data, _ = plant(real[:400], 0.02, seed=2)
     assert dedup().apply(data) == dedup().apply(data)
+
+
+def test_chunking_does_not_change_the_result(dedup, real, monkeypatch):
+    """Records are shingled and signed chunk by chunk: pairs across chunks are found alike."""
+    data, _ = plant(real[:600], 0.02, seed=3)
+    whole = dedup().apply(data)
+    monkeypatch.setattr(near_dedup, "CHUNK", 97)
+    assert dedup().apply(data) == whole
+    assert len(whole.dropped) >= 0.9 * N_PLANTED
 
 
 def test_banding():
