@@ -17,11 +17,16 @@ normalised user and assistant turns with role markers, ``near_dedup``'s definiti
   ``RMinHashLSH`` with the same bands as ours, ``query_all``, and the signature estimate
   ``>= threshold`` as the answer (what rensa's own deduplicator does); no exact verification.
 
-Accuracy is measured on sampled pairs against the exact Jaccard of the shingle sets: all planted
-(variant, source) pairs plus 2,000 random pairs reported by any method.  Recall: of the sampled
-pairs at or above the threshold, the share a method reports; precision: of the sampled pairs a
-method reports, the share at or above the threshold.  Peak memory is the worker's peak RSS above
-its RSS once the records are loaded (``ru_maxrss``).  Nothing is asserted.
+Accuracy is measured on sampled pairs against the exact Jaccard of the shingle sets: all
+planted (variant, source) pairs plus up to 2,000 random other pairs reported by any method.
+Recall: of the sampled pairs at or above the threshold, the share a method reports; precision:
+of the sampled pairs a method reports, the share at or above the threshold.  Peak memory is the
+worker's peak RSS (``ru_maxrss``) above its RSS once the records are loaded.  Nothing is
+asserted.
+
+datasketch and rensa get the shingles as Python strings (``shingle_strings``), which is how
+their APIs take them; ``near_dedup`` hashes the same shingles with numpy and never builds
+those strings, which is most of its lead over rensa alone.
 
     python benchmarks/dedup.py [--records 100000] [--quick] [--seed 0]
 """

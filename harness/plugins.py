@@ -23,6 +23,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "harness_plugins.readers.tabular",
     "harness_plugins.filters.basic",
     "harness_plugins.filters.content",
+    "harness_plugins.filters.format",
+    "harness_plugins.filters.decontam",
     "harness_plugins.backends.hf",
     "harness_plugins.trainers.lora",
     "harness_plugins.benchmarks.mmlu",

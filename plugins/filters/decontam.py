@@ -2,12 +2,13 @@
 
 A fine-tune that has seen benchmark questions scores higher on them without being better, and the
 harness's gates would then pass a regression.  This filter removes records that share word n-grams
-with the evaluation sets, the way GPT-3 (Brown et al., 2020, appendix C) and Llama 2 decontaminate:
-text is normalised (NFKC, case-folded, split into ``\\w+`` words, so punctuation and layout do not
-matter) and a record is flagged when it shares at least ``min_overlap`` distinct ``n``-word
-sequences (13 by default) with an evaluation item.  An item text shorter than ``n`` words but at
-least ``min_item_words`` long counts as one "gram" of its own length (the whole text must occur in
-the record); shorter ones are too generic to match and are left out.
+with the evaluation sets, the way GPT-3 decontaminated (Brown et al., 2020, appendix C: 13-gram
+overlap; Llama 2 measured contamination with a related token n-gram overlap).  Text is normalised
+(NFKC, case-folded, split into ``\\w+`` words, so punctuation and layout do not matter) and a
+record is flagged when it shares at least ``min_overlap`` distinct ``n``-word sequences (13 by
+default) with an evaluation item.  An item text shorter than ``n`` words but at least
+``min_item_words`` long counts as one "gram" of its own length (the whole text must occur in the
+record); shorter ones are too generic to match and are left out.
 
 The evaluation data is what the built-in benchmarks read, through the benchmarks' own loaders (so
 the paths, cleaning and ids are theirs), over everything they can be configured to evaluate:
@@ -21,8 +22,9 @@ the paths, cleaning and ids are theirs), over everything they can be configured 
 * ``files``: JSONL or CSV files of one's own (``${data}/...`` or relative to the suite's folder),
   each with the ``field`` (key or column; a list for several) holding the evaluation text.
 
-The index holds 64-bit hashes of the n-grams in a sorted numpy array (a few tens of MB for all
-three built-in sets); it is built once per process and configuration, on first use.  A flagged
+The index holds 64-bit hashes of the n-grams in a sorted numpy array, with a bitmap that screens
+lookups (about 40 MB for the 2.1 million distinct grams of the three built-in sets); it is built
+once per process and configuration, on first use, and kept in memory only.  A flagged
 record's reason is ``contaminated``; the detail names the set, how many n-grams it shares, one of
 them and the item it comes from, e.g. ``mmlu: 3 shared 13-grams, e.g. 'the ... ' (item
 anatomy/test/12)``.
@@ -30,7 +32,6 @@ anatomy/test/12)``.
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 import sys
@@ -67,9 +68,12 @@ _EXAMPLE_CHARS = 80
 _CACHE_SIZE = 2
 _FILTER_BITS = 27  # a 16 MiB bitmap of the grams' top bits screens lookups before the search
 
-Unit = tuple[tuple[str, ...], bool]
-"""One text of an evaluation item, as consecutive parts (each normalised once, however many units
-share it), and whether it may match whole when shorter than n words."""
+Mode = Literal["all", "grams", "whole"]
+Unit = tuple[tuple[str, ...], Mode]
+"""One text of an evaluation item, as consecutive parts (each normalised and hashed once, however
+many units share it), and how it matches: ``all``: by its n-grams, or whole when shorter than n
+words; ``grams``: by its n-grams only; ``whole``: only whole when shorter than n words (a shorter
+view of the item whose n-grams another of its units already has)."""
 
 
 def words(text: str) -> list[str]:
@@ -95,7 +99,9 @@ class DecontaminateConfig(FilterActionConfig):
     field: str | list[str] = Field(
         "text", description="key or column of the evaluation text in 'files' given as plain paths"
     )
-    n: int = Field(13, ge=4, description="words per n-gram (13 as in GPT-3 / Llama decontamination)")
+    n: int = Field(
+        13, ge=4, description="words per n-gram (13 as in GPT-3 / Llama decontamination)"
+    )
     min_item_words: int = Field(
         8, ge=1, description="an item text shorter than n words but this long matches whole"
     )
@@ -126,9 +132,11 @@ def mmlu_items(ctx: RunContext) -> Iterator[tuple[str, list[Unit]]]:
         bench = MMLU(MMLU.Config(split=split, per_subject=sys.maxsize), ctx)
         for doc in bench.docs:
             question, choices = doc["question"], doc["choices"]
-            lettered = [part for letter, choice in zip(LETTERS, choices) for part in (letter, choice)]
-            units: list[Unit] = [((question, *choices), True), ((question, *lettered), True)]
-            yield doc["id"], units + [((question,), True)]
+            lettered = [
+                part for letter, choice in zip(LETTERS, choices) for part in (letter, choice)
+            ]
+            units: list[Unit] = [((question, *choices), "all"), ((question, *lettered), "all")]
+            yield doc["id"], units + [((question,), "whole")]
 
 
 def hellaswag_items(ctx: RunContext) -> Iterator[tuple[str, list[Unit]]]:
@@ -138,8 +146,8 @@ def hellaswag_items(ctx: RunContext) -> Iterator[tuple[str, list[Unit]]]:
     bench = HellaSwag(HellaSwag.Config(sample=sys.maxsize), ctx)
     for doc in bench.docs:
         label, _, context = doc["query"].partition(": ")
-        units: list[Unit] = [((label, context), True), ((context,), True)]
-        yield doc["id"], units + [((ending,), False) for ending in doc["choices"]]
+        units: list[Unit] = [((label, context), "all"), ((context,), "whole")]
+        yield doc["id"], units + [((ending,), "grams") for ending in doc["choices"]]
 
 
 def humaneval_items(ctx: RunContext) -> Iterator[tuple[str, list[Unit]]]:
@@ -147,7 +155,7 @@ def humaneval_items(ctx: RunContext) -> Iterator[tuple[str, list[Unit]]]:
     from harness_plugins.benchmarks.humaneval import HumanEval
 
     for item in HumanEval(HumanEval.Config(), ctx).items():
-        yield item["id"], [((item["prompt"],), True)]
+        yield item["id"], [((item["prompt"],), "all")]
 
 
 LOADERS = {"mmlu": mmlu_items, "hellaswag": hellaswag_items, "humaneval": humaneval_items}
@@ -175,7 +183,7 @@ def file_items(entry: EvalFile, path: Path) -> Iterator[tuple[str, list[Unit]]]:
             if value is None:
                 raise DataError(f"{path}:{line}: no {key!r} field")
             texts = value if isinstance(value, list) else [value]
-            units += [((t if isinstance(t, str) else json.dumps(t),), True) for t in texts]
+            units += [((t if isinstance(t, str) else json.dumps(t),), "all") for t in texts]
         yield f"{path.name}:{line}", units
 
 
@@ -187,6 +195,7 @@ def _uint64(np: Any, value: int) -> Any:
 
 
 def _hash_words(np: Any, tokens: Sequence[str]) -> Any:
+    # Python's str hash: salted per process, which is why the index is never written to disk.
     return np.fromiter(map(hash, tokens), dtype=np.int64, count=len(tokens)).view(np.uint64)
 
 
@@ -238,6 +247,8 @@ class NgramIndex:
     def lookup(self, grams: Any) -> tuple[Any, Any]:
         """Positions of ``grams`` found in the index, and the item of each."""
         np = require("numpy")
+        if not len(self.hashes):
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int32)
         byte, bit = self._slots(np, grams)
         maybe = np.flatnonzero((self.bitmap[byte] >> bit) & 1)
         where = np.minimum(np.searchsorted(self.hashes, grams[maybe]), len(self.hashes) - 1)
@@ -249,67 +260,64 @@ class NgramIndex:
         return dict(sorted(counts.items()))
 
 
-def _affix(part: list[str], whole: list[str]) -> bool:
-    """``part`` is a prefix or a suffix of ``whole``."""
-    k = len(part)
-    return k <= len(whole) and (whole[:k] == part or whole[len(whole) - k :] == part)
-
-
 def build_index(
     sources: Sequence[tuple[str, Iterator[tuple[str, list[Unit]]]]], n: int, min_item_words: int
 ) -> NgramIndex:
+    """Hash every n-gram (and every whole short text) of the evaluation items into an index."""
     np = require("numpy")
     item_ids: list[str] = []
     item_sources: list[str] = []
-    unit_words: list[list[str]] = []
+    arrays: list[Any] = []  # per unit kept: the hashes of its words
     unit_item: list[int] = []
-    unit_whole: list[bool] = []
-    normalised: dict[str, list[str]] = {}
+    hashed: dict[str, Any] = {}
     for source, items in sources:
-        before = len(item_ids)
+        before, kept_before = len(item_ids), len(arrays)
         for item_id, units in items:
-            seen: list[list[str]] = []
-            for parts, whole in units:
-                tokens = []
+            for parts, mode in units:
+                pieces = []
                 for part in parts:
-                    if part not in normalised:
-                        normalised[part] = words(part)
-                    tokens += normalised[part]
-                if len(tokens) >= n and any(_affix(tokens, other) for other in seen):
-                    continue  # its n-grams are already those of a longer text of the item
-                seen.append(tokens)
-                if len(tokens) >= n or (whole and len(tokens) >= min_item_words):
-                    unit_words.append(tokens)
+                    if part not in hashed:
+                        hashed[part] = _hash_words(np, words(part))
+                    pieces.append(hashed[part])
+                size = sum(len(piece) for piece in pieces)
+                if (size >= n and mode != "whole") or (
+                    min_item_words <= size < n and mode != "grams"
+                ):
+                    arrays.append(pieces[0] if len(pieces) == 1 else np.concatenate(pieces))
                     unit_item.append(len(item_ids))
-                    unit_whole.append(whole)
             item_ids.append(item_id)
             item_sources.append(source)
         if len(item_ids) == before:
             raise DataError(f"decontaminate: the evaluation set {source!r} has no items")
-    lengths = np.array([len(t) for t in unit_words], dtype=np.int64)
-    flat = _hash_words(np, [w for tokens in unit_words for w in tokens])
-    unit_of = np.repeat(np.arange(len(unit_words), dtype=np.int64), lengths)
-    unit_item_arr = np.array(unit_item, dtype=np.int32)
+        if len(arrays) == kept_before:
+            raise DataError(
+                f"decontaminate: no item of the evaluation set {source!r} has {min_item_words} "
+                "words or more: nothing to match"
+            )
+    del hashed
+    lengths = np.fromiter(map(len, arrays), dtype=np.int64, count=len(arrays))
+    flat = np.concatenate(arrays) if arrays else np.empty(0, dtype=np.uint64)
+    unit_of = np.repeat(np.arange(len(arrays), dtype=np.int64), lengths)
+    item_of_unit = np.array(unit_item, dtype=np.int32)
     grams = _windows(np, flat, n)
-    valid = unit_of[: len(grams)] == unit_of[n - 1 : n - 1 + len(grams)]
-    parts_h, parts_i = [grams[valid]], [unit_item_arr[unit_of[: len(grams)][valid]]]
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(lengths) else lengths
+    inside = unit_of[: len(grams)] == unit_of[n - 1 : n - 1 + len(grams)]
+    parts_h, parts_i = [grams[inside]], [item_of_unit[unit_of[: len(grams)][inside]]]
+    starts = np.cumsum(lengths) - lengths
     whole_lengths: list[int] = []
     for length in range(min(min_item_words, n), n):
-        chosen = np.flatnonzero((lengths == length) & np.array(unit_whole, dtype=bool))
-        if not len(chosen):
-            continue
-        matrix = flat[starts[chosen][:, None] + np.arange(length)[None, :]]
-        parts_h.append(_rows_hash(np, matrix))
-        parts_i.append(unit_item_arr[chosen])
-        whole_lengths.append(length)
+        chosen = np.flatnonzero(lengths == length)
+        if len(chosen):
+            matrix = flat[starts[chosen][:, None] + np.arange(length)[None, :]]
+            parts_h.append(_rows_hash(np, matrix))
+            parts_i.append(item_of_unit[chosen])
+            whole_lengths.append(length)
     hashes = np.concatenate(parts_h)
     items = np.concatenate(parts_i)
-    order = np.argsort(hashes, kind="stable")
+    order = np.argsort(hashes)
     hashes, items = hashes[order], items[order]
-    first = np.ones(len(hashes), dtype=bool)
-    first[1:] = hashes[1:] != hashes[:-1]
-    return NgramIndex(hashes[first], items[first], item_ids, item_sources, (n, *whole_lengths))
+    first = np.flatnonzero(np.concatenate([[True], hashes[1:] != hashes[:-1]]))
+    items = np.minimum.reduceat(items, first)  # of items sharing a gram, the earliest
+    return NgramIndex(hashes[first], items, item_ids, item_sources, (n, *whole_lengths))
 
 
 _INDEXES: dict[tuple[Any, ...], NgramIndex] = {}
@@ -328,7 +336,9 @@ class _Hit:
 
 class Decontaminate(Filter):
     name = "decontaminate"
-    description = "drops records sharing word 13-grams with MMLU, HellaSwag, HumanEval or given eval files"
+    description = (
+        "drops records sharing word 13-grams with MMLU, HellaSwag, HumanEval or given eval files"
+    )
     Config = DecontaminateConfig
 
     @property

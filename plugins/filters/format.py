@@ -36,6 +36,7 @@ import json
 import sys
 from collections.abc import Sequence
 from functools import cached_property, lru_cache
+from pathlib import Path
 from typing import Any
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -92,6 +93,15 @@ class FormatCheckConfig(FilterActionConfig):
         return self
 
 
+@lru_cache(maxsize=8)
+def model_folder(model: str, base_dir: str) -> str:
+    """The folder of ``model`` (an embedded name or a folder relative to ``base_dir``), resolved
+    once per process: resolving an embedded model hashes its GGUF file."""
+    from harness.models import resolve_model
+
+    return str(resolve_model(model, "hf", "float32", base_dir=Path(base_dir)).path)
+
+
 @lru_cache(maxsize=4)
 def load_tokenizer(path: str) -> Any:
     """The tokenizer of a model folder, loaded once per process (never mutated by callers)."""
@@ -145,10 +155,9 @@ class FormatCheck(Filter):
     def tokenizer(self) -> Any:
         """The model's tokenizer (loaded once per process), with the configured template."""
         from harness.data import resolve_data_path
-        from harness.models import resolve_model
 
-        ref = resolve_model(self.cfg.model, "hf", "float32", base_dir=self.ctx.suite_dir)
-        tokenizer = load_tokenizer(str(ref.path))
+        folder = model_folder(self.cfg.model, str(self.ctx.suite_dir))
+        tokenizer = load_tokenizer(folder)
         template = self.cfg.chat_template
         if self.cfg.chat_template_file is not None:
             path = resolve_data_path(self.cfg.chat_template_file, self.ctx.suite_dir)
@@ -159,7 +168,7 @@ class FormatCheck(Filter):
             return TemplatedTokenizer(tokenizer, template)
         if not getattr(tokenizer, "chat_template", None):
             raise ConfigError(
-                f"format_check: the tokenizer in {ref.path} has no chat template; give chat_template"
+                f"format_check: the tokenizer in {folder} has no chat template; give chat_template"
             )
         return tokenizer
 
@@ -185,7 +194,8 @@ class FormatCheck(Filter):
             return None, problem
         end = text.rfind(_PROBE) + len(_PROBE)
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}))
+        special = set(tokenizer.all_special_ids)
+        special |= set(getattr(tokenizer, "added_tokens_decoder", {}))
         for token, (begin, _end) in zip(enc["input_ids"], enc["offset_mapping"]):
             if begin >= end:
                 if token in special:
@@ -193,6 +203,14 @@ class FormatCheck(Filter):
                 break
         after = text[end : end + 20]
         return None, f"the chat template renders no special token right after an answer ({after!r})"
+
+    @cached_property
+    def _template_errors(self) -> tuple[type[Exception], ...]:
+        """What rendering a record can raise: ``raise_exception(...)`` in a template is a
+        ``jinja2.TemplateError``; a template mishandling a value fails with ``TypeError`` & co;
+        the trainer's ``CheckError``: the template does not render prefix by prefix."""
+        jinja2 = require("jinja2")
+        return (jinja2.TemplateError, CheckError, TypeError, ValueError, KeyError, IndexError)
 
     @cached_property
     def validator(self) -> Any:
@@ -223,19 +241,17 @@ class FormatCheck(Filter):
         """``(reason, detail)`` of the first problem of ``record``, or None when it is fine."""
         from harness_plugins.trainers.lora import encode
 
-        jinja2 = require("jinja2")
         try:
             ids, labels, _ = encode(self.tokenizer, record, sys.maxsize)
-        except (jinja2.TemplateError, CheckError, TypeError, ValueError, KeyError, IndexError) as exc:
-            # raise_exception(...) in a template is a jinja2.TemplateError; a template that
-            # mishandles a value fails with TypeError & co; CheckError: not prefix-consistent.
+        except self._template_errors as exc:
             return "template_error", _short(str(exc) or type(exc).__name__)
         turns = [(i, m) for i, m in enumerate(record.messages) if m.role == "assistant"]
         if not turns:
             return "empty_response", "no assistant turn"
         for index, message in turns:
             if not message.content.strip():
-                return "empty_response", f"message {index + 1} of {len(record.messages)} (assistant) is empty"
+                where = f"message {index + 1} of {len(record.messages)}"
+                return "empty_response", f"{where} (assistant) is empty"
         if self.validator is not None:
             for index, message in turns:
                 problem = self._check_json(index, message)
@@ -249,8 +265,9 @@ class FormatCheck(Filter):
         try:
             value = json.loads(message.content)
         except json.JSONDecodeError as exc:
+            # The parser's message and position only: the answer itself may hold personal data.
             where = f"line {exc.lineno} column {exc.colno}"
-            return "not_json", _short(f"message {index + 1}: {exc.msg} at {where}: {message.content!r}")
+            return "not_json", f"message {index + 1}: {exc.msg} at {where}"
         error = best_match(self.validator.iter_errors(value))
         if error is None:
             return None
@@ -281,8 +298,10 @@ class FormatCheck(Filter):
         if self.cfg.require_stop_token and stop is not None and stop == limit:
             return (
                 "stop_token_truncated",
-                f"{count} > {limit} tokens: the final answer fits, but the truncation cuts its "
-                f"{stop_text} (token {stop + 1})",
+                (
+                    f"{count} > {limit} tokens: the final answer fits, but the truncation cuts "
+                    f"its {stop_text} (token {stop + 1})"
+                ),
             )
         first = next((i for i, label in enumerate(labels) if label != IGNORE), end)
         answer_end = stop if stop is not None else end  # the final answer's text ends here
@@ -297,7 +316,8 @@ class FormatCheck(Filter):
         elif stop is not None and stop >= limit:
             cut = f"the final answer fits, but its {stop_text} is cut"
         else:
-            cut = f"only what follows the final {stop_text if stop is not None else 'answer'} is cut"
+            after = stop_text if stop is not None else "answer"
+            cut = f"only what follows the final {after} is cut"
         return "too_long_for_context", f"{count} > {limit} tokens ({cut})"
 
 

@@ -25,11 +25,12 @@ How it works, and why:
   caught with probability 0.99).  rensa builds signatures from pre-hashed tokens only into a
   digest matrix, whose LSH methods return per-row flags, not candidate keys; so the shingle
   hashes are handed to ``RMinHash.from_token_sets`` as 8-byte tokens instead.
-* **Verification** (``verify: true``, the default).  Candidates whose signature estimate is
-  far below the threshold (more than 4 standard errors) are discarded, and every other pair's
-  exact Jaccard of the two shingle sets is computed: a pair is a near-duplicate only if the
+* **Verification** (``verify: true``, the default).  The exact Jaccard of the two shingle sets
+  of every candidate pair is computed (the records in candidate pairs are shingled again, so
+  no shingle set is held while the index is built): a pair is a near-duplicate only if the
   exact value is >= ``threshold``, so precision does not depend on MinHash noise.  With
-  ``verify: false`` the signature estimate decides and details say ``estimated jaccard``.
+  ``verify: false`` the signature estimate decides (the signatures are then kept, about 2 KB a
+  record) and details say ``estimated jaccard``.
 * **Which record is kept.**  Near-duplicate pairs are clustered with union-find.  In every
   cluster the earliest record in input order is kept; each later member, in input order, is
   removed (reason ``near_duplicate``, detail ``"jaccard 0.87 with <kept source_id>"``) against
@@ -39,18 +40,19 @@ How it works, and why:
   kept records are a verified near-duplicate pair.
 
 Cost is linear in the data apart from the pairs inside LSH buckets, which grow with the
-square of the size of a family of near-identical records.  Memory is about 1 KB a record
-(shingle hashes and a signature), not the text.
+square of the size of a family of near-identical records.  Memory beyond the records is the
+LSH index and a few hundred bytes a record.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from importlib.metadata import version
+from itertools import pairwise
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -68,20 +70,15 @@ _ROLES: dict[str, tuple[str, ...]] = {
 }
 CHAR_GRAM = 5
 """Character n-gram size for texts with fewer words than the shingle size."""
-CHUNK = 2048
+CHUNK = 1024
 """Records shingled and signed at a time (bounds the temporary memory)."""
 HASH_BITS = 48
 """Bits of a shingle hash; the 16 above them number the record inside a chunk."""
 BAND_RECALL = 0.9
 """The LSH banding must catch a pair at exactly the threshold with at least this probability."""
-PREFILTER_SIGMAS = 4.0
-"""With verification, candidates whose MinHash estimate is this many standard errors below the
-threshold are not verified (a pair at the threshold is lost with probability ~3e-5)."""
 
 _U64 = np.uint64
-_MASK = (1 << 64) - 1
-_P = 0x9E3779B97F4A7C15  # odd: invertible modulo 2**64
-_P_INV = pow(_P, -1, 1 << 64)
+_P = 0x9E3779B97F4A7C15
 _GRAM_MUL = _U64(0xD6E8FEB86659FD93)
 _SET_SALT = _U64(0x632BE59BD9B4E019)
 # str.split() whitespace that is ASCII; the non-ASCII kind is folded to spaces beforehand.
@@ -135,7 +132,7 @@ def _char_grams(text: str) -> set[str]:
 
 def shingle_strings(record: Conversation, scope: Scope, shingle: int) -> set[str]:
     """The shingle set of ``record`` as strings: the reference definition (slow; for tests and
-    ground truth).  ``NearDedup`` works on 64-bit hashes of exactly these shingles."""
+    ground truth).  ``NearDedup`` works on 48-bit hashes of exactly these shingles."""
     turns = scope_turns(record, scope)
     content_words = sum(len(content.split()) for _, content in turns)
     if content_words == 0:
@@ -167,25 +164,18 @@ def _blake64(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
-class _Powers:
-    """``P**i`` and ``P**-i`` modulo 2**64, grown on demand."""
-
-    def __init__(self) -> None:
-        self.up = np.ones(1, dtype=_U64)
-        self.down = np.ones(1, dtype=_U64)
-
-    def ensure(self, n: int) -> None:
-        if len(self.up) > n:
-            return
-        size = max(n + 1, 2 * len(self.up))
-        up, down = np.empty(size, dtype=_U64), np.empty(size, dtype=_U64)
-        up[0] = down[0] = 1
-        up[1:] = np.cumprod(np.full(size - 1, _P, dtype=_U64))
-        down[1:] = np.cumprod(np.full(size - 1, _P_INV, dtype=_U64))
-        self.up, self.down = up, down
+_powers = np.ones(1, dtype=_U64)
 
 
-_POWERS = _Powers()
+def _powers_of_p(n: int) -> np.ndarray:
+    """``P**i`` modulo 2**64 for ``i < n`` (cached; as long as the longest word seen)."""
+    global _powers
+    if len(_powers) < n:
+        table = np.empty(max(n, 64), dtype=_U64)
+        table[0] = 1
+        table[1:] = np.cumprod(np.full(len(table) - 1, _P, dtype=_U64))
+        _powers = table
+    return _powers
 
 
 @dataclass(frozen=True)
@@ -208,21 +198,25 @@ class ShingleSets:
 
 def _word_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Hash of every whitespace-separated word of ``texts`` (ASCII-whitespace-only strings), and
-    the index of the text it belongs to.  Polynomial hash of the UTF-8 bytes via prefix sums."""
+    the index of the text it belongs to (vectorised: no Python object per word)."""
     encoded = [t.encode() for t in texts]
     lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
     data = np.frombuffer(b" ".join(encoded), dtype=np.uint8)
-    if data.size == 0:
-        return np.empty(0, dtype=_U64), np.empty(0, dtype=np.int64)
     space = _SPACE_BYTES[data]
     solid = ~space
     starts = np.flatnonzero(solid & np.concatenate(([True], space[:-1])))
     ends = np.flatnonzero(solid & np.concatenate((space[1:], [True]))) + 1
-    _POWERS.ensure(data.size)
-    prefix = np.zeros(data.size + 1, dtype=_U64)
-    np.cumsum(data.astype(_U64) * _POWERS.up[: data.size], out=prefix[1:])
-    hashes = (prefix[ends] - prefix[starts]) * _POWERS.down[starts]
-    hashes = _mix(hashes + (ends - starts).astype(_U64))
+    if starts.size == 0:
+        return np.empty(0, dtype=_U64), np.empty(0, dtype=np.int64)
+    # polynomial hash of each word's bytes, sum of byte * P**(offset in the word)
+    mark = np.zeros(data.size, dtype=np.int32)
+    mark[starts] = starts
+    offset = np.arange(data.size, dtype=np.int32) - np.maximum.accumulate(mark)
+    lengths_w = ends - starts
+    powers = _powers_of_p(int(lengths_w.max()))
+    terms = data.astype(_U64) * powers[np.minimum(offset, len(powers) - 1)]
+    terms[space] = 0
+    hashes = _mix(np.add.reduceat(terms, starts) + lengths_w.astype(_U64))
     text_starts = np.concatenate(([0], np.cumsum(lengths + 1)[:-1]))
     owner = np.searchsorted(text_starts, starts, side="right") - 1
     return hashes, owner
@@ -238,6 +232,7 @@ def shingle_hashes(records: Sequence[Conversation], scope: Scope, shingle: int) 
 
 
 def _shingle_block(records: Sequence[Conversation], scope: Scope, shingle: int) -> ShingleSets:
+    assert len(records) <= 1 << (64 - HASH_BITS), "CHUNK too large for the record bits"
     turns_of = [scope_turns(r, scope) for r in records]
     texts = [_marked(turns) for turns in turns_of]
     n_turns = np.fromiter(map(len, turns_of), dtype=np.int64, count=len(records))
@@ -380,8 +375,12 @@ class NearDedup(Filter):
     def cfg(self) -> NearDedupConfig:
         return self.config  # type: ignore[return-value]
 
+    def cache_material(self) -> dict[str, Any]:
+        """Name and config, and rensa's version: its algorithm decides which pairs LSH proposes."""
+        return {**super().cache_material(), "rensa": version("rensa")}
+
     def index(self, records: Sequence[Conversation]) -> NearDupIndex:
-        """Shingle, sign and band ``records``; return the verified near-duplicate pairs."""
+        """Shingle, sign and band ``records``; return the near-duplicate pairs."""
         from rensa import RMinHash, RMinHashLSH
 
         cfg = self.cfg
@@ -390,8 +389,7 @@ class NearDedup(Filter):
         node_of: list[int] = []
         first: list[int] = []
         key_to_node: dict[tuple[int, int], int] = {}
-        minhashes: list[object] = []
-        parts: list[ShingleSets] = []
+        kept_minhashes: list[object] = []  # only without verification: estimates need them
         left: list[int] = []
         right: list[int] = []
         for chunk in _chunks(len(records), CHUNK):
@@ -410,55 +408,63 @@ class NearDedup(Filter):
             if not new_rows:
                 continue
             new = _take(sets, np.asarray(new_rows, dtype=np.int64))
-            parts.append(new)
-            tokens = new.hashes.view("V8").tolist()
+            tokens = new.hashes.view("V8").tolist()  # 8-byte tokens: rensa takes str or bytes only
             offsets = new.offsets.tolist()
             signed = RMinHash.from_token_sets(
-                [tokens[a:b] for a, b in zip(offsets[:-1], offsets[1:])], num_perm=cfg.num_perm, seed=cfg.seed
+                [tokens[a:b] for a, b in pairwise(offsets)], num_perm=cfg.num_perm, seed=cfg.seed
             )
-            base = len(minhashes)
-            minhashes.extend(signed)
+            base = len(first) - len(new_rows)
             lsh.insert_many(signed, base)
+            if not cfg.verify:
+                kept_minhashes.extend(signed)
             flags = lsh.query_duplicate_flags(signed)
             flagged = [i for i, flag in enumerate(flags) if flag]
-            found = lsh.query_all([signed[i] for i in flagged])
-            for i, keys in zip(flagged, found):
+            for i, keys in zip(flagged, lsh.query_all([signed[i] for i in flagged])):
                 # each pair is reported once: by its later node, when that node's chunk is
                 # queried (the earlier node is in the index by then)
                 node = base + i
                 earlier = [k for k in keys if k < node]
                 left.extend(earlier)
                 right.extend([node] * len(earlier))
-        order = sorted(range(len(left)), key=lambda p: (left[p], right[p]))
-        candidates = [(left[p], right[p]) for p in order]
-        pairs = self._confirm(candidates, minhashes, _concat(parts))
+        del key_to_node, lsh
+        candidates = sorted(zip(left, right))
+        if cfg.verify:
+            pairs = self._verify(records, first, candidates)
+        else:
+            pairs = self._estimate(kept_minhashes, candidates)
         return NearDupIndex(node_of, first, pairs, len(candidates), cfg.verify)
 
-    def _confirm(
-        self, candidates: list[tuple[int, int]], minhashes: list[object], sets: ShingleSets
+    def _estimate(self, minhashes: list[object], candidates: list[tuple[int, int]]) -> list[tuple[int, int, float]]:
+        """The candidate pairs whose MinHash estimate reaches the threshold."""
+        out = []
+        for a, b in candidates:
+            estimate = minhashes[a].jaccard(minhashes[b])  # type: ignore[attr-defined]
+            if estimate >= self.cfg.threshold:
+                out.append((a, b, estimate))
+        return out
+
+    def _verify(
+        self, records: Sequence[Conversation], first: list[int], candidates: list[tuple[int, int]]
     ) -> list[tuple[int, int, float]]:
+        """The candidate pairs whose exact Jaccard reaches the threshold.  Only the records in a
+        candidate pair are shingled again (a few percent usually), so no shingle set is kept
+        in memory while the LSH index is built."""
         cfg = self.cfg
         t = cfg.threshold
-        if not cfg.verify:
-            out = []
-            for a, b in candidates:
-                estimate = minhashes[a].jaccard(minhashes[b])  # type: ignore[attr-defined]
-                if estimate >= t:
-                    out.append((a, b, estimate))
-            return out
-        floor = t - PREFILTER_SIGMAS * math.sqrt(t * (1.0 - t) / cfg.num_perm)
+        involved = sorted({node for pair in candidates for node in pair})
+        row_of = {node: row for row, node in enumerate(involved)}
+        sets = shingle_hashes([records[first[node]] for node in involved], cfg.scope, cfg.shingle)
+        sizes = sets.sizes().tolist()
         confirmed: list[tuple[int, int, float]] = []
         current, members, size = -1, set(), 0
-        sizes = sets.sizes()
-        for a, b in candidates:
-            if minhashes[a].jaccard(minhashes[b]) < floor:  # type: ignore[attr-defined]
-                continue
+        for a, b in candidates:  # sorted: one set built per earlier node
             if a != current:
-                current, members, size = a, set(sets.row(a).tolist()), int(sizes[a])
-            other = int(sizes[b])
+                current, size = a, sizes[row_of[a]]
+                members = set(sets.row(row_of[a]).tolist())
+            other = sizes[row_of[b]]
             if min(size, other) < t * max(size, other):
                 continue  # |A & B| / |A | B| <= min / max: cannot reach the threshold
-            inter = len(members.intersection(sets.row(b).tolist()))
+            inter = len(members.intersection(sets.row(row_of[b]).tolist()))
             value = inter / (size + other - inter)
             if value >= t:
                 confirmed.append((a, b, value))

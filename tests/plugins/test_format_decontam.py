@@ -29,7 +29,7 @@ import harness_plugins.filters.decontam as decontam_module
 import harness_plugins.filters.format as format_module
 from harness.components import FilterResult, RunContext
 from harness.data import data_dir, seeded_sample
-from harness.errors import ConfigError
+from harness.errors import ConfigError, DataError
 from harness.plugins import DEFAULT_PLUGINS, get_plugin_manager
 from harness.registry import Registries
 from harness.types import Conversation, Message
@@ -76,7 +76,9 @@ def ctx(tmp_path_factory: pytest.TempPathFactory) -> RunContext:
 @pytest.fixture(scope="module")
 def bitext(ctx: RunContext) -> list[Conversation]:
     reader = CsvReader(CsvReader.Config(user="{instruction}", assistant="{response}"), ctx)
-    return [r for r in reader.read(data_dir() / BITEXT, "bitext.csv") if isinstance(r, Conversation)]
+    return [
+        r for r in reader.read(data_dir() / BITEXT, "bitext.csv") if isinstance(r, Conversation)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -99,10 +101,10 @@ def has_empty_turn(record: Conversation) -> bool:
 
 @pytest.fixture(scope="module")
 def clean(bitext: list[Conversation], hh: list[Conversation]) -> list[Conversation]:
-    """1,400 real records (700 Bitext, 700 HH-RLHF) without a known defect."""
-    key = lambda r: r.source_id  # noqa: E731
+    """1,000 real records (500 Bitext, 500 HH-RLHF) without a known defect."""
+    key = lambda r: r.source_id
     hh_ok = [r for r in hh if not has_empty_turn(r)]
-    return seeded_sample(bitext, 700, 1, key) + seeded_sample(hh_ok, 700, 1, key)
+    return seeded_sample(bitext, 500, 1, key) + seeded_sample(hh_ok, 500, 1, key)
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +130,9 @@ def conv(source_id: str, *turns: tuple[str, str]) -> Conversation:
     return Conversation(tuple(Message(role, text) for role, text in turns), source_id)  # type: ignore[arg-type]
 
 
-def relabel(record: Conversation, source_id: str, messages: Sequence[Message] | None = None) -> Conversation:
+def relabel(
+    record: Conversation, source_id: str, messages: Sequence[Message] | None = None
+) -> Conversation:
     return replace(record, source_id=source_id, messages=tuple(messages or record.messages))
 
 
@@ -186,7 +190,9 @@ def print_rates():
 
 def long_answer(hh: list[Conversation], start: int, chars: int) -> str:
     """Real HH-RLHF assistant answers, concatenated until ``chars`` characters."""
-    answers = [m.content for r in hh for m in r.messages if m.role == "assistant" and m.content.strip()]
+    answers = [
+        m.content for r in hh for m in r.messages if m.role == "assistant" and m.content.strip()
+    ]
     parts: list[str] = []
     i = start
     while sum(map(len, parts)) < chars:
@@ -195,7 +201,9 @@ def long_answer(hh: list[Conversation], start: int, chars: int) -> str:
     return "\n\n".join(parts)
 
 
-def exactly(tokenizer: Any, user: str, text: str, total: int, source_id: str) -> Conversation | None:
+def exactly(
+    tokenizer: Any, user: str, text: str, total: int, source_id: str
+) -> Conversation | None:
     """``user`` and a prefix of ``text`` (cut at a token boundary) rendering to exactly ``total``
     tokens through the trainer's own ``encode``; None when no cut near the estimate does."""
     empty = conv(source_id, ("user", user), ("assistant", ""))
@@ -214,8 +222,13 @@ def test_format_check_length_stop_token_and_empty_on_real_records(
     format_check, tokenizer, clean: list[Conversation], hh: list[Conversation]
 ) -> None:
     flt = format_check()  # max_tokens 2048, SmolLM2's own template
+    assert len(clean) >= 1000
     assert flt.stop_token == (tokenizer.convert_tokens_to_ids("<|im_end|>"), "<|im_end|>")
-    planted: dict[str, list[str]] = {"too_long_for_context": [], "stop_token_truncated": [], "empty_response": []}
+    planted: dict[str, list[str]] = {
+        "too_long_for_context": [],
+        "stop_token_truncated": [],
+        "empty_response": [],
+    }
     records = list(clean)
     users = [r.messages[0].content for r in hh if r.messages[0].role == "user"]
 
@@ -241,7 +254,9 @@ def test_format_check_length_stop_token_and_empty_on_real_records(
         record = multi[i]
         target = [j for j, m in enumerate(record.messages) if m.role == "assistant"][i % 2]
         blank = ("", "   ", "\n\n", " \t ")[i % 4]
-        messages = [replace(m, content=blank) if j == target else m for j, m in enumerate(record.messages)]
+        messages = [
+            replace(m, content=blank) if j == target else m for j, m in enumerate(record.messages)
+        ]
         records.append(relabel(record, f"empty:{i}", messages))
         planted["empty_response"].append(f"empty:{i}")
     # The real data's own empty answers are defects too (not counted as false positives).
@@ -255,7 +270,7 @@ def test_format_check_length_stop_token_and_empty_on_real_records(
     assert all(removed[r.source_id][0] == "empty_response" for r in real_empty)
 
     for source_id in planted["too_long_for_context"]:
-        reason, detail = removed[source_id]
+        detail = removed[source_id][1]
         count, limit = map(int, re.match(r"(\d+) > (\d+) tokens \(", detail).groups())  # type: ignore[union-attr]
         assert count > limit == 2048, detail
         assert "the final answer loses" in detail and "<|im_end|>" in detail
@@ -263,7 +278,10 @@ def test_format_check_length_stop_token_and_empty_on_real_records(
         assert removed[source_id][1] == (
             "2050 > 2048 tokens: the final answer fits, but the truncation cuts its <|im_end|> (token 2049)"
         )
-    assert all(re.fullmatch(r"message \d+ of \d+ \(assistant\) is empty", removed[i][1]) for i in planted["empty_response"])
+    assert all(
+        re.fullmatch(r"message \d+ of \d+ \(assistant\) is empty", removed[i][1])
+        for i in planted["empty_response"]
+    )
 
 
 def test_stop_token_boundaries_follow_the_trainers_truncation(format_check, tokenizer, hh) -> None:
@@ -289,16 +307,19 @@ def test_stop_token_boundaries_follow_the_trainers_truncation(format_check, toke
         assert (ids[-1] == end or ids[-2] == end) == (total <= 2049)
     assert flt.check(found[2048]) is None
     assert flt.check(found[2049]) == (
-        "too_long_for_context", "2049 > 2048 tokens (only what follows the final <|im_end|> is cut)"
+        "too_long_for_context",
+        "2049 > 2048 tokens (only what follows the final <|im_end|> is cut)",
     )
     assert flt.check(found[2050])[0] == "stop_token_truncated"  # type: ignore[index]
     assert flt.check(found[2051]) == (
-        "too_long_for_context", "2051 > 2048 tokens (the final answer loses 1 token and its <|im_end|>)"
+        "too_long_for_context",
+        "2051 > 2048 tokens (the final answer loses 1 token and its <|im_end|>)",
     )
     # Without require_stop_token a cut stop token is just "too long".
     relaxed = format_check(require_stop_token=False)
     assert relaxed.check(found[2050]) == (
-        "too_long_for_context", "2050 > 2048 tokens (the final answer fits, but its <|im_end|> is cut)"
+        "too_long_for_context",
+        "2050 > 2048 tokens (the final answer fits, but its <|im_end|> is cut)",
     )
 
 
@@ -324,7 +345,8 @@ def test_smollm2_template_accepts_what_a_strict_template_rejects(format_check, h
     assert flt.check(system) is None
     strict = format_check(chat_template=STRICT_CHATML)
     assert strict.check(doubled) == (
-        "template_error", "Conversation roles must alternate user/assistant/user/assistant/..."
+        "template_error",
+        "Conversation roles must alternate user/assistant/user/assistant/...",
     )
     assert strict.check(system) == ("template_error", "System role not supported")
 
@@ -334,20 +356,27 @@ def test_format_check_template_errors_on_real_records(
 ) -> None:
     flt = format_check(chat_template=STRICT_CHATML)
     assert flt.stop_token is not None and flt.stop_token[1] == "<|im_end|>"
-    sample = clean[::2]  # 700 of the clean records (half Bitext, half HH)
+    sample = clean[::2]  # 500 of the clean records (half Bitext, half HH)
     planted: dict[str, list[str]] = {"template_error": []}
     records = list(sample)
     rng = random.Random(3)
     for i in range(PLANTED):  # a system prompt before a real support exchange
         record = rng.choice(bitext)
-        messages = (Message("system", "You are a customer-support agent. Be concise."), *record.messages)
+        messages = (
+            Message("system", "You are a customer-support agent. Be concise."),
+            *record.messages,
+        )
         records.append(relabel(record, f"system:{i}", messages))
         planted["template_error"].append(f"system:{i}")
     for i in range(PLANTED):  # a real conversation whose user turn was split in two turns
         record = rng.choice(hh)
         first = record.messages[0].content
         cut = max(1, len(first) // 2)
-        messages = (Message("user", first[:cut]), Message("user", first[cut:] or "?"), *record.messages[1:])
+        messages = (
+            Message("user", first[:cut]),
+            Message("user", first[cut:] or "?"),
+            *record.messages[1:],
+        )
         records.append(relabel(record, f"double:{i}", messages))
         planted["template_error"].append(f"double:{i}")
 
@@ -364,10 +393,15 @@ def test_template_that_omits_the_stop_token(format_check) -> None:
     no_stop = STRICT_CHATML.replace("'<|im_end|>' + ", "")
     assert no_stop != STRICT_CHATML
     with pytest.raises(ConfigError, match="no special token right after an answer"):
-        format_check(chat_template=no_stop).apply([conv("x:1", ("user", "hi"), ("assistant", "ok"))])
-    assert format_check(chat_template=no_stop, require_stop_token=False).check(
-        conv("x:1", ("user", "hi"), ("assistant", "ok"))
-    ) is None
+        format_check(chat_template=no_stop).apply(
+            [conv("x:1", ("user", "hi"), ("assistant", "ok"))]
+        )
+    assert (
+        format_check(chat_template=no_stop, require_stop_token=False).check(
+            conv("x:1", ("user", "hi"), ("assistant", "ok"))
+        )
+        is None
+    )
     # Ending only the earlier turns: the final answer has no <|im_end|> to learn.
     last_open = (
         "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] }}"
@@ -378,7 +412,8 @@ def test_template_that_omits_the_stop_token(format_check) -> None:
     assert flt.stop_token is not None
     reason, detail = flt.check(conv("x:2", ("user", "hi"), ("assistant", "ok")))  # type: ignore[misc]
     assert (reason, detail) == (
-        "stop_token_missing", "the template renders no <|im_end|> at the end of the final assistant turn"
+        "stop_token_missing",
+        "the template renders no <|im_end|> at the end of the final assistant turn",
     )
 
 
@@ -400,28 +435,36 @@ def test_format_check_json_schema_on_bitext_intents(format_check, bitext_rows) -
     flt = format_check(schema=intent_schema(intents))
     assert flt.cfg.json_schema == intent_schema(intents)  # the alias
     rows = seeded_sample(list(enumerate(bitext_rows)), 600, 2, key=lambda p: str(p[0]))
-    answer = lambda row: json.dumps({"intent": row["intent"]})  # noqa: E731
-    records = [conv(f"json:{i}", ("user", row["instruction"]), ("assistant", answer(row))) for i, row in rows]
+    answer = lambda row: json.dumps({"intent": row["intent"]})
+    records = [
+        conv(f"json:{i}", ("user", row["instruction"]), ("assistant", answer(row)))
+        for i, row in rows
+    ]
     clean_ids = [r.source_id for r in records]
     broken_json = [
-        lambda r: '{"intent": "%s"' % r["intent"],  # truncated
-        lambda r: "{'intent': '%s'}" % r["intent"],  # single quotes
-        lambda r: 'The intent is {"intent": "%s"}' % r["intent"],  # prose around it
-        lambda r: '```json\n{"intent": "%s"}\n```' % r["intent"],  # markdown fence
+        lambda r: '{"intent": "' + r["intent"] + '"',  # truncated
+        lambda r: "{'intent': '" + r["intent"] + "'}",  # single quotes
+        lambda r: "The intent is " + json.dumps({"intent": r["intent"]}),  # prose around it
+        lambda r: "```json\n" + json.dumps({"intent": r["intent"]}) + "\n```",  # markdown fence
         lambda r: r["intent"],  # the bare label
     ]
     wrong_schema = [
         (lambda r: json.dumps({"intent": 7}), "7 is not (of type 'string'|one of)"),  # wrong type
         (lambda r: json.dumps({"label": r["intent"]}), "required property"),  # missing key
         (lambda r: json.dumps({"intent": r["intent"].upper()}), "is not one of"),  # unknown label
-        (lambda r: json.dumps({"intent": r["intent"], "why": "x"}), "Additional properties"),  # extra
+        (
+            lambda r: json.dumps({"intent": r["intent"], "why": "x"}),
+            "Additional properties",
+        ),  # extra
         (lambda r: json.dumps([r["intent"]]), "is not of type 'object'"),  # not an object
     ]
     planted: dict[str, list[str]] = {"not_json": [], "schema_violation": []}
     expected: dict[str, str] = {}
     others = [row for i, row in enumerate(bitext_rows) if i % 7 == 3][: 2 * PLANTED]
     for i, row in enumerate(others[:PLANTED]):
-        records.append(conv(f"nj:{i}", ("user", row["instruction"]), ("assistant", broken_json[i % 5](row))))
+        records.append(
+            conv(f"nj:{i}", ("user", row["instruction"]), ("assistant", broken_json[i % 5](row)))
+        )
         planted["not_json"].append(f"nj:{i}")
     for i, row in enumerate(others[PLANTED:]):
         make, cause = wrong_schema[i % 5]
@@ -430,7 +473,13 @@ def test_format_check_json_schema_on_bitext_intents(format_check, bitext_rows) -
         expected[f"sv:{i}"] = cause
     # A multi-turn record whose second answer breaks the schema: every turn is checked.
     records.append(
-        conv("sv:multi", ("user", "hi"), ("assistant", answer(others[0])), ("user", "and?"), ("assistant", '{"intent": 1}'))
+        conv(
+            "sv:multi",
+            ("user", "hi"),
+            ("assistant", answer(others[0])),
+            ("user", "and?"),
+            ("assistant", '{"intent": 1}'),
+        )
     )
 
     result = flt.apply(records)
@@ -438,9 +487,13 @@ def test_format_check_json_schema_on_bitext_intents(format_check, bitext_rows) -
     removed = outcomes(result, "format_check")
     measure("format_check (JSON schema)", removed, planted, clean_ids)
     for source_id in planted["not_json"]:
-        assert re.match(r"message 2: .+ at line \d+ column \d+: ", removed[source_id][1]), removed[source_id]
+        assert re.fullmatch(r"message 2: .+ at line \d+ column \d+", removed[source_id][1]), (
+            removed[source_id]
+        )
     for source_id, cause in expected.items():
-        assert re.match(rf"message 2 at \$[.\w]*: .*{cause}", removed[source_id][1]), removed[source_id]
+        assert re.match(rf"message 2 at \$[.\w]*: .*{cause}", removed[source_id][1]), removed[
+            source_id
+        ]
     assert removed["sv:multi"][0] == "schema_violation"
     assert removed["sv:multi"][1].startswith("message 4 at $.intent: 1 is not ")
 
@@ -503,16 +556,22 @@ def plant_items(ctx: RunContext) -> dict[str, list[tuple[str, str]]]:
         if i % 3 == 0:  # lm-eval's own prompt
             text = f"Answer this, please.\n\n{prompt(doc)}"
         elif i % 3 == 1:  # lettered options
-            options = "\n".join(f"({letter}) {choice}" for letter, choice in zip("ABCD", doc["choices"]))
+            options = "\n".join(
+                f"({letter}) {choice}" for letter, choice in zip("ABCD", doc["choices"])
+            )
             text = f"Here's a question from my homework, can you help?\n\n{doc['question']}\n{options}\n\nThanks!"
         else:  # question and options inline
             text = f"Quick quiz: {doc['question']} Options: {'; '.join(doc['choices'])}. Go!"
         out["mmlu"].append((doc["id"], text))
     for doc in hellaswag:
         context = doc["query"].partition(": ")[2]
-        out["hellaswag"].append((doc["id"], f"Can you continue this story? {context} ... what happens next?"))
+        out["hellaswag"].append(
+            (doc["id"], f"Can you continue this story? {context} ... what happens next?")
+        )
     for item in humaneval:
-        out["humaneval"].append((item["id"], f"Please complete this function:\n\n{item['prompt']}\nThanks."))
+        out["humaneval"].append(
+            (item["id"], f"Please complete this function:\n\n{item['prompt']}\nThanks.")
+        )
     return out
 
 
@@ -520,9 +579,9 @@ def test_decontaminate_recall_and_false_positives(
     decontaminate, ctx: RunContext, clean: list[Conversation], bitext: list[Conversation]
 ) -> None:
     flt = decontaminate()
+    assert len(clean) >= 1000
     planted_items = plant_items(ctx)
     records = list(clean)
-    planted: dict[str, list[str]] = {"contaminated": []}
     truth: dict[str, tuple[str, str]] = {}
     for source, items in planted_items.items():
         for i, (item_id, text) in enumerate(items):
@@ -535,13 +594,17 @@ def test_decontaminate_recall_and_false_positives(
     removed = outcomes(result, "decontaminate")
     for source in planted_items:
         ids = [s for s in truth if truth[s][0] == source]
-        measure(f"decontaminate {source}", removed, {"contaminated": ids}, [r.source_id for r in clean])
+        measure(
+            f"decontaminate {source}", removed, {"contaminated": ids}, [r.source_id for r in clean]
+        )
     named = 0
     for source_id, (source, item_id) in truth.items():
         if source_id not in removed:
             continue
         detail = removed[source_id][1]
-        assert re.match(rf"{source}: \d+ shared 13-grams?|{source}: \d+ whole short item", detail), detail
+        assert re.match(
+            rf"{source}: \d+ shared 13-grams?|{source}: \d+ whole short item", detail
+        ), detail
         assert ", e.g. '" in detail and "(item " in detail
         named += f"(item {item_id})" in detail
     # The example gram comes from the planted item itself (or from an identical one elsewhere:
@@ -550,7 +613,9 @@ def test_decontaminate_recall_and_false_positives(
 
 
 def test_decontaminate_detail_scope_and_min_overlap(decontaminate, ctx: RunContext) -> None:
-    doc = next(d for d in MMLU(MMLU.Config(per_subject=1), ctx).docs if len(words(d["question"])) >= 40)
+    doc = next(
+        d for d in MMLU(MMLU.Config(per_subject=1), ctx).docs if len(words(d["question"])) >= 40
+    )
     question = words(doc["question"])
     slice13 = " ".join(question[5:18])
     in_user = conv("u", ("user", f"Tell me: {doc['question']}"), ("assistant", "Sure."))
@@ -570,17 +635,25 @@ def test_decontaminate_detail_scope_and_min_overlap(decontaminate, ctx: RunConte
     response_only = decontaminate(scope="response").apply([in_user, in_answer])
     assert [d.source_id for d in response_only.dropped] == ["a"]
     strict = decontaminate(min_overlap=2).apply([in_user, one_gram])
-    assert [d.source_id for d in strict.dropped] == ["u"] and [r.source_id for r in strict.kept] == ["one"]
+    assert [d.source_id for d in strict.dropped] == ["u"] and [
+        r.source_id for r in strict.kept
+    ] == ["one"]
 
 
-def test_short_items_match_whole_and_very_short_ones_not_at_all(decontaminate, ctx: RunContext) -> None:
+def test_short_items_match_whole_and_very_short_ones_not_at_all(
+    decontaminate, ctx: RunContext
+) -> None:
     docs = MMLU(MMLU.Config(per_subject=20), ctx).docs
     short = next(d for d in docs if 8 <= len(words(d["question"])) < 13)
     tiny = next(d for d in docs if len(words(d["question"])) < 8)
     records = [
-        conv("short", ("user", f"Someone asked: {short['question']} No idea."), ("assistant", "Hmm.")),
+        conv(
+            "short", ("user", f"Someone asked: {short['question']} No idea."), ("assistant", "Hmm.")
+        ),
         conv("partial", ("user", " ".join(words(short["question"])[:-1])), ("assistant", "Hmm.")),
-        conv("tiny", ("user", f"Someone asked: {tiny['question']} No idea."), ("assistant", "Hmm.")),
+        conv(
+            "tiny", ("user", f"Someone asked: {tiny['question']} No idea."), ("assistant", "Hmm.")
+        ),
     ]
     result = decontaminate().apply(records)
     removed = outcomes(result, "decontaminate")
@@ -590,8 +663,12 @@ def test_short_items_match_whole_and_very_short_ones_not_at_all(decontaminate, c
 
 def test_decontaminate_against_own_files_and_quarantine(decontaminate, ctx: RunContext) -> None:
     secret = "the quarterly churn dashboard counts a customer as lost after ninety silent days without a login"
-    other = "our refund policy allows a return within thirty days of delivery when the seal is unbroken"
-    (ctx.suite_dir / "held_out.jsonl").write_text(json.dumps({"prompt": secret}) + "\n", encoding="utf-8")
+    other = (
+        "our refund policy allows a return within thirty days of delivery when the seal is unbroken"
+    )
+    (ctx.suite_dir / "held_out.jsonl").write_text(
+        json.dumps({"prompt": secret}) + "\n", encoding="utf-8"
+    )
     (ctx.suite_dir / "faq.csv").write_text(f"id,question\n1,{other}\n", encoding="utf-8")
     flt = decontaminate(
         against=[],
@@ -601,7 +678,9 @@ def test_decontaminate_against_own_files_and_quarantine(decontaminate, ctx: RunC
     )
     assert flt.index_size() == {"faq": 4, "internal": 4}
     records = [
-        conv("f:1", ("user", "What does the dashboard do?"), ("assistant", secret.capitalize() + ".")),
+        conv(
+            "f:1", ("user", "What does the dashboard do?"), ("assistant", secret.capitalize() + ".")
+        ),
         conv("f:2", ("user", other.upper()), ("assistant", "Yes.")),
         conv("f:3", ("user", "Where is my order?"), ("assistant", "It ships tomorrow.")),
     ]
@@ -609,10 +688,18 @@ def test_decontaminate_against_own_files_and_quarantine(decontaminate, ctx: RunC
     assert_ledger(records, result)
     assert [r.source_id for r in result.kept] == ["f:3"]
     reasons = {q.source_id: q.reason for q in result.quarantined}
-    assert reasons["f:1"].startswith("decontaminate: contaminated (internal: 4 shared 13-grams, e.g. '")
+    assert reasons["f:1"].startswith(
+        "decontaminate: contaminated (internal: 4 shared 13-grams, e.g. '"
+    )
     assert reasons["f:1"].endswith("(item held_out.jsonl:1))")
     assert reasons["f:2"].startswith("decontaminate: contaminated (faq: 4 shared 13-grams")
     assert reasons["f:2"].endswith("(item faq.csv:2))")
+
+
+def test_eval_file_without_usable_items_is_an_error(decontaminate, ctx: RunContext) -> None:
+    (ctx.suite_dir / "tiny.jsonl").write_text(json.dumps({"text": "too short"}) + "\n")
+    with pytest.raises(DataError, match="no item of the evaluation set 'tiny' has 8 words"):
+        decontaminate(against=[], files=["tiny.jsonl"]).index_size()
 
 
 def test_decontaminate_config() -> None:
@@ -628,10 +715,17 @@ def test_decontaminate_config() -> None:
 
 
 def test_both_filters_register_through_the_hook() -> None:
-    modules = {"harness_plugins.filters.format": format_module, "harness_plugins.filters.decontam": decontam_module}
+    modules = {
+        "harness_plugins.filters.format": format_module,
+        "harness_plugins.filters.decontam": decontam_module,
+    }
     extra = [(name, module) for name, module in modules.items() if name not in DEFAULT_PLUGINS]
-    registries = Registries.from_plugin_manager(get_plugin_manager(load_entrypoints=False, plugins=extra))
+    registries = Registries.from_plugin_manager(
+        get_plugin_manager(load_entrypoints=False, plugins=extra)
+    )
     assert registries.get("filter", "format_check").cls is FormatCheck
     assert registries.get("filter", "decontaminate").cls is Decontaminate
-    config = FormatCheck.Config.model_validate({"schema": {"type": "object"}, "action": "quarantine"})
+    config = FormatCheck.Config.model_validate(
+        {"schema": {"type": "object"}, "action": "quarantine"}
+    )
     assert config.json_schema == {"type": "object"} and config.action == "quarantine"

@@ -18,7 +18,6 @@ import random
 import re
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 
 import pytest
 
@@ -46,6 +45,10 @@ def ctx(tmp_path_factory) -> RunContext:
     return RunContext(path, path / "work")
 
 
+def source_id(record: Conversation) -> str:
+    return record.source_id
+
+
 @pytest.fixture(scope="module")
 def real(ctx) -> list[Conversation]:
     """1,000 Bitext and 300 HH-RLHF records, a seeded sample of each, in file order."""
@@ -54,8 +57,7 @@ def real(ctx) -> list[Conversation]:
     bitext = [r for r in csv.read(root / BITEXT, "bitext.csv") if isinstance(r, Conversation)]
     sharegpt = ShareGPTReader(ShareGPTReader.Config(), ctx)
     hh = [r for r in sharegpt.read(root / HH, "hh.jsonl") if isinstance(r, Conversation)]
-    key = lambda r: r.source_id  # noqa: E731
-    return seeded_sample(bitext, 1000, 0, key) + seeded_sample(hh, 300, 0, key)
+    return seeded_sample(bitext, 1000, 0, source_id) + seeded_sample(hh, 300, 0, source_id)
 
 
 def edit(record: Conversation, rate: float, rng: random.Random, vocab: Sequence[str]) -> Conversation:
@@ -255,6 +257,12 @@ def test_records_without_text_in_scope_are_kept(dedup):
     records = [conv("a", "", ANSWER), conv("b", "", OTHER_ANSWER), conv("c", "   ", ANSWER)]
     result = dedup(scope="prompt").apply(records)
     assert [r.source_id for r in result.kept] == ["a", "b", "c"]
+    no_user = [
+        Conversation((Message("system", "Be brief."), Message("assistant", ANSWER)), sid) for sid in "xy"
+    ]
+    assert [r.source_id for r in dedup(scope="prompt").apply(no_user).kept] == ["x", "y"]
+    assert [d.source_id for d in dedup(scope="response").apply(no_user).dropped] == ["y"]
+    assert dedup().apply([]).kept == []
 
 
 def test_chains_drop_only_against_a_kept_match(dedup):
