@@ -29,7 +29,7 @@ class _Keep(Filter):
 def test_builtins_are_registered_with_their_origin(registries: Registries) -> None:
     expected = {
         "reader": {"alpaca", "sharegpt", "messages", "openai_requests", "csv", "auto", "parquet", "hf_disk"},
-        "filter": {"exact_dedup", "min_response_length", "pii", "repetition", "language", "format_check", "decontaminate"},
+        "filter": {"exact_dedup", "min_response_length", "pii", "repetition", "language", "format_check", "decontaminate", "near_dedup", "perplexity_outliers", "quality_classifier"},
         "trainer": {"lora"},
         "benchmark": {"mmlu", "support_intent", "humaneval", "hellaswag", "perplexity", "lm_eval_task"},
         "statistic": {"mcnemar", "paired_bootstrap"},
@@ -88,7 +88,7 @@ def test_plugin_errors_name_the_plugin() -> None:
 
 def test_any_plugin_can_be_blocked(monkeypatch: pytest.MonkeyPatch) -> None:
     pm = get_plugin_manager(load_entrypoints=False, block=["harness_plugins.filters.basic"])
-    assert Registries.from_plugin_manager(pm)["filter"].names() == ["decontaminate", "format_check", "language", "pii", "repetition"]
+    assert Registries.from_plugin_manager(pm)["filter"].names() == ["decontaminate", "format_check", "language", "near_dedup", "perplexity_outliers", "pii", "quality_classifier", "repetition"]
     monkeypatch.setenv("HARNESS_DISABLE_PLUGINS", "harness_plugins.trainers.lora")
     pm = get_plugin_manager(load_entrypoints=False)
     assert "lora" not in Registries.from_plugin_manager(pm)["trainer"]

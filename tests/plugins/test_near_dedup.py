@@ -25,10 +25,12 @@ from harness.components import RunContext
 from harness.data import data_dir, seeded_sample
 from harness.types import Conversation, Message
 from harness_plugins.filters import near_dedup
+from harness_plugins.filters.basic import normalise
 from harness_plugins.filters.near_dedup import (
     NearDedup,
     choose_bands,
     jaccard,
+    shingle_hashes,
     shingle_strings,
 )
 from harness_plugins.readers.formats import CsvReader, ShareGPTReader
@@ -183,6 +185,30 @@ def test_every_input_appears_exactly_once(run, ctx):
     assert first.source_id in first.raw
 
 
+def test_the_curate_ledger_balances(run, ctx):
+    """Run as the curate stage runs a filter: its accounting check passes, reasons are counted."""
+    from harness.curate import FilterStep, curate_records
+    from harness.types import Ledger
+
+    data, _, flt, result = run
+    ledger = Ledger()
+    kept = curate_records(list(data), [FilterStep(flt, "test")], ledger)
+    (stage,) = ledger.stages
+    assert ledger.balanced and len(kept) == stage.kept == len(result.kept)
+    assert dict(stage.reasons) == {"near_duplicate": len(result.dropped)}
+
+
+def test_registers_itself():
+    added = []
+
+    class Registrar:
+        def add(self, component):
+            added.append(component)
+
+    near_dedup.harness_register_filters(Registrar())
+    assert added == [NearDedup] and NearDedup.name == "near_dedup"
+
+
 # ------------------------------------------------------------------------------ built cases
 
 
@@ -243,6 +269,18 @@ def test_normalisation_and_exact_copies(dedup):
     assert [d.detail for d in result.dropped] == ["jaccard 1.00 with a"] * 2
 
 
+def test_shingles_are_word_grams_of_the_exact_dedup_normalisation(dedup):
+    text = "Ｆｕｌｌ\u00a0width\u3000STRASSE stra\u00dfe \ufb01ne\u2028line\x85next \u2029 end\x1fok"
+    record = conv("a", text, "fine")
+    words = ["<user>", *normalise(text).split(), "<assistant>", "fine"]
+    assert words[1:4] == ["full", "width", "strasse"] and "fine" in words[4:]
+    assert shingle_strings(record, "both", 2) == {" ".join(words[i : i + 2]) for i in range(len(words) - 1)}
+    repeated = conv("b", "x " * 3, "y")  # "<user> x", "x x", "x <assistant>", "<assistant> y"
+    sets = shingle_hashes([record, repeated], "both", 2)
+    assert sets.sizes().tolist() == [len(words) - 1, 4]
+    assert dedup(shingle=2).apply([record, conv("c", normalise(text), "FINE")]).dropped[0].detail == "jaccard 1.00 with a"
+
+
 def test_short_texts_use_character_grams(dedup):
     records = [conv("a", "hi", "hello there"), conv("b", "hi", "hello there"), conv("c", "hey", "hello")]
     assert shingle_strings(records[0], "both", 5) == {
@@ -263,6 +301,10 @@ def test_records_without_text_in_scope_are_kept(dedup):
     assert [r.source_id for r in dedup(scope="prompt").apply(no_user).kept] == ["x", "y"]
     assert [d.source_id for d in dedup(scope="response").apply(no_user).dropped] == ["y"]
     assert dedup().apply([]).kept == []
+    blank = [conv("p", "", " "), conv("q", " ", "")]  # only the role markers would be left
+    for shingle in (1, 2, 5):
+        assert shingle_hashes(blank, "both", shingle).sizes().tolist() == [0, 0]
+        assert dedup(shingle=shingle).apply(blank).dropped == []
 
 
 def test_chains_drop_only_against_a_kept_match(dedup):
