@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="curate, train, evaluate, gate and report a suite")
+    run = sub.add_parser("run", help="curate, train, evaluate, check parity, gate and report a suite")
     run.add_argument("suite", type=Path)
     run.add_argument("--reports", type=Path, default=Path("reports"), help="report root folder")
     run.add_argument("--store", type=Path, help="store folder (default: the suite's)")
