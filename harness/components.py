@@ -31,6 +31,7 @@ from harness.types import (
 if TYPE_CHECKING:
     from harness.models import LoadedModel, ModelRef
     from harness.parity.context import ParityContext
+    from harness.refs import DataSource
     from harness.types import RunResult
 
 
@@ -152,20 +153,43 @@ class Filter(Component):
         raise NotImplementedError
 
 
+def _no_reader(src: DataSource, loc: tuple) -> list[Conversation]:
+    from harness.errors import ConfigError
+
+    raise ConfigError(f"{src.path}: this trainer context cannot read data files (no suite)")
+
+
+def _plain_path(raw: str, loc: tuple) -> Path:
+    from harness.data import resolve_data_path
+
+    return resolve_data_path(raw, Path.cwd())
+
+
 @dataclass(frozen=True)
 class TrainContext:
-    """What the runner gives a trainer: where to write, and how to report progress."""
+    """What the runner gives a trainer: where to write, how to report progress, whether to
+    resume from the newest complete state in ``output_dir``, and how to read the extra data
+    sources a trainer's options name (``read_data(source, loc)`` reads through the suite's readers
+    and ``resolve_path(raw, loc)`` resolves ``${data}/...``; errors name the suite's line)."""
 
     output_dir: Path
     seed: int
     on_checkpoint: Callable[[CheckpointEvent], None]
     progress: ProgressFn
+    resume: bool = True
+    read_data: Callable[[DataSource, tuple], list[Conversation]] = _no_reader
+    resolve_path: Callable[[str, tuple], Path] = _plain_path
 
 
 class Trainer(Component):
-    """Fine-tunes a base model on curated conversations and returns the adapter or model dir."""
+    """Fine-tunes a base model on curated conversations and returns the adapter or model dir.
+
+    A trainer that runs in other processes (``in_process = False``: torchrun, the DeepSpeed
+    launcher) gets a ``LoadedModel`` with the tokenizer only (``model`` is None), so the parent
+    does not hold a copy of the weights its workers load."""
 
     kind = "trainer"
+    in_process: ClassVar[bool] = True
 
     def train(
         self, base: LoadedModel, data: Sequence[Conversation], ctx: TrainContext

@@ -4,22 +4,28 @@ The cache key is the base model's fingerprint, the digest of the curated records
 name and config, and the seed.  A hit is only served when the saved adapter still exists with the
 fingerprint it had when it was written; its checkpoints are replayed as checkpoint events, so
 later stages (the forgetting curve) see the same series as in the run that trained.
+
+The trainer writes into a folder named by that key, so a run that was killed while training and
+is started again finds its resumable state there and goes on from the newest complete one.
 """
 
 from __future__ import annotations
 
 import gc
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.components import Backend, TrainContext, Trainer
+from harness.components import Backend, TrainContext, Trainer, _no_reader, _plain_path
 from harness.console import RunConsole
 from harness.curate import CurateOutcome
-from harness.models import ModelRef, dir_fingerprint
+from harness.models import LoadedModel, ModelRef, dir_fingerprint
+from harness.refs import DataSource
 from harness.store import Store
-from harness.types import CheckpointEvent, TrainOutput
+from harness.types import CheckpointEvent, Conversation, TrainOutput
 
 
 def _event_to_json(event: CheckpointEvent) -> dict[str, Any]:
@@ -35,6 +41,8 @@ class TrainStage:
     store: Store
     console: RunConsole
     use_cache: bool = True
+    read_data: Callable[[DataSource, tuple], list[Conversation]] = _no_reader
+    resolve_path: Callable[[str, tuple], Path] = _plain_path
 
     def _cached(self, material: dict[str, Any]) -> tuple[TrainOutput, list[CheckpointEvent]] | None:
         cached = self.store.cache_get("train", material) if self.use_cache else None
@@ -77,11 +85,13 @@ class TrainStage:
             events.append(event)
             on_checkpoint(event)
 
-        model = backend.load(base, trainable=True)
+        model = backend.load(base, trainable=True) if trainer.in_process else _tokenizer_only(base)
         self.console.stage("train", f"{trainer.name} on {len(outcome.records)} records")
-        out_dir = self.store.artifacts / "train" / run_id
+        key = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
+        out_dir = self.store.artifacts / "train" / key[:16]
         with self.console.progress("training") as progress:
-            output = trainer.train(model, outcome.records, TrainContext(out_dir, seed, record, progress))
+            ctx = TrainContext(out_dir, seed, record, progress, self.use_cache, self.read_data, self.resolve_path)
+            output = trainer.train(model, outcome.records, ctx)
         del model
         gc.collect()
         value = {
@@ -95,3 +105,14 @@ class TrainStage:
             f"{output.seconds:.0f}s; adapter {output.path}"
         )
         return output, False
+
+
+def _tokenizer_only(base: ModelRef) -> LoadedModel:
+    """What a trainer that loads the model in its own processes needs here: the tokenizer."""
+    from harness.errors import require
+
+    transformers = require("transformers")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(base.path))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(ref=base, model=None, tokenizer=tokenizer, dtype="float32")
