@@ -70,7 +70,7 @@ class ForgettingResult:
 def _points(base: ModelRef, checkpoints: list[CheckpointEvent]) -> list[tuple[int, ModelRef, Path | None]]:
     points: list[tuple[int, ModelRef, Path | None]] = [(0, base, None)]
     for event in sorted(checkpoints, key=lambda e: e.step):
-        points.append((event.step, base.with_adapter(f"step-{event.step}", event.path), event.path))
+        points.append((event.step, base.derived(f"step-{event.step}", event.path), event.path))
     return points
 
 

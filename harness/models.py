@@ -158,6 +158,13 @@ class ModelRef:
         ).hexdigest()
         return ModelRef(label, self.path, self.backend, self.dtype, adapter, combined)
 
+    def derived(self, label: str, path: Path) -> ModelRef:
+        """A trainer's output on top of this model: a peft adapter folder, or a whole model folder
+        (full fine-tuning), which then stands on its own."""
+        if (path / "adapter_config.json").is_file():
+            return self.with_adapter(label, path)
+        return ModelRef(label, path, self.backend, self.dtype, None, dir_fingerprint(path))
+
     def describe(self) -> str:
         extra = f" + adapter {self.adapter}" if self.adapter else ""
         return f"{self.path}{extra} [{self.fingerprint[:12]}]"

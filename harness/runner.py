@@ -10,13 +10,13 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from harness.components import Backend, Benchmark, Reporter, RunContext, Trainer
 from harness.config import ComponentRef, LoadedSuite, build_component
 from harness.console import RunConsole
-from harness.curate import CurateOutcome, curate
+from harness.curate import CurateOutcome, check_quarantined, curate, read_source, select
 from harness.errors import ConfigError, HarnessError
 from harness.evaluate import Evaluator, describe
 from harness.forgetting import run_forgetting
@@ -24,11 +24,13 @@ from harness.gate import exit_code, run_gates
 from harness.models import ModelRef, resolve_model
 from harness.parity.stage import ParityPlan, parity_decisions, plan_parity, run_parity
 from harness.plugins import HarnessPluginManager
+from harness.refs import DataSource
 from harness.registry import Registries
 from harness.store import Store
 from harness.train import TrainStage
 from harness.types import (
     CheckpointEvent,
+    Conversation,
     Decision,
     EvalError,
     RunEndEvent,
@@ -58,7 +60,7 @@ class Runner:
 
     def __post_init__(self) -> None:
         suite = self.loaded.suite
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         self.run_id = f"{stamp}-{suite.name}-{uuid.uuid4().hex[:6]}"
         store_dir = self.options.store_dir or (
             self.loaded.dir / suite.store if suite.store else self.loaded.dir / ".harness"
@@ -101,6 +103,10 @@ class Runner:
             label: build_component(self.registries, "benchmark", ref, ("forgetting", "probes", label), self.loaded, self.ctx)
             for label, ref in (suite.forgetting.probes.items() if suite.forgetting else ())
         }
+        compared = {
+            label: build_component(self.registries, "trainer", ref, ("forgetting", "compare", label), self.loaded, self.ctx)
+            for label, ref in (suite.forgetting.compare.items() if suite.forgetting else ())
+        }
         assert isinstance(backend, Backend)
         # Read every benchmark's items now: missing or broken data is bad input, found up front.
         for loc, group in ((("evaluate",), benchmarks), (("forgetting", "probes"), probes)):
@@ -129,7 +135,8 @@ class Runner:
             output = self._train_or_record(trainer, backend, base, outcome)
             if output is not None:
                 adapter = self._forgetting(backend, probes, base, output)  # type: ignore[arg-type]
-                models.append(base.with_adapter("candidate", adapter))
+                models.append(base.derived("candidate", adapter))
+                self._compare(compared, backend, probes, base, outcome)  # type: ignore[arg-type]
         self.result.models = {m.label: m.describe() for m in models}
         self._evaluate(backend, benchmarks, models)  # type: ignore[arg-type]
         if parity_plan is not None:
@@ -205,11 +212,21 @@ class Runner:
             self.result.checkpoints.append(event)
             self.pm.hook.harness_on_checkpoint(event=event)
 
-        run = TrainStage(self.store, self.console, self.options.use_cache)
+        run = TrainStage(self.store, self.console, self.options.use_cache, self._read_data, self._resolve_path)
         output, from_cache = run(trainer, backend, base, outcome, self.loaded.suite.seed, self.run_id, on_checkpoint)
         self.result.train, self.result.train_from_cache = output, from_cache
         self._stage_end("train", "cached" if from_cache else "ok", started)
         return output
+
+    def _read_data(self, src: DataSource, loc: tuple) -> list[Conversation]:
+        """Read a data source a component's options name (e.g. a trainer's replay data) through
+        the suite's readers; its split and sample are applied, and errors name the suite's line."""
+        records, quarantined, _stage = read_source(self.loaded, self.registries, self.ctx, loc, src)
+        check_quarantined(quarantined, len(records) + len(quarantined), self.loaded.suite.curate.max_quarantined_fraction, self.loaded.where(loc))
+        return select(src, records)[0]
+
+    def _resolve_path(self, raw: str, loc: tuple) -> Path:
+        return self.loaded.resolve_path(raw, loc)
 
     def _forgetting(
         self, backend: Backend, probes: dict[str, Benchmark], base: ModelRef, output: TrainOutput
@@ -229,6 +246,31 @@ class Runner:
             self.console.stage("forgetting", "no checkpoint stays within the bounds; gating the final one", style="yellow")
             return output.path
         return result.selected_path
+
+    def _compare(
+        self, trainers: dict[str, Trainer], backend: Backend, probes: dict[str, Benchmark], base: ModelRef, outcome: CurateOutcome
+    ) -> None:
+        """Train each of ``forgetting.compare``'s trainers on the same curated data and draw its
+        curve on the same probes; a failure is recorded for that label and the others go on."""
+        spec = self.loaded.suite.forgetting
+        if spec is None or not trainers:
+            return
+        for label, trainer in trainers.items():
+            started = time.perf_counter()
+            events: list[CheckpointEvent] = []
+            run = TrainStage(self.store, self.console, self.options.use_cache, self._read_data, self._resolve_path)
+            self.console.stage("compare", f"{label}: {trainer.name}")
+            try:
+                output, _cached = run(trainer, backend, base, outcome, self.loaded.suite.seed, self.run_id, events.append)
+                self.result.compare_train[label] = output
+                self.result.forgetting_compare[label] = run_forgetting(self, spec, backend, probes, base, events)
+            except Exception as exc:  # recorded: one broken comparison does not stop the run
+                message = f"{type(exc).__name__}: {exc}"
+                self.result.compare_train[label] = message
+                self.console.stage("compare", f"{label}: error: {message}", style="red")
+                self._stage_end(f"compare:{label}", "error", started, message)
+                continue
+            self._stage_end(f"compare:{label}", "ok", started)
 
     def _evaluate(self, backend: Backend, benchmarks: dict[str, Benchmark], models: list[ModelRef]) -> None:
         """Every benchmark on every model (one model in memory at a time); an evaluation that
