@@ -76,6 +76,11 @@ class ForgettingSpec(StrictModel):
         default_factory=dict, description="largest tolerated drop per general probe (its margin)"
     )
     default_bound: float = Field(0.05, ge=0, description="margin of general probes not in bounds")
+    compare: dict[str, ComponentRef] = Field(
+        default_factory=dict,
+        description="other trainings on the same curated data (e.g. the same trainer with replay or "
+        "EWC) whose curves are drawn beside the main one; compared, never gated",
+    )
     selection: Literal["no_regression", "non_inferior"] = Field(
         "no_regression",
         description="a checkpoint is eligible when no general probe shows evidence of a drop "

@@ -363,6 +363,10 @@ class RunResult:
     train_from_cache: bool = False
     train_error: str | None = None
     forgetting: ForgettingResult | None = None
+    forgetting_compare: dict[str, ForgettingResult] = field(default_factory=dict)
+    """The curves of ``forgetting.compare``'s trainings, by label (the main one is ``forgetting``)."""
+    compare_train: dict[str, TrainOutput | str] = field(default_factory=dict)
+    """Each compared training's output, or the error that stopped it."""
     parity: ParityResult | None = None
     checkpoints: list[CheckpointEvent] = field(default_factory=list)
     benchmarks: dict[str, dict[str, BenchmarkResult]] = field(default_factory=dict)

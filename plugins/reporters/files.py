@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import xml.etree.ElementTree as ET
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ def result_to_json(result: RunResult) -> dict[str, Any]:
         "harness_version": harness.__version__,
         "run_id": result.run_id,
         "suite": {"name": result.suite_name, "path": str(result.suite_path)},
-        "started_at": datetime.fromtimestamp(result.started_at, timezone.utc).isoformat(),
+        "started_at": datetime.fromtimestamp(result.started_at, UTC).isoformat(),
         "duration_s": round(result.duration_s, 3),
         "exit_code": result.exit_code,
         "models": result.models,
@@ -62,6 +62,11 @@ def result_to_json(result: RunResult) -> dict[str, Any]:
             {**c.__dict__, "path": str(c.path)} for c in result.checkpoints
         ],
         "forgetting": result.forgetting.to_json() if result.forgetting else None,
+        "forgetting_compare": {label: f.to_json() for label, f in result.forgetting_compare.items()},
+        "compare_train": {
+            label: {"error": output} if isinstance(output, str) else output.to_json()
+            for label, output in result.compare_train.items()
+        },
         "benchmarks": benchmarks,
         "eval_errors": errors,
         "parity": (

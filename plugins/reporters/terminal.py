@@ -12,7 +12,8 @@ from rich.table import Table
 import harness
 from harness.components import Reporter
 from harness.console import make_console
-from harness.types import RunResult, Verdict
+from harness.forgetting import ForgettingResult
+from harness.types import RunResult, TrainOutput, Verdict
 
 _COLOURS = {
     Verdict.PASS: "green",
@@ -20,6 +21,8 @@ _COLOURS = {
     Verdict.INCONCLUSIVE: "yellow",
     Verdict.ERROR: "magenta",
 }
+MAIN_LABEL = "main"
+"""The main training's column and legend label when trainings are compared."""
 _EXIT_MEANING = {0: "all blocking gates pass", 1: "a gate failed", 3: "a check errored"}
 
 
@@ -52,6 +55,8 @@ class TerminalReporter(Reporter):
             )
         if result.forgetting is not None:
             self._forgetting(result)
+        if result.forgetting_compare or result.compare_train:
+            self._forgetting_compare(result)
         if result.parity is not None:
             self._parity(result)
         table = Table(title="Benchmarks: candidate vs baseline on the same items")
@@ -173,12 +178,68 @@ class TerminalReporter(Reporter):
                     flag = "[red] out[/]" if p.within_bound is False else ""
                     cells.append(f"{p.score:.3f} ({p.comparison.diff:+.3f}){flag}")
             bound = f" (bound -{f.bounds[label]:g})" if label in f.bounds else " (domain)"
-            table.add_row(label + bound, *cells)
+            table.add_row(escape(label) + bound, *cells)
         self.console.print(table)
         chosen = f"step {f.selected_step}" if f.selected_step is not None else "none"
         self.console.print(f"Selected checkpoint (*): {chosen}")
         for step in sorted(f.reasons):
             self.console.print(f"  step {step}: {escape(f.reasons[step])}")
+
+    def _forgetting_compare(self, result: RunResult) -> None:
+        """One column per training (the main one first): each probe at the last step of that
+        training's curve, with its change against the base model; then each training's loss."""
+        curves: dict[str, ForgettingResult | None] = {MAIN_LABEL: result.forgetting}
+        for label in [*result.compare_train, *result.forgetting_compare]:
+            curves.setdefault(label, result.forgetting_compare.get(label))
+        trains: dict[str, TrainOutput | str | None] = {MAIN_LABEL: result.train_error or result.train}
+        trains.update(result.compare_train)
+        if result.forgetting_compare:
+            table = Table(title="Forgetting by training: change vs the base model at the last checkpoint")
+            table.add_column("probe")
+            for label, curve in curves.items():
+                last = f" (step {curve.steps[-1]})" if curve is not None and curve.steps else ""
+                table.add_column(escape(label) + last, justify="right")
+            probes: dict[str, float | None] = {}
+            for curve in curves.values():
+                for probe in curve.series if curve is not None else ():
+                    bound = curve.bounds.get(probe)
+                    probes[probe] = bound if probes.get(probe) is None else probes[probe]
+            domains = {curve.domain for curve in curves.values() if curve is not None}
+            for probe, bound in probes.items():
+                role = " (domain)" if probe in domains else (f" (bound -{bound:g})" if bound is not None else "")
+                table.add_row(escape(probe) + role, *(_last_point(curve, probe) for curve in curves.values()))
+            table.add_section()
+            table.add_row("training", *(_train_cell(trains.get(label)) for label in curves))
+            self.console.print(table)
+        for label, output in trains.items():
+            if isinstance(output, str):
+                self.console.print(f"[magenta]error[/] {escape(f'training {label}: {output}')}")
+        for label, curve in curves.items():
+            for error in curve.errors if curve is not None else ():
+                self.console.print(f"[magenta]error[/] {escape(f'{label} curve: {error}')}")
+
+
+def _last_point(curve: ForgettingResult | None, probe: str) -> str:
+    """The probe at the last step of a training's curve: ``score (diff [ci_low, ci_high])``."""
+    points = curve.series.get(probe) if curve is not None else None
+    if not points:
+        return "-"
+    p = points[-1]
+    text = f"{p.score:.3f}"
+    if p.comparison is not None:
+        c = p.comparison
+        text += f" ({c.diff:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}])"
+    if curve is not None and curve.steps and p.step != curve.steps[-1]:
+        text += f" at step {p.step}"  # the last step could not be scored
+    return text + ("[red] out[/]" if p.within_bound is False else "")
+
+
+def _train_cell(output: TrainOutput | str | None) -> str:
+    if output is None:
+        return "-"
+    if isinstance(output, str):
+        return "[magenta]error[/]"
+    return f"loss {output.last_loss:.3f}, {output.steps} steps"
 
 
 def _tokens(window: list[dict]) -> str:

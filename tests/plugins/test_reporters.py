@@ -1,14 +1,21 @@
-"""File reporters: result.json (+ quarantine.jsonl) and junit.xml."""
+"""Reporters: result.json (+ quarantine.jsonl), junit.xml, and the compared trainings in result.json, the terminal and forgetting.svg."""
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from harness_plugins.reporters.curve import CurveReporter
+from harness_plugins.reporters.files import RESULT_SCHEMA, JsonReporter, JUnitReporter
+from harness_plugins.reporters.terminal import TerminalReporter
+from rich.console import Console
 
 from harness.components import ComponentConfig, RunContext
+from harness.forgetting import CurvePoint, ForgettingResult
 from harness.types import (
     BenchmarkResult,
     Comparison,
@@ -20,9 +27,9 @@ from harness.types import (
     Quarantined,
     RunResult,
     StageLedger,
+    TrainOutput,
     Verdict,
 )
-from harness_plugins.reporters.files import RESULT_SCHEMA, JsonReporter, JUnitReporter
 
 
 @pytest.fixture
@@ -201,3 +208,179 @@ def test_junit_without_gates(ctx, out_dir):
     root = ET.parse(path).getroot()
     assert list(root.iter("testcase")) == []
     assert root.get("tests") == "0" and root.get("failures") == "0"
+
+
+# ------------------------------------------------- compared trainings (forgetting.compare)
+
+GENERAL = "mmlu[stem]"  # markup-like on purpose: it must be shown as written
+
+
+def curve(domain: dict[int, float], general: dict[int, tuple[float, float, float, float]], errors=()) -> ForgettingResult:
+    """A curve by hand: ``general[step] = (score, diff, ci_low, ci_high)``; step 0 is the base."""
+    def cmp(base: float, score: float, diff: float, lo: float, hi: float) -> Comparison:
+        return Comparison("paired_bootstrap", 50, base, score, diff, lo, hi, 0.01, 0.1, 0.05)
+
+    base_d, (base_g, *_rest) = domain[0], general[0]
+    result = ForgettingResult(domain="domain", bounds={GENERAL: 0.05}, selection="non_inferior", steps=sorted(domain))
+    result.series["domain"] = [
+        CurvePoint(s, v, {}, cmp(base_d, v, v - base_d, v - base_d - 0.1, v - base_d + 0.1) if s else None)
+        for s, v in sorted(domain.items())
+    ]
+    result.series[GENERAL] = [
+        CurvePoint(s, v, {}, cmp(base_g, v, d, lo, hi) if s else None, (lo > -0.05) if s else None)
+        for s, (v, d, lo, hi) in sorted(general.items())
+    ]
+    result.errors = list(errors)
+    return result
+
+
+def train_output(steps: int, last_loss: float) -> TrainOutput:
+    return TrainOutput(Path(f"/tmp/adapter-{steps}"), steps, 100, 5000, 2.5, last_loss, 12.0)
+
+
+def compare_result() -> RunResult:
+    result = make_result()
+    result.train = train_output(6, 0.812)
+    result.forgetting = curve(
+        {0: 0.2, 2: 0.5, 4: 0.7, 6: 0.9},
+        {0: (0.6, 0, 0, 0), 2: (0.58, -0.02, -0.04, 0.0), 4: (0.4, -0.2, -0.3, -0.1), 6: (0.1, -0.5, -0.7, -0.3)},
+    )
+    result.forgetting.selected_step = 2
+    result.forgetting_compare = {
+        "replay": curve(
+            {0: 0.2, 3: 0.6, 9: 0.85},
+            {0: (0.6, 0, 0, 0), 3: (0.59, -0.01, -0.03, 0.01), 9: (0.5, -0.1, -0.2, 0.02)},
+        ),
+        "ewc": curve(
+            {0: 0.2, 8: 0.8},
+            {0: (0.6, 0, 0, 0), 8: (0.6, 0.0, -0.04, 0.04)},
+            errors=["domain at step 4: RuntimeError: probe broke"],
+        ),
+    }
+    result.compare_train = {
+        "replay": train_output(9, 0.934),
+        "ewc": train_output(8, 0.877),
+        "lwf": "RuntimeError: CUDA out of memory",
+    }
+    return result
+
+
+def test_json_reporter_writes_compared_curves_and_trainings(ctx, out_dir):
+    JsonReporter(ComponentConfig(), ctx).report(compare_result(), out_dir)
+    data = json.loads((out_dir / "result.json").read_text(encoding="utf-8"))
+
+    assert data["forgetting"]["steps"] == [0, 2, 4, 6]  # the main curve, unchanged
+    assert list(data["forgetting_compare"]) == ["replay", "ewc"]
+    replay = data["forgetting_compare"]["replay"]
+    assert replay["steps"] == [0, 3, 9]
+    assert [p["score"] for p in replay["series"][GENERAL]] == [0.6, 0.59, 0.5]
+    assert replay["series"][GENERAL][2]["comparison"]["diff"] == -0.1
+    assert data["forgetting_compare"]["ewc"]["errors"] == ["domain at step 4: RuntimeError: probe broke"]
+    assert [p["step"] for p in data["forgetting_compare"]["ewc"]["series"]["domain"]] == [0, 8]
+
+    assert list(data["compare_train"]) == ["replay", "ewc", "lwf"]
+    assert data["compare_train"]["replay"]["steps"] == 9
+    assert data["compare_train"]["replay"]["last_loss"] == 0.934
+    assert data["compare_train"]["replay"]["path"] == "/tmp/adapter-9"
+    assert data["compare_train"]["lwf"] == {"error": "RuntimeError: CUDA out of memory"}
+
+
+def test_json_reporter_without_comparison(ctx, out_dir):
+    JsonReporter(ComponentConfig(), ctx).report(make_result(), out_dir)
+    data = json.loads((out_dir / "result.json").read_text(encoding="utf-8"))
+    assert data["forgetting_compare"] == {} and data["compare_train"] == {}
+
+
+def terminal_text(ctx, out_dir, result: RunResult) -> str:
+    console = Console(record=True, width=260, file=io.StringIO(), highlight=False)
+    TerminalReporter(ComponentConfig(), ctx, console=console).report(result, out_dir)
+    return console.export_text()
+
+
+def cells(text: str, title: str, first: str) -> list[str]:
+    """The cells of the row starting with ``first`` in the table titled ``title``."""
+    table = text[text.index(title):]
+    row = next(line for line in table.splitlines() if line.startswith("│ " + first))
+    return [cell.strip() for cell in row.strip("│").split("│")]
+
+
+def test_terminal_reporter_shows_trainings_side_by_side(ctx, out_dir):
+    text = terminal_text(ctx, out_dir, compare_result())
+    title = "Forgetting by training: change vs the base model at the last checkpoint"
+    assert text.index("Forgetting curve: probe score") < text.index(title)  # after the main table
+
+    table = text[text.index(title):]
+    header = next(line for line in table.splitlines() if line.startswith("┃"))
+    assert [c.strip() for c in header.strip("┃").split("┃")] == [
+        "probe", "main (step 6)", "replay (step 9)", "ewc (step 8)", "lwf",
+    ]
+    assert cells(text, title, GENERAL) == [
+        f"{GENERAL} (bound -0.05)",
+        "0.100 (-0.500 [-0.700, -0.300]) out",
+        "0.500 (-0.100 [-0.200, +0.020]) out",
+        "0.600 (+0.000 [-0.040, +0.040])",
+        "-",
+    ]
+    assert cells(text, title, "domain") == [
+        "domain (domain)",
+        "0.900 (+0.700 [+0.600, +0.800])",
+        "0.850 (+0.650 [+0.550, +0.750])",
+        "0.800 (+0.600 [+0.500, +0.700])",
+        "-",
+    ]
+    assert cells(text, title, "training") == [
+        "training", "loss 0.812, 6 steps", "loss 0.934, 9 steps", "loss 0.877, 8 steps", "error",
+    ]
+    assert "error training lwf: RuntimeError: CUDA out of memory" in text
+    assert "error ewc curve: domain at step 4: RuntimeError: probe broke" in text
+
+
+def test_terminal_reporter_without_comparison_prints_no_comparison_table(ctx, out_dir):
+    result = compare_result()
+    result.forgetting_compare, result.compare_train = {}, {}
+    text = terminal_text(ctx, out_dir, result)
+    assert "Forgetting curve: probe score" in text and f"{GENERAL} (bound -0.05)" in text
+    assert "Forgetting by training" not in text
+
+
+def panels(svg: str) -> dict[str, str]:
+    return dict(re.findall(r'<g data-probe="([^"]*)">(.*?)</g>', svg, flags=re.DOTALL))
+
+
+def test_curve_reporter_draws_each_training_in_every_panel(ctx, out_dir):
+    (path,) = CurveReporter(ComponentConfig(), ctx).report(compare_result(), out_dir)
+    svg = path.read_text(encoding="utf-8")
+    ET.fromstring(svg)  # well-formed, user text escaped
+
+    by_probe = panels(svg)
+    assert list(by_probe) == ["domain", GENERAL]
+    for body in by_probe.values():
+        trainings = re.findall(r'<polyline [^>]*data-training="([^"]*)"', body)
+        assert sorted(trainings) == ["ewc", "main", "replay"]
+        colours = re.findall(r'<polyline [^>]*stroke="([^"]*)"', body)
+        assert len(set(colours)) == 3
+    assert svg.count("<polyline") == 6
+    # the legend names every curve, before the panels
+    legend = svg[: svg.index("<g data-probe")]
+    for label in ("main", "replay", "ewc"):
+        assert f">{label}" in legend
+
+    # one x axis for all: it spans the union of the steps (0..9), so step 6 is not the right edge
+    general = by_probe[GENERAL]
+    ticks = {int(t): float(x) for x, t in re.findall(r'<text x="([\d.]+)" y="[\d.]+" font-size="10" text-anchor="middle">(\d+)</text>', general)}
+    assert set(ticks) == {0, 2, 3, 4, 6, 8, 9}
+    assert ticks[0] < ticks[6] < ticks[9]
+    replay_line = re.search(r'<polyline points="([^"]*)"[^>]*data-training="replay"', general).group(1)
+    main_line = re.search(r'<polyline points="([^"]*)"[^>]*data-training="main"', general).group(1)
+    assert float(replay_line.split()[-1].split(",")[0]) == pytest.approx(ticks[9])
+    assert float(main_line.split()[-1].split(",")[0]) == pytest.approx(ticks[6])
+    assert "bound -0.05" in general and "<polygon" in general  # the main one's band and bound stay
+
+
+def test_curve_reporter_without_comparison_is_unchanged(ctx, out_dir):
+    result = compare_result()
+    result.forgetting_compare = {}
+    (path,) = CurveReporter(ComponentConfig(), ctx).report(result, out_dir)
+    svg = path.read_text(encoding="utf-8")
+    assert svg.count("<polyline") == 2 and "data-training" not in svg
+    assert "replay" not in svg
