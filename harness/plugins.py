@@ -30,6 +30,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "harness_plugins.filters.quality",
     "harness_plugins.backends.hf",
     "harness_plugins.trainers.lora",
+    "harness_plugins.trainers.full",
     "harness_plugins.benchmarks.mmlu",
     "harness_plugins.benchmarks.support_intent",
     "harness_plugins.benchmarks.hellaswag",
