@@ -96,6 +96,32 @@ def _parser() -> argparse.ArgumentParser:
     aud.add_argument("--seed", type=int, help="seed of the sample and KMeans (default: the suite's, else 0)")
     aud.add_argument("--tokenizer", type=Path, help="local tokenizer folder, for lengths in tokens")
     aud.add_argument("--out", type=Path, default=Path("reports/audit"), help="folder for audit.json")
+    from harness import plan as pl
+
+    plan = sub.add_parser(
+        "plan",
+        help="estimate a fine-tune's memory per GPU (weights, grads, optimizer, activations) and whether it fits",
+    )
+    plan.add_argument("--model", help=f"a preset ({', '.join(pl.PRESETS)}), {pl.EMBEDDED_NAME}, a model folder or config.json")
+    plan.add_argument("--params", type=float, help="override the parameter count, e.g. 7e9 (alone: model state only)")
+    plan.add_argument("--method", choices=pl.METHODS, default="full")
+    plan.add_argument("--precision", choices=pl.PRECISIONS, default="bf16", help="mixed: bf16 compute, fp32 master weights")
+    plan.add_argument("--optimizer", choices=pl.OPTIMIZERS, default="adamw")
+    plan.add_argument("--seq-len", type=int, default=2048)
+    plan.add_argument("--micro-batch", type=int, default=1, help="sequences per GPU per step")
+    plan.add_argument("--gradient-checkpointing", action="store_true")
+    plan.add_argument("--attention", choices=pl.ATTENTIONS, default="sdpa", help="eager keeps the s^2 attention scores")
+    plan.add_argument("--gpus", type=int, default=1)
+    plan.add_argument("--sharding", choices=pl.SHARDINGS, help="default: zero3 (full sharding) when --gpus > 1")
+    plan.add_argument("--gpu-memory", type=float, default=80.0, metavar="GIB", help="memory of one GPU (default 80)")
+    plan.add_argument(
+        "--reserve-gib",
+        type=float,
+        help="kept back for the CUDA context and allocator fragmentation (default 10%% of --gpu-memory)",
+    )
+    plan.add_argument("--lora-r", type=int, default=pl.DEFAULT_LORA_R)
+    plan.add_argument("--lora-targets", default=",".join(pl.DEFAULT_LORA_TARGETS), help="Linear module names")
+    plan.add_argument("--json", action="store_true", help="print the plan as one JSON object")
     return parser
 
 
@@ -369,6 +395,35 @@ def _audit(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _plan(args: argparse.Namespace, console: Console) -> int:
+    """The memory a training setting needs per GPU and whether it fits (``harness/plan.py``);
+    exit 0 either way (``fits`` in ``--json``)."""
+    from harness.plan import PlanOptions, plan
+
+    options = PlanOptions(
+        method=args.method,
+        precision=args.precision,
+        optimizer=args.optimizer,
+        seq_len=args.seq_len,
+        micro_batch=args.micro_batch,
+        gradient_checkpointing=args.gradient_checkpointing,
+        attention=args.attention,
+        gpus=args.gpus,
+        sharding=args.sharding,
+        gpu_memory_gib=args.gpu_memory,
+        reserve_gib=args.reserve_gib,
+        params=None if args.params is None else round(args.params),
+        lora_r=args.lora_r,
+        lora_targets=tuple(t.strip() for t in args.lora_targets.split(",") if t.strip()),
+    )
+    result = plan(args.model, options, Path.cwd())
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        result.render(console)
+    return 0
+
+
 def _run(args: argparse.Namespace, console: Console) -> int:
     from harness.console import RunConsole
     from harness.runner import Runner, RunOptions
@@ -392,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The libraries' own progress bars (tqdm) would interleave with ours; read at their import.
     os.environ.setdefault("TQDM_DISABLE", "1")
     console = make_console()
-    commands = {"run": _run, "parity": _run, "validate": _validate, "curate": _curate, "audit": _audit}
+    commands = {"run": _run, "parity": _run, "validate": _validate, "curate": _curate, "audit": _audit, "plan": _plan}
     try:
         if args.command == "plugins":
             return _plugins(console)
