@@ -17,7 +17,7 @@ from harness.components import Backend, Benchmark, Reporter, RunContext, Trainer
 from harness.config import ComponentRef, LoadedSuite, build_component
 from harness.console import RunConsole
 from harness.curate import CurateOutcome, check_quarantined, curate, read_source, select
-from harness.errors import ConfigError, HarnessError
+from harness.errors import ConfigError, DataError, HarnessError
 from harness.evaluate import Evaluator, describe
 from harness.forgetting import run_forgetting
 from harness.gate import exit_code, run_gates
@@ -226,7 +226,11 @@ class Runner:
         return select(src, records)[0]
 
     def _resolve_path(self, raw: str, loc: tuple) -> Path:
-        return self.loaded.resolve_path(raw, loc)
+        """A data path a component's options name, which must exist (the error names the line)."""
+        path = self.loaded.resolve_path(raw, loc)
+        if not path.exists():
+            raise DataError(f"{self.loaded.where(loc)}: data file not found: {path}")
+        return path
 
     def _forgetting(
         self, backend: Backend, probes: dict[str, Benchmark], base: ModelRef, output: TrainOutput

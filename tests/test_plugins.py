@@ -30,7 +30,7 @@ def test_builtins_are_registered_with_their_origin(registries: Registries) -> No
     expected = {
         "reader": {"alpaca", "sharegpt", "messages", "openai_requests", "csv", "auto", "parquet", "hf_disk"},
         "filter": {"exact_dedup", "min_response_length", "pii", "repetition", "language", "format_check", "decontaminate", "near_dedup", "perplexity_outliers", "quality_classifier"},
-        "trainer": {"lora"},
+        "trainer": {"lora", "full", "full_fsdp", "full_deepspeed"},
         "benchmark": {"mmlu", "support_intent", "humaneval", "hellaswag", "perplexity", "lm_eval_task"},
         "statistic": {"mcnemar", "paired_bootstrap"},
         "backend": {"hf"},

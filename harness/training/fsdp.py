@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from harness.errors import CheckError
 from harness.training import checkpoint
 from harness.training.batching import model_inputs
 from harness.training.local import atomic_dir, load_scheduler_state, scheduler_state
+from harness.training.loop import ProcessGroupEngine
 
 MODEL_FILES = (
     "config.json",
@@ -68,7 +69,7 @@ def write_model_folder(folder: Path, state: dict[str, Any], source: Path, tied: 
             shutil.copy2(source / name, folder / name)
 
 
-class FSDPEngine:
+class FSDPEngine(ProcessGroupEngine):
     """One rank of an FSDP2 full fine-tuning job."""
 
     def __init__(self, torch: Any, model_path: Path, *, cfg: Any, total_steps: int, bf16: bool) -> None:
@@ -126,8 +127,10 @@ class FSDPEngine:
     def backward(self, loss: Any) -> None:
         loss.backward()
 
-    def step(self) -> float:
+    def step(self, after_clip: Callable[[], None] | None = None) -> float:
         norm = self.torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+        if after_clip is not None:
+            after_clip()
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -139,14 +142,6 @@ class FSDPEngine:
     def named_local_parameters(self) -> Iterable[tuple[str, Any]]:
         """The ``DTensor`` parameters; ``harness.training.ewc`` works on their local shards."""
         return list(self.model.named_parameters())
-
-    def all_reduce_sum(self, value: float) -> float:
-        tensor = self.torch.tensor([value], dtype=self.torch.float64, device=self.device)
-        self.dist.all_reduce(tensor)
-        return float(tensor.item())
-
-    def barrier(self) -> None:
-        self.dist.barrier()
 
     def _full_state(self) -> dict[str, Any]:
         from torch.distributed.checkpoint.state_dict import (

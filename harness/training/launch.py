@@ -95,6 +95,18 @@ def resolve_launch(cfg: LaunchConfig, env: dict[str, str] | None = None) -> Laun
     )
 
 
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (``PR_SET_PDEATHSIG``), so that a
+    killed ``harness run`` never leaves a launcher or its ranks training on behind it (a resumed
+    run would otherwise find two jobs writing the same folder).  A no-op elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+
+
 def _free_port() -> int:
     import socket
 
@@ -191,7 +203,9 @@ def run_job(
     with log.open("ab") as sink:
         sink.write(f"$ {' '.join(cmd)}\n".encode())
         sink.flush()
-        proc = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+        # Through this module's main: the launcher dies with the harness (see die_with_parent).
+        wrapped = [sys.executable, "-m", "harness.training.launch", *cmd]
+        proc = subprocess.Popen(wrapped, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
     events = output_dir / "events.jsonl"
     offset = 0
     deadline = time.monotonic() + launch.timeout_s
@@ -244,3 +258,18 @@ def check_sharded(engine: str, sharding: list[dict[str, Any]], world_size: int, 
             raise CheckError(
                 f"{engine}: rank {entry['rank']} holds all {entry['total_params']} parameters; the model was not sharded"
             )
+
+
+def main(argv: list[str]) -> int:
+    """``python -m harness.training.launch CMD...``: run CMD in this process (exec), set to die
+    with the parent, which a ``subprocess`` start cannot ask for without an unsafe ``preexec_fn``."""
+    parent = os.getppid()
+    die_with_parent()
+    if os.getppid() != parent:
+        return 1
+    os.execv(argv[0], argv)
+    return 1  # pragma: no cover - execv does not return
+
+
+if __name__ == "__main__":  # pragma: no cover - run by run_job
+    sys.exit(main(sys.argv[1:]))

@@ -79,8 +79,10 @@ class LocalEngine:
     def backward(self, loss: Any) -> None:
         loss.backward()
 
-    def step(self) -> float:
+    def step(self, after_clip: Callable[[], None] | None = None) -> float:
         norm = self.torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
+        if after_clip is not None:
+            after_clip()
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)

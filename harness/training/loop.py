@@ -45,8 +45,9 @@ class Engine(Protocol):
 
     def backward(self, loss: Any) -> None: ...
 
-    def step(self) -> float:
-        """Clip, optimizer and scheduler step, zero the gradients; returns the gradient norm."""
+    def step(self, after_clip: Callable[[], None] | None = None) -> float:
+        """Clip the gradients, call ``after_clip`` (EWC adds its penalty's gradient there), then
+        the optimizer and scheduler step, and zero the gradients; returns the norm before clipping."""
 
     def named_local_parameters(self) -> Iterable[tuple[str, Any]]:
         """Trainable parameters as this rank holds them (local shards when sharded)."""
@@ -67,12 +68,20 @@ class Engine(Protocol):
         """``local`` and ``total`` trainable parameter counts on this rank."""
 
 
-@dataclass(frozen=True)
-class Event:
-    """What the loop reports: progress, checkpoints, the end (see ``Events``)."""
+class ProcessGroupEngine:
+    """The collectives of an engine whose ranks share the default process group."""
 
-    kind: str
-    data: dict[str, Any]
+    torch: Any
+    dist: Any
+    device: Any
+
+    def all_reduce_sum(self, value: float) -> float:
+        tensor = self.torch.tensor([value], dtype=self.torch.float64, device=self.device)
+        self.dist.all_reduce(tensor)
+        return float(tensor.item())
+
+    def barrier(self) -> None:
+        self.dist.barrier()
 
 
 @dataclass
@@ -84,6 +93,8 @@ class LoopResult:
     supervised_tokens: int
     seconds: float
     resumed_from: int | None
+    input_tokens: int = 0
+    """Non-padding tokens of the steps this process ran (resumed steps excluded)."""
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
 
@@ -179,7 +190,7 @@ class TrainLoop:
         total = total_steps(self.examples, cfg, self.seed)
         step, epoch0, batch0 = 0, 0, 0
         losses: list[float] = []
-        tokens = 0
+        tokens, input_tokens = 0, 0
         events: list[dict[str, Any]] = []
         restored = self._restore()
         if restored is not None:
@@ -196,11 +207,16 @@ class TrainLoop:
             for index in range(batch0 if epoch == epoch0 else 0, len(plan)):
                 if step >= total:
                     break
-                loss_value = self._train_step(plan[index], epoch, step)
+                loss_value, grad_norm = self._train_step(plan[index], step)
                 tokens += sum(_supervised_after_shift(self.examples[i]) for row in plan[index] for i in row)
+                input_tokens += sum(len(self.examples[i]) for row in plan[index] for i in row)
                 step += 1
                 losses.append(loss_value)
-                self.emit("progress", {"step": step, "total": total, "loss": loss_value})
+                self.emit(
+                    "progress",
+                    {"step": step, "total": total, "loss": loss_value, "grad_norm": grad_norm,
+                     "input_tokens": input_tokens, "elapsed": time.perf_counter() - started},
+                )
                 position = (epoch, index + 1) if index + 1 < len(plan) else (epoch + 1, 0)
                 if cfg.eval_every and step % cfg.eval_every == 0 and step < total:
                     path = self.output_dir / f"checkpoint-{step}"
@@ -220,10 +236,11 @@ class TrainLoop:
         return LoopResult(
             steps=step, total_steps=total, first_loss=losses[0] if losses else float("nan"), last_loss=last,
             supervised_tokens=tokens, seconds=time.perf_counter() - started, resumed_from=resumed_from,
-            checkpoints=[*events, event], losses=losses,
+            checkpoints=[*events, event], losses=losses, input_tokens=input_tokens,
         )
 
-    def _train_step(self, rows: list[list[int]], epoch: int, step: int) -> float:
+    def _train_step(self, rows: list[list[int]], step: int) -> tuple[float, float]:
+        """One optimizer step on the global batch ``rows``; returns its loss and gradient norm."""
         torch, engine = self.torch, self.engine
         global_tokens = sum(_supervised_after_shift(self.examples[i]) for row in rows for i in row)
         mine = rows[engine.rank :: engine.world_size]
@@ -242,11 +259,17 @@ class TrainLoop:
         if not torch.isfinite(loss):
             raise CheckError(f"training loss is {loss.item()} at step {step + 1}")
         engine.backward(scaled)
-        if self.ewc is not None:
-            penalty = self.ewc.add_gradients(engine.named_local_parameters())
-            self.emit("ewc", {"step": step + 1, "penalty": engine.all_reduce_sum(penalty)})
-        engine.step()
+        penalty: list[float] = []
+
+        def add_ewc() -> None:
+            # After clipping: a large penalty on the few parameters the general data relies on
+            # must not shrink the data gradient of all the others (clipping is global).
+            penalty.append(self.ewc.add_gradients(engine.named_local_parameters()))
+
+        grad_norm = engine.step(add_ewc if self.ewc is not None else None)
+        if penalty:
+            self.emit("ewc", {"step": step + 1, "penalty": engine.all_reduce_sum(penalty[0])})
         value = engine.all_reduce_sum(float(scaled.detach())) / engine.world_size
         if not math.isfinite(value):
             raise CheckError(f"training loss is {value} at step {step + 1}")
-        return value
+        return value, grad_norm

@@ -43,7 +43,7 @@ def emitter(trainer_name: str, ctx: TrainContext):
 
     def emit(kind: str, data: dict[str, Any]) -> None:
         if kind == "progress":
-            ctx.progress(data["step"], data["total"], f"loss {data['loss']:.3f}")
+            ctx.progress(data["step"], data["total"], f"loss {data['loss']:.3f}, grad norm {data.get('grad_norm', float('nan')):.2f}")
         elif kind == "checkpoint":
             ctx.on_checkpoint(
                 CheckpointEvent(trainer_name, data["step"], data["total"], Path(data["path"]), data["loss"], data["final"])
@@ -125,3 +125,45 @@ def finish(result: LoopResult, data: TrainingData, started: float, notes: list[s
         seconds=time.perf_counter() - started,
         notes=tuple(data.notes + extra),
     )
+
+
+def use_bf16(precision: str, base: LoadedModel) -> bool:
+    """bf16 autocast when asked, or on ``auto`` where the hardware runs bf16 natively."""
+    from harness_plugins.backends.hf import native_bf16
+
+    return precision == "bf16" or (precision == "auto" and base.dtype == "float32" and native_bf16())
+
+
+def train_locally(
+    trainer: Trainer,
+    cfg: TrainingConfig,
+    base: LoadedModel,
+    model: Any,
+    data: TrainingData,
+    ctx: TrainContext,
+    *,
+    save_weights: Any,
+    final_name: str,
+    started: float,
+) -> TrainOutput:
+    """Train ``model``'s trainable parameters in this process on the shared loop."""
+    import torch
+
+    from harness.training.local import LocalEngine
+    from harness.training.loop import total_steps
+
+    model.train()
+    engine = LocalEngine(
+        torch,
+        model,
+        learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_steps,
+        total_steps=total_steps(data.examples, cfg, ctx.seed),
+        max_grad_norm=cfg.max_grad_norm,
+        bf16=use_bf16(cfg.precision, base),
+        save_weights=save_weights,
+    )
+    ewc = make_ewc(torch, engine, cfg, data, base.tokenizer.pad_token_id)
+    result = run_loop(trainer, engine, cfg, data, base, ctx, ewc, final_name=final_name)
+    return finish(result, data, started)

@@ -61,6 +61,12 @@ def _init_distributed(torch: Any, engine: str, expected: int) -> None:
 
 
 def main(argv: list[str]) -> int:
+    from harness.training.launch import die_with_parent
+
+    parent = os.getppid()
+    die_with_parent()  # the launcher dies (killed with the harness): so does this rank
+    if os.getppid() != parent:
+        return 1  # it died before the request took effect
     import torch
 
     spec_path = Path(next(a for a in argv if not a.startswith("--local_rank")))

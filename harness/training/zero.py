@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from harness.errors import CheckError, DataError
 from harness.training.batching import model_inputs
 from harness.training.fsdp import write_model_folder
 from harness.training.local import atomic_dir, load_scheduler_state, scheduler_state
+from harness.training.loop import ProcessGroupEngine
 
 MOMENTS = ("exp_avg", "exp_avg_sq")
 """AdamW's per-parameter states (torch ``AdamW`` and ``DeepSpeedCPUAdam`` name them alike)."""
@@ -74,7 +75,7 @@ def ds_config(cfg: Any, world_size: int, *, bf16: bool, options: dict[str, Any])
     return config
 
 
-class ZeroEngine:
+class ZeroEngine(ProcessGroupEngine):
     """One rank of a DeepSpeed ZeRO-3 full fine-tuning job."""
 
     def __init__(
@@ -159,9 +160,12 @@ class ZeroEngine:
     def backward(self, loss: Any) -> None:
         self.ds.backward(loss)
 
-    def step(self) -> float:
+    def step(self, after_clip: Callable[[], None] | None = None) -> float:
         """DeepSpeed's ``engine.step()``, once: clip, optimizer step (fp32 partitions), copy back,
-        scheduler step, zero the gradients.  Returns the gradient norm before clipping."""
+        scheduler step, zero the gradients.  Returns the gradient norm before clipping.  There is
+        no point between clipping and the update to call ``after_clip`` at (EWC is refused)."""
+        if after_clip is not None:
+            raise CheckError("DeepSpeed ZeRO-3 cannot add gradients after clipping (EWC); use full_fsdp")
         skipped = self.ds.skipped_steps
         self.ds.step()
         if self.ds.skipped_steps != skipped:
@@ -176,14 +180,6 @@ class ZeroEngine:
         ``ewc`` in its config; this refuses loudly rather than return an empty list that would
         make EWC a silent no-op."""
         raise CheckError("EWC is not supported with DeepSpeed ZeRO-3 (it owns the gradient partitions); use full_fsdp")
-
-    def all_reduce_sum(self, value: float) -> float:
-        tensor = self.torch.tensor([value], dtype=self.torch.float64, device=self.device)
-        self.dist.all_reduce(tensor)
-        return float(tensor.item())
-
-    def barrier(self) -> None:
-        self.dist.barrier()
 
     # ------------------------------------------------------------------ resumable state
 

@@ -24,7 +24,7 @@ from harness.training.config import TrainingConfig
 from harness.training.data import prepare
 from harness.training.launch import LaunchConfig, resolve_launch, run_job
 from harness.training.loop import LoopResult
-from harness.training.run import emitter, finish, resume_digest
+from harness.training.run import emitter, finish, resume_digest, train_locally, use_bf16
 from harness.types import Conversation, TrainOutput
 
 
@@ -56,14 +56,8 @@ class FullTrainer(Trainer):
     Config = FullConfig
 
     def train(self, base: LoadedModel, data: Sequence[Conversation], ctx: TrainContext) -> TrainOutput:
-        from harness_plugins.backends.hf import native_bf16
+        import torch
 
-        from harness.errors import require
-        from harness.training.local import LocalEngine
-        from harness.training.loop import total_steps
-        from harness.training.run import make_ewc, run_loop
-
-        torch = require("torch")
         cfg: FullConfig = self.config  # type: ignore[assignment]
         started = time.perf_counter()
         random.seed(ctx.seed)
@@ -74,23 +68,17 @@ class FullTrainer(Trainer):
             param.requires_grad_(True)
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.train()
-        bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and base.dtype == "float32" and native_bf16())
-        engine = LocalEngine(
-            torch,
+        return train_locally(
+            self,
+            cfg,
+            base,
             model,
-            learning_rate=cfg.learning_rate,
-            weight_decay=cfg.weight_decay,
-            warmup_steps=cfg.warmup_steps,
-            total_steps=total_steps(prepared.examples, cfg, ctx.seed),
-            max_grad_norm=cfg.max_grad_norm,
-            bf16=bf16,
+            prepared,
+            ctx,
             save_weights=lambda m, folder: _save_model(m, base.tokenizer, folder),
+            final_name="model",
+            started=started,
         )
-        ewc = make_ewc(torch, engine, cfg, prepared, base.tokenizer.pad_token_id)
-        result = run_loop(self, engine, cfg, prepared, base, ctx, ewc, final_name="model")
-        return finish(result, prepared, started)
-
 
 def _save_model(model: Any, tokenizer: Any, folder: Any) -> None:
     model.save_pretrained(str(folder), safe_serialization=True)
@@ -113,9 +101,7 @@ class _DistributedTrainer(Trainer):
         started = time.perf_counter()
         prepared = prepare(base.tokenizer, data, cfg, ctx)
         launch = resolve_launch(cfg.launch)
-        from harness_plugins.backends.hf import native_bf16
-
-        bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and native_bf16())
+        bf16 = use_bf16(cfg.precision, base)
         emit = emitter(self.name, ctx)
         job = run_job(
             self.engine,

@@ -25,8 +25,7 @@ from harness.errors import require
 from harness.models import LoadedModel
 from harness.training.config import TrainingConfig
 from harness.training.data import prepare
-from harness.training.local import LocalEngine
-from harness.training.run import finish, make_ewc, run_loop
+from harness.training.run import train_locally
 from harness.types import Conversation, TrainOutput
 
 
@@ -63,30 +62,9 @@ class LoRATrainer(Trainer):
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.enable_input_require_grads()
-        model.train()
-        from harness.training.loop import total_steps
-
-        total = total_steps(prepared.examples, cfg, ctx.seed)
-        engine = LocalEngine(
-            torch,
-            model,
-            learning_rate=cfg.learning_rate,
-            weight_decay=cfg.weight_decay,
-            warmup_steps=cfg.warmup_steps,
-            total_steps=total,
-            max_grad_norm=cfg.max_grad_norm,
-            bf16=_use_bf16(cfg.precision, base),
-            save_weights=_save_adapter,
+        return train_locally(
+            self, cfg, base, model, prepared, ctx, save_weights=_save_adapter, final_name="adapter", started=started
         )
-        ewc = make_ewc(torch, engine, cfg, prepared, base.tokenizer.pad_token_id)
-        result = run_loop(self, engine, cfg, prepared, base, ctx, ewc, final_name="adapter")
-        return finish(result, prepared, started)
-
-
-def _use_bf16(precision: str, base: LoadedModel) -> bool:
-    from harness_plugins.backends.hf import native_bf16
-
-    return precision == "bf16" or (precision == "auto" and base.dtype == "float32" and native_bf16())
 
 
 def _save_adapter(model: Any, folder: Path) -> None:
