@@ -24,7 +24,7 @@ def test_replay_and_ewc_change_the_forgetting_curve_of_fsdp_full_fine_tuning(tmp
     for ref in suite["forgetting"]["compare"].values():
         ref.update(short)
     suite["forgetting"]["probes"] = {
-        "domain": {**suite["forgetting"]["probes"]["domain"], "sample": 8},
+        "domain": {**suite["forgetting"]["probes"]["domain"], "sample": 4},
         "wikitext2": {"name": "perplexity", "windows": 6},
     }
     suite["forgetting"]["bounds"] = {"wikitext2": 0.25}

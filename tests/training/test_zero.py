@@ -103,8 +103,8 @@ def reference(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     class Recording(LocalEngine):
         steps = 0
 
-        def step(self) -> float:
-            norm = super().step()
+        def step(self, after_clip=None) -> float:
+            norm = super().step(after_clip)
             self.steps += 1
             if self.steps == 2:
                 for name, param in self.named:
