@@ -239,7 +239,7 @@ class FormatCheck(Filter):
 
     def check(self, record: Conversation) -> tuple[str, str] | None:
         """``(reason, detail)`` of the first problem of ``record``, or None when it is fine."""
-        from harness_plugins.trainers.lora import encode
+        from harness.training.examples import encode_conversation as encode
 
         try:
             ids, labels, _ = encode(self.tokenizer, record, sys.maxsize)
@@ -275,7 +275,7 @@ class FormatCheck(Filter):
         return "schema_violation", _short(f"message {index + 1} at {path}: {error.message}")
 
     def _check_length(self, ids: list[int], labels: list[int]) -> tuple[str, str] | None:
-        from harness_plugins.trainers.lora import IGNORE
+        from harness.training.examples import IGNORE
 
         limit, count = self.cfg.max_tokens, len(ids)
         # The final assistant turn: the last run of supervised tokens (content, end-of-turn...).

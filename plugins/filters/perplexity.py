@@ -192,7 +192,8 @@ class PerplexityOutliers(Filter):
     ) -> tuple[list[int], int, list[bool]] | None:
         """``(window tokens, n, scored)``: the tokens run through the model, how many at its end
         get log-probabilities, and which of those count; None when nothing can be scored."""
-        from harness_plugins.trainers.lora import IGNORE, encode
+        from harness.training.examples import IGNORE
+        from harness.training.examples import encode_conversation as encode
 
         jinja2 = require("jinja2")
         try:

@@ -22,24 +22,24 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import pytest
-from pydantic import ValidationError
-
 import harness_plugins.filters.decontam as decontam_module
 import harness_plugins.filters.format as format_module
-from harness.components import FilterResult, RunContext
-from harness.data import data_dir, seeded_sample
-from harness.errors import ConfigError, DataError
-from harness.plugins import DEFAULT_PLUGINS, get_plugin_manager
-from harness.registry import Registries
-from harness.types import Conversation, Message
+import pytest
 from harness_plugins.benchmarks.hellaswag import HellaSwag
 from harness_plugins.benchmarks.humaneval import HumanEval
 from harness_plugins.benchmarks.mmlu import MMLU, prompt
 from harness_plugins.filters.decontam import Decontaminate, words
 from harness_plugins.filters.format import FormatCheck
 from harness_plugins.readers.formats import CsvReader, ShareGPTReader
-from harness_plugins.trainers.lora import encode
+from pydantic import ValidationError
+
+from harness.components import FilterResult, RunContext
+from harness.data import data_dir, seeded_sample
+from harness.errors import ConfigError, DataError
+from harness.plugins import DEFAULT_PLUGINS, get_plugin_manager
+from harness.registry import Registries
+from harness.training.examples import encode_conversation as encode
+from harness.types import Conversation, Message
 
 BITEXT = "bitext_customer_support/Bitext_Sample_Customer_Support_Training_Dataset.csv"
 HH = "hh_rlhf/helpful-base/test_chosen_sharegpt.jsonl"

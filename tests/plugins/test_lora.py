@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from harness_plugins.backends.hf import HFBackend
+from harness_plugins.trainers.lora import LoRAConfig, LoRATrainer
 
 from harness.components import ComponentConfig, RunContext, TrainContext
 from harness.models import ModelRef, dir_fingerprint
+from harness.training.examples import IGNORE
+from harness.training.examples import encode_conversation as encode
 from harness.types import CheckpointEvent, Conversation, Message
-from harness_plugins.backends.hf import HFBackend
-from harness_plugins.trainers.lora import IGNORE, LoRAConfig, LoRATrainer, encode
 
 CONVERSATIONS = [
     Conversation((Message("user", f"What is {a} plus {b}?"), Message("assistant", str(a + b))), f"t:{i}")
