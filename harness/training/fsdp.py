@@ -15,7 +15,6 @@ FSDP.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -73,19 +72,11 @@ class FSDPEngine(ProcessGroupEngine):
     """One rank of an FSDP2 full fine-tuning job."""
 
     def __init__(self, torch: Any, model_path: Path, *, cfg: Any, total_steps: int, bf16: bool) -> None:
-        import torch.distributed as dist
         import transformers
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-        self.torch, self.dist, self.model_path = torch, dist, model_path
-        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
-        if torch.cuda.is_available():
-            local = int(os.environ.get("LOCAL_RANK", "0"))
-            torch.cuda.set_device(local)
-            self.device = torch.device("cuda", local)
-        else:
-            self.device = torch.device("cpu")
+        self._join(torch, model_path)
         model = transformers.AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32)
         self.tied = bool(getattr(model.config, "tie_word_embeddings", False))
         if cfg.gradient_checkpointing:

@@ -74,6 +74,24 @@ class ProcessGroupEngine:
     torch: Any
     dist: Any
     device: Any
+    rank: int
+    world_size: int
+    model_path: Path
+
+    def _join(self, torch: Any, model_path: Path) -> None:
+        """This rank's place in the initialised default group, and its device (its GPU, else the CPU)."""
+        import os
+
+        import torch.distributed as dist
+
+        self.torch, self.dist, self.model_path = torch, dist, model_path
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        if torch.cuda.is_available():
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local)
+            self.device = torch.device("cuda", local)
+        else:
+            self.device = torch.device("cpu")
 
     def all_reduce_sum(self, value: float) -> float:
         tensor = self.torch.tensor([value], dtype=self.torch.float64, device=self.device)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -89,7 +88,6 @@ class ZeroEngine(ProcessGroupEngine):
         options: dict[str, Any] | None = None,
     ) -> None:
         import deepspeed
-        import torch.distributed as dist
         import transformers
         from transformers.integrations import HfDeepSpeedConfig
 
@@ -97,14 +95,7 @@ class ZeroEngine(ProcessGroupEngine):
         unknown = set(options) - {"offload_optimizer", "offload_param"}
         if unknown:
             raise CheckError(f"unknown DeepSpeed options {sorted(unknown)}")
-        self.torch, self.dist, self.model_path = torch, dist, model_path
-        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
-        if torch.cuda.is_available():
-            local = int(os.environ.get("LOCAL_RANK", "0"))
-            torch.cuda.set_device(local)
-            self.device = torch.device("cuda", local)
-        else:
-            self.device = torch.device("cpu")
+        self._join(torch, model_path)
         self.config = ds_config(cfg, self.world_size, bf16=bf16, options=options)
         # While this object lives, from_pretrained builds the model inside deepspeed.zero.Init
         # (partitioned as it is created) and loads the weights layer by layer into the partitions.
