@@ -719,8 +719,9 @@ def measure_training_peak(
     timeout: float = 600,
 ) -> MeasuredPeak:
     """Train ``steps`` full fine-tuning steps (fp32, AdamW, random tokens as inputs and labels)
-    in a fresh subprocess, so ``ru_maxrss`` holds only this run, and return the peak RSS that
-    the model, its training and the optimizer added.
+    in a fresh subprocess, and return the peak RSS that the model, its training and the optimizer
+    added: the peak (``VmHWM``, reset just before the model is built; ``ru_maxrss`` where it cannot
+    be reset) minus the RSS at that moment.
 
     ``model`` is a model folder (loaded with ``from_pretrained(dtype=float32)``) or a config
     mapping (a randomly initialised model).  The baseline is taken after torch, transformers
@@ -754,6 +755,29 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (``VmHWM``) to its current RSS (Linux ``clear_refs`` 5), so
+    the peak read later is the training's, not a transient of the imports before it (compiling a
+    fresh venv's bytecode, for one).  False where the kernel does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def _measure_main() -> None:  # pragma: no cover - runs in the subprocess of measure_training_peak
     """The subprocess side of ``measure_training_peak``: a JSON spec on stdin, a JSON line out."""
     import gc
@@ -774,6 +798,7 @@ def _measure_main() -> None:  # pragma: no cover - runs in the subprocess of mea
     cls = transformers.MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]  # imports the model's module
     ids = torch.randint(0, config.vocab_size, (spec["micro_batch"], spec["seq_len"]))
     gc.collect()
+    reset = _reset_peak_rss()
     before = _rss_bytes()
     started = time.perf_counter()
     if isinstance(source, dict):
@@ -788,7 +813,8 @@ def _measure_main() -> None:  # pragma: no cover - runs in the subprocess of mea
         del out
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    hwm = _peak_rss_bytes() if reset else None
+    peak = hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     result = {
         "peak_bytes": peak - before,
         "params": sum(p.numel() for p in model.parameters()),
