@@ -15,7 +15,7 @@ by DeepSpeed from a callable on its base optimizer and stepped by ``engine.step(
 optimizer step.
 
 Resumable state is *not* DeepSpeed's ``save_checkpoint``: its files are pickles that DeepSpeed
-reloads with ``torch.load(..., weights_only=False)`` (``TorchCheckpointEngine.load``,
+unpickles in full, with the weights-only guard switched off (``TorchCheckpointEngine.load``,
 ``stage3._load_universal_checkpoint`` ...), which our checkpoint policy forbids.  Instead every rank
 takes part in gathering the full fp32 master weights and AdamW moments per parameter (the
 ``deepspeed.utils`` tensor-fragment API), rank 0 writes them as safetensors (plus the optimizer
