@@ -51,8 +51,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.components import RunContext
-from harness.data import data_dir
+from harness.plugin.components import RunContext
+from harness.lib.data import data_dir
 from harness.types import Conversation, Message
 from harness_plugins.filters.near_dedup import NearDedup, NearDupIndex, choose_bands, jaccard, shingle_strings
 from harness_plugins.readers.formats import CsvReader, ShareGPTReader

@@ -31,8 +31,8 @@ from typing import Any
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's progress bars, read when tqdm is imported
 
-from harness.components import Benchmark, ComponentConfig, Item, RunContext
-from harness.models import EMBEDDED, LoadedModel, ModelRef, materialize_embedded
+from harness.plugin.components import Benchmark, ComponentConfig, Item, RunContext
+from harness.lib.models import EMBEDDED, LoadedModel, ModelRef, materialize_embedded
 from harness_plugins.backends.hf import HFBackend, resolve_dtype
 from harness_plugins.backends.hf_scoring import Request
 from harness_plugins.benchmarks.hellaswag import HellaSwag, HellaSwagConfig, predictions

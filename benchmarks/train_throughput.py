@@ -5,7 +5,7 @@ hardware runs bf16 natively, on both sides), same data and same hyperparameters,
 
 * data: a seeded sample of ``--examples`` Bitext customer-support conversations (user =
   instruction, assistant = response), read with the project's CSV reader and encoded once with
-  ``harness.training.examples.encode_conversations`` (chat template, loss on the assistant turns,
+  ``harness.lib.training.examples.encode_conversations`` (chat template, loss on the assistant turns,
   cut to ``--max-length`` tokens).  The HF side trains on exactly those ``input_ids`` and
   ``labels``; for ours the script checks that the examples the trainer encodes itself are the
   same, token for token.  Responses vary a lot in length, so padding matters;
@@ -84,12 +84,12 @@ from harness_plugins.trainers import lora as lora_module
 from harness_plugins.trainers.full import FullConfig, FullTrainer
 from harness_plugins.trainers.lora import LoRAConfig, LoRATrainer
 
-from harness.components import ComponentConfig, RunContext, TrainContext
-from harness.data import data_dir, seeded_sample
-from harness.models import LoadedModel, ModelRef, resolve_model
-from harness.training import run as run_module
-from harness.training.batching import packing_efficiency, plan_epoch
-from harness.training.examples import Example, encode_conversations
+from harness.plugin.components import ComponentConfig, RunContext, TrainContext
+from harness.lib.data import data_dir, seeded_sample
+from harness.lib.models import LoadedModel, ModelRef, resolve_model
+from harness.lib.training import run as run_module
+from harness.lib.training.batching import packing_efficiency, plan_epoch
+from harness.lib.training.examples import Example, encode_conversations
 from harness.types import Conversation
 
 BITEXT = "bitext_customer_support/Bitext_Sample_Customer_Support_Training_Dataset.csv"

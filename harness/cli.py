@@ -19,12 +19,12 @@ from rich.console import Console
 from rich.table import Table
 
 from harness import __version__
-from harness.console import make_console
+from harness.lib.console import make_console
 from harness.errors import EXIT_CHECK_ERRORED, ConfigError, DataError, HarnessError
 
 if TYPE_CHECKING:
-    from harness.curate import FilterStep
-    from harness.registry import Registries
+    from harness.stages.curate import FilterStep
+    from harness.plugin.registry import Registries
 
 DEFAULT_MAX_QUARANTINED = 0.05
 """Largest malformed share of a data file or log (a suite's default, curate.max_quarantined_fraction)."""
@@ -96,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     aud.add_argument("--seed", type=int, help="seed of the sample and KMeans (default: the suite's, else 0)")
     aud.add_argument("--tokenizer", type=Path, help="local tokenizer folder, for lengths in tokens")
     aud.add_argument("--out", type=Path, default=Path("reports/audit"), help="folder for audit.json")
-    from harness import plan as pl
+    from harness.tools import memory as pl
 
     plan = sub.add_parser(
         "plan",
@@ -126,8 +126,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _plugins(console: Console) -> int:
-    from harness.plugins import get_plugin_manager
-    from harness.registry import Registries
+    from harness.plugin.manager import get_plugin_manager
+    from harness.plugin.registry import Registries
 
     registries = Registries.from_plugin_manager(get_plugin_manager())
     table = Table(title="Components")
@@ -140,9 +140,9 @@ def _plugins(console: Console) -> int:
 
 
 def _setup(suite_path: Path):
-    from harness.config import load_suite
-    from harness.plugins import get_plugin_manager
-    from harness.registry import Registries
+    from harness.suite.config import load_suite
+    from harness.plugin.manager import get_plugin_manager
+    from harness.plugin.registry import Registries
 
     pm = get_plugin_manager()
     registries = Registries.from_plugin_manager(pm)
@@ -150,8 +150,8 @@ def _setup(suite_path: Path):
 
 
 def _validate(args: argparse.Namespace, console: Console) -> int:
-    from harness.components import RunContext
-    from harness.config import ComponentRef, build_component
+    from harness.plugin.components import RunContext
+    from harness.suite.config import ComponentRef, build_component
 
     loaded, _pm, registries = _setup(args.suite)
     suite = loaded.suite
@@ -169,7 +169,7 @@ def _validate(args: argparse.Namespace, console: Console) -> int:
     for i, ref in enumerate(suite.report):
         build_component(registries, "reporter", ref, ("report", i), loaded, ctx)
     if suite.parity:
-        from harness.parity.stage import plan_parity
+        from harness.stages.parity import plan_parity
 
         plan_parity(loaded, registries, ctx)
     console.print(f"{args.suite}: valid")
@@ -209,8 +209,8 @@ def _curate(args: argparse.Namespace, console: Console) -> int:
 
 def _filter_chain(args: argparse.Namespace, registries: Registries) -> list[FilterStep]:
     """The filter steps of ``--filters`` (default chain without it), built outside a suite."""
-    from harness.components import RunContext
-    from harness.curate import DEFAULT_FILTERS, build_filters, parse_filters
+    from harness.plugin.components import RunContext
+    from harness.stages.curate import DEFAULT_FILTERS, build_filters, parse_filters
 
     refs, base = (list(DEFAULT_FILTERS), None) if args.filters is None else parse_filters(args.filters)
     ctx = RunContext(base or Path.cwd(), args.out)
@@ -218,15 +218,15 @@ def _filter_chain(args: argparse.Namespace, registries: Registries) -> list[Filt
 
 
 def _registries() -> Registries:
-    from harness.plugins import get_plugin_manager
-    from harness.registry import Registries
+    from harness.plugin.manager import get_plugin_manager
+    from harness.plugin.registry import Registries
 
     return Registries.from_plugin_manager(get_plugin_manager())
 
 
 def _curate_suite(args: argparse.Namespace, console: Console) -> int:
-    from harness.components import RunContext
-    from harness.curate import (
+    from harness.plugin.components import RunContext
+    from harness.stages.curate import (
         Examples,
         build_report,
         curate,
@@ -249,9 +249,9 @@ def _curate_suite(args: argparse.Namespace, console: Console) -> int:
 def _curate_file(args: argparse.Namespace, console: Console) -> int:
     """A data file: read with ``--format`` (default by suffix), the filter chain, all four files
     written even when nothing is left (then exit 2), so the reasons can be read."""
-    from harness.audit import guess_format
-    from harness.components import RunContext
-    from harness.curate import (
+    from harness.tools.audit import guess_format
+    from harness.plugin.components import RunContext
+    from harness.stages.curate import (
         DataFile,
         Examples,
         build_report,
@@ -280,10 +280,10 @@ def _curate_file(args: argparse.Namespace, console: Console) -> int:
 
 def _curate_log(args: argparse.Namespace, console: Console) -> int:
     """The data flywheel: effective, novel, clean interactions of a log appended to curated.jsonl."""
-    from harness.audit import guess_format
-    from harness.components import RunContext
-    from harness.curate import DataFile, Examples, write_run_files
-    from harness.flywheel import FlywheelJob, FlywheelOptions, run_flywheel
+    from harness.tools.audit import guess_format
+    from harness.plugin.components import RunContext
+    from harness.stages.curate import DataFile, Examples, write_run_files
+    from harness.tools.flywheel import FlywheelJob, FlywheelOptions, run_flywheel
 
     registries = _registries()
     options = {k: getattr(args, k) for k in ("user", "assistant", "system") if getattr(args, k) is not None}
@@ -340,23 +340,23 @@ def _print_report(console: Console, report: dict[str, Any]) -> None:
 def _audit(args: argparse.Namespace, console: Console) -> int:
     """Audit a suite's curated data (its curate stage, filters included) or one data file read
     with the named reader, so problems in the data show before any training is paid for."""
-    from harness.audit import (
+    from harness.tools.audit import (
         audit,
         guess_format,
         load_tokenizer,
         read_categories,
         read_data,
     )
-    from harness.console import RunConsole
-    from harness.plugins import get_plugin_manager
-    from harness.registry import Registries
+    from harness.lib.console import RunConsole
+    from harness.plugin.manager import get_plugin_manager
+    from harness.plugin.registry import Registries
 
     registries = Registries.from_plugin_manager(get_plugin_manager())
     categories: dict[str, str] | None = {} if args.category_column else None
     if args.target.suffix.lower() in {".yaml", ".yml"}:
-        from harness.components import RunContext
-        from harness.config import load_suite
-        from harness.curate import curate
+        from harness.plugin.components import RunContext
+        from harness.suite.config import load_suite
+        from harness.stages.curate import curate
 
         loaded = load_suite(args.target)
         seed = loaded.suite.seed if args.seed is None else args.seed
@@ -396,9 +396,9 @@ def _audit(args: argparse.Namespace, console: Console) -> int:
 
 
 def _plan(args: argparse.Namespace, console: Console) -> int:
-    """The memory a training setting needs per GPU and whether it fits (``harness/plan.py``);
+    """The memory a training setting needs per GPU and whether it fits (``harness/tools/memory.py``);
     exit 0 either way (``fits`` in ``--json``)."""
-    from harness.plan import PlanOptions, plan
+    from harness.tools.memory import PlanOptions, plan
 
     options = PlanOptions(
         method=args.method,
@@ -425,8 +425,8 @@ def _plan(args: argparse.Namespace, console: Console) -> int:
 
 
 def _run(args: argparse.Namespace, console: Console) -> int:
-    from harness.console import RunConsole
-    from harness.runner import Runner, RunOptions
+    from harness.lib.console import RunConsole
+    from harness.run.runner import Runner, RunOptions
 
     loaded, pm, registries = _setup(args.suite)
     options = RunOptions(

@@ -21,26 +21,26 @@ import pytest
 import yaml
 
 if TYPE_CHECKING:
-    from harness.serving import VllmServer
+    from harness.lib.serving import VllmServer
 
 
 @pytest.fixture
 def plugin_manager():
-    from harness.plugins import get_plugin_manager
+    from harness.plugin.manager import get_plugin_manager
 
     return get_plugin_manager(load_entrypoints=False)
 
 
 @pytest.fixture
 def registries(plugin_manager):
-    from harness.registry import Registries
+    from harness.plugin.registry import Registries
 
     return Registries.from_plugin_manager(plugin_manager)
 
 
 @pytest.fixture(scope="session")
 def embedded_model_dir() -> Path:
-    from harness.models import EMBEDDED, materialize_embedded
+    from harness.lib.models import EMBEDDED, materialize_embedded
 
     return materialize_embedded(EMBEDDED["smollm2-135m-instruct"])
 
@@ -89,12 +89,12 @@ def write_suite(tmp_path: Path) -> Callable[..., Path]:
 
 @pytest.fixture(scope="session")
 def vllm_server(embedded_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
-    """A started ``harness.serving.VllmServer`` (fp32, eager) for the session; stopped at the end.
+    """A started ``harness.lib.serving.VllmServer`` (fp32, eager) for the session; stopped at the end.
 
     The first use builds ``.venv-vllm`` (a few minutes); its log is ``vllm.log`` under the
     session's tmp dir.
     """
-    from harness.serving import ServingError, VllmServer, ensure_venv
+    from harness.lib.serving import ServingError, VllmServer, ensure_venv
 
     problem = ""
     try:

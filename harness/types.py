@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from harness.forgetting import ForgettingResult
+    from harness.stages.forgetting import ForgettingResult
 
 Role = Literal["system", "user", "assistant"]
 

@@ -1,4 +1,4 @@
-"""Command line for the vLLM test server (the logic lives in ``harness.serving``).
+"""Command line for the vLLM test server (the logic lives in ``harness.lib.serving``).
 
 Run with the main venv's python:
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
-from harness.serving import ServingError, VllmServer, ensure_venv
+from harness.lib.serving import ServingError, VllmServer, ensure_venv
 
 
 def _setup(_: argparse.Namespace) -> int:
@@ -40,7 +40,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
     model = args.model
     if model is None:
-        from harness.models import EMBEDDED, materialize_embedded
+        from harness.lib.models import EMBEDDED, materialize_embedded
 
         model = materialize_embedded(EMBEDDED["smollm2-135m-instruct"])
     server = VllmServer(

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from harness.audit import audit, format_problems, read_categories
+from harness.tools.audit import audit, format_problems, read_categories
 from harness.cli import main
-from harness.components import RunContext
-from harness.data import data_dir
+from harness.plugin.components import RunContext
+from harness.lib.data import data_dir
 from harness.errors import DataError
 from harness.types import Conversation, Message, Quarantined
 from harness_plugins.readers.formats import CsvReader

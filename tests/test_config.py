@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.components import RunContext
-from harness.config import build_component, load_suite
+from harness.plugin.components import RunContext
+from harness.suite.config import build_component, load_suite
 from harness.errors import ConfigError, UnknownComponentError
 
 DEMO = Path(__file__).parents[1] / "suites" / "demo.yaml"

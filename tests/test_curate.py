@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 import harness
-from harness.components import Filter, FilterResult, RunContext
-from harness.config import load_suite
-from harness.curate import curate
+from harness.plugin.components import Filter, FilterResult, RunContext
+from harness.suite.config import load_suite
+from harness.stages.curate import curate
 from harness.errors import DataError, PluginError
-from harness.registry import Registries
+from harness.plugin.registry import Registries
 from harness.types import Dropped
 
 

@@ -23,17 +23,17 @@ import pytest
 
 import harness
 from harness.cli import main
-from harness.components import Filter, FilterResult, Reader
-from harness.curate import (
+from harness.plugin.components import Filter, FilterResult, Reader
+from harness.stages.curate import (
     EXAMPLES_PER_REASON,
     EXCERPT_CHARS,
     UnbalancedLedgerError,
     parse_filters,
     select,
 )
-from harness.data import data_dir
+from harness.lib.data import data_dir
 from harness.errors import EXIT_CHECK_ERRORED, PluginError
-from harness.refs import DataSource
+from harness.lib.refs import DataSource
 from harness.types import Conversation, Message, Quarantined
 
 HH = "hh_rlhf/helpful-base/test_chosen_sharegpt.jsonl"
@@ -385,11 +385,11 @@ class Misbehaving:
 
 @pytest.fixture
 def misbehaving(monkeypatch):
-    import harness.plugins
+    import harness.plugin.manager
 
-    real = harness.plugins.get_plugin_manager
+    real = harness.plugin.manager.get_plugin_manager
     monkeypatch.setattr(
-        harness.plugins, "get_plugin_manager", lambda **kw: real(load_entrypoints=False, plugins=[("misbehaving", Misbehaving())])
+        harness.plugin.manager, "get_plugin_manager", lambda **kw: real(load_entrypoints=False, plugins=[("misbehaving", Misbehaving())])
     )
 
 
@@ -412,11 +412,11 @@ def test_a_step_that_loses_records_fails_with_exit_3(fmt, filters, message, misb
 
 
 def test_selection_that_invents_records_is_an_unbalanced_ledger(monkeypatch):
-    import harness.curate
+    import harness.stages.curate
 
     records = [Conversation((Message("user", f"q{i}"), Message("assistant", "a")), f"f:{i}") for i in range(5)]
     invented = Conversation((Message("user", "x"), Message("assistant", "y")), "elsewhere:1")
-    monkeypatch.setattr(harness.curate, "seeded_sample", lambda items, n, seed, key: [invented, *items[: n - 1]])
+    monkeypatch.setattr(harness.stages.curate, "seeded_sample", lambda items, n, seed, key: [invented, *items[: n - 1]])
     with pytest.raises(UnbalancedLedgerError, match=r"step 'select f.jsonl \(split=all, sample=3\)'") as info:
         select(DataSource(path="f.jsonl", sample=3), records)
     assert isinstance(info.value, PluginError) and info.value.exit_code == EXIT_CHECK_ERRORED

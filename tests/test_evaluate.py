@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.components import Backend, Benchmark, ComponentConfig, RunContext
-from harness.console import RunConsole
-from harness.evaluate import Evaluator
-from harness.models import LoadedModel, ModelRef
-from harness.store import Store
+from harness.plugin.components import Backend, Benchmark, ComponentConfig, RunContext
+from harness.lib.console import RunConsole
+from harness.stages.evaluate import Evaluator
+from harness.lib.models import LoadedModel, ModelRef
+from harness.lib.store import Store
 from harness.types import ItemResult
 
 
@@ -92,7 +92,7 @@ def test_each_key_component_misses(setup, monkeypatch, mutation: str) -> None:
     elif mutation == "items":
         result = run(config=_Config(n=7))
     else:
-        monkeypatch.setattr("harness.store.__version__", "999")
+        monkeypatch.setattr("harness.lib.store.__version__", "999")
         result = run()
     assert not result.from_cache and result.cached_items == 0
     assert len(_Bench.scored) - before == len(result.items)

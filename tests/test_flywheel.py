@@ -24,17 +24,17 @@ import pytest
 from harness_plugins.filters.near_dedup import jaccard, shingle_strings
 
 from harness.cli import main
-from harness.components import RunContext
-from harness.curate import DataFile, Examples, build_filters
-from harness.data import data_dir
-from harness.flywheel import (
+from harness.plugin.components import RunContext
+from harness.stages.curate import DataFile, Examples, build_filters
+from harness.lib.data import data_dir
+from harness.tools.flywheel import (
     FlywheelJob,
     FlywheelOptions,
     find_known,
     parse_interaction,
     run_flywheel,
 )
-from harness.refs import ComponentRef
+from harness.lib.refs import ComponentRef
 from harness.types import Conversation, Message
 
 HH = "hh_rlhf/helpful-base/test_chosen_sharegpt.jsonl"
@@ -402,7 +402,7 @@ def test_novelty_falls_back_to_exact_match_without_near_dedup(monkeypatch):
     ],
 )
 def test_parse_interaction_names_the_problem(line, message):
-    from harness.flywheel import LogRecordError
+    from harness.tools.flywheel import LogRecordError
 
     with pytest.raises(LogRecordError) as info:
         parse_interaction(line, "log:1")

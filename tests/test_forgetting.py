@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 import harness
-from harness.components import Backend, Benchmark, ComponentConfig, Trainer
-from harness.config import load_suite
-from harness.console import RunConsole
-from harness.models import LoadedModel
-from harness.plugins import get_plugin_manager
-from harness.registry import Registries
-from harness.runner import Runner, RunOptions
+from harness.plugin.components import Backend, Benchmark, ComponentConfig, Trainer
+from harness.suite.config import load_suite
+from harness.lib.console import RunConsole
+from harness.lib.models import LoadedModel
+from harness.plugin.manager import get_plugin_manager
+from harness.plugin.registry import Registries
+from harness.run.runner import Runner, RunOptions
 from harness.types import CheckpointEvent, ItemResult, TrainOutput
 
 N_ITEMS = 40

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from harness.components import RunContext
-from harness.config import load_suite
+from harness.plugin.components import RunContext
+from harness.suite.config import load_suite
 from harness.errors import ConfigError
-from harness.gate import (
+from harness.stages.gate import (
     Rule,
     decide,
     exit_code,
@@ -16,7 +16,7 @@ from harness.gate import (
     per_gate_alpha,
     run_gates,
 )
-from harness.stats import mcnemar
+from harness.lib.stats import mcnemar
 from harness.types import (
     BenchmarkResult,
     Comparison,

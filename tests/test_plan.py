@@ -1,4 +1,4 @@
-"""``harness plan``: the training memory planner (``harness/plan.py``).
+"""``harness plan``: the training memory planner (``harness/tools/memory.py``).
 
 The chapter's 7B arithmetic (14 + 14 + 56 = 84 GB before activations), LoRA / QLoRA against full
 fine-tuning on a 24 GiB GPU, ZeRO-3 sharding, the activation count against the tensors autograd
@@ -18,7 +18,7 @@ import pytest
 
 from harness.cli import main
 from harness.errors import ConfigError
-from harness.plan import (
+from harness.tools.memory import (
     GB,
     NF4_BYTES_PER_PARAM,
     PlanOptions,

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 import harness
-from harness.components import Filter, FilterResult, Trainer
+from harness.plugin.components import Filter, FilterResult, Trainer
 from harness.errors import PluginError, UnknownComponentError
-from harness.plugins import BUILTIN_DISTRIBUTION, DEFAULT_PLUGINS, get_plugin_manager
-from harness.registry import Registries, Registry
+from harness.plugin.manager import BUILTIN_DISTRIBUTION, DEFAULT_PLUGINS, get_plugin_manager
+from harness.plugin.registry import Registries, Registry
 
 FIXTURE = Path(__file__).parent / "fixtures" / "example_plugin"
 

@@ -67,7 +67,7 @@ def test_all_malformed_data_fails_with_the_first_bad_line(tmp_path: Path, write_
 # --------------------------------------------------------- a check that errors is never a pass
 
 import harness  # noqa: E402
-from harness.components import Benchmark, Trainer  # noqa: E402
+from harness.plugin.components import Benchmark, Trainer  # noqa: E402
 from harness.types import ItemResult  # noqa: E402
 
 
@@ -101,11 +101,11 @@ class _TestPlugin:
 def test_failed_training_makes_its_gates_error_and_exit_3(tmp_path: Path, write_suite, tiny_model_dir: Path) -> None:
     import json
 
-    from harness.config import load_suite
-    from harness.console import RunConsole
-    from harness.plugins import get_plugin_manager
-    from harness.registry import Registries
-    from harness.runner import Runner, RunOptions
+    from harness.suite.config import load_suite
+    from harness.lib.console import RunConsole
+    from harness.plugin.manager import get_plugin_manager
+    from harness.plugin.registry import Registries
+    from harness.run.runner import Runner, RunOptions
 
     data = tmp_path / "d.jsonl"
     data.write_text('{"instruction": "a", "output": "b"}\n')

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import sandbox as sb
-from harness.sandbox import ExecResult, Sandbox, SandboxLimits, SandboxUnavailable
+from harness.lib import sandbox as sb
+from harness.lib.sandbox import ExecResult, Sandbox, SandboxLimits, SandboxUnavailable
 
 PROMPT = 'def add(a, b):\n    """Return a + b."""\n'
 TEST = (

@@ -7,7 +7,7 @@ from statistics import NormalDist
 
 import pytest
 
-from harness.stats import binom_cdf, mcnemar, mde, paired_bootstrap, wilson
+from harness.lib.stats import binom_cdf, mcnemar, mde, paired_bootstrap, wilson
 
 
 def _pairs(lost: int, won: int, both_right: int, both_wrong: int) -> tuple[list[int], list[int]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.store import Store, cache_key, canonical_json
+from harness.lib.store import Store, cache_key, canonical_json
 from harness.types import (
     BenchmarkResult,
     Comparison,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from harness.serving import VllmServer
+from harness.lib.serving import VllmServer
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ import json
 import random
 from pathlib import Path
 
-from harness.data import data_dir
+from harness.lib.data import data_dir
 
 CATEGORIES = (
     "ACCOUNT, ORDER, REFUND, DELIVERY, INVOICE, FEEDBACK, PAYMENT, CONTACT, "

@@ -11,8 +11,8 @@ import pytest
 from fake_openai import FakeOpenAI, answer_pieces, answer_text, token_id
 
 from harness.errors import CheckError, HarnessError
-from harness.parity.endpoint import Completion, EndpointClient, EndpointError, redact
-from harness.parity.spec import EndpointSpec
+from harness.lib.endpoint import Completion, EndpointClient, EndpointError, redact
+from harness.suite.parity import EndpointSpec
 
 MESSAGES = [
     {"role": "system", "content": "Be brief."},

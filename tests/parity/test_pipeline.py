@@ -10,14 +10,14 @@ from types import SimpleNamespace
 import pytest
 from harness_plugins.parity.template import TemplateCheck
 
-from harness.parity.pipeline import API_DEFAULTS, Pipeline, Request, parse
-from harness.parity.spec import (
+from harness.lib.pipeline import API_DEFAULTS, Pipeline, Request, parse
+from harness.suite.parity import (
     ParityGateSpec,
     ParitySpec,
     PipelineSpec,
     PostprocessSpec,
 )
-from harness.parity.stage import parity_decisions
+from harness.stages.parity import parity_decisions
 from harness.types import CheckResult, Finding, Message, ParityResult, Verdict
 
 REQ = Request("log.jsonl:1", (Message("user", "Ｃａｎ  I   cancel\tmy order?"),), "ORDER")

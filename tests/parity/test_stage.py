@@ -14,8 +14,8 @@ import pytest
 
 import harness
 from harness.cli import main
-from harness.components import CheckOutput, ParityCheck
-from harness.plugins import DEFAULT_PLUGINS
+from harness.plugin.components import CheckOutput, ParityCheck
+from harness.plugin.manager import DEFAULT_PLUGINS
 
 REQUEST = {"messages": [{"role": "user", "content": "Where is my parcel?"}], "metadata": {"reference": "DELIVERY"}}
 
@@ -92,7 +92,7 @@ class _BrokenPlugin:
 
 
 def test_a_broken_check_is_an_error_for_itself_only(tmp_path: Path, write_suite, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness import plugins
+    from harness.plugin import manager as plugins
 
     real = plugins.get_plugin_manager
 

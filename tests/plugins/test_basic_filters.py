@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from harness.components import RunContext
+from harness.plugin.components import RunContext
 from harness.types import Conversation, Dropped, Message
 from harness_plugins.filters.basic import ExactDedup, MinResponseLength, normalise
 

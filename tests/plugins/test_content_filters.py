@@ -20,10 +20,10 @@ from dataclasses import replace
 import pytest
 from pydantic import ValidationError
 
-from harness.components import FilterResult, RunContext
-from harness.data import data_dir
+from harness.plugin.components import FilterResult, RunContext
+from harness.lib.data import data_dir
 from harness.errors import ConfigError
-from harness.registry import Registrar, Registries
+from harness.plugin.registry import Registrar, Registries
 from harness.types import Conversation, Message
 from harness_plugins.filters import content
 from harness_plugins.filters.content import (

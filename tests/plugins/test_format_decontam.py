@@ -33,12 +33,12 @@ from harness_plugins.filters.format import FormatCheck
 from harness_plugins.readers.formats import CsvReader, ShareGPTReader
 from pydantic import ValidationError
 
-from harness.components import FilterResult, RunContext
-from harness.data import data_dir, seeded_sample
+from harness.plugin.components import FilterResult, RunContext
+from harness.lib.data import data_dir, seeded_sample
 from harness.errors import ConfigError, DataError
-from harness.plugins import DEFAULT_PLUGINS, get_plugin_manager
-from harness.registry import Registries
-from harness.training.examples import encode_conversation as encode
+from harness.plugin.manager import DEFAULT_PLUGINS, get_plugin_manager
+from harness.plugin.registry import Registries
+from harness.lib.training.examples import encode_conversation as encode
 from harness.types import Conversation, Message
 
 BITEXT = "bitext_customer_support/Bitext_Sample_Customer_Support_Training_Dataset.csv"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.components import RunContext
-from harness.data import data_dir
+from harness.plugin.components import RunContext
+from harness.lib.data import data_dir
 from harness.errors import DataError
 from harness.types import Conversation, Message, Quarantined
 from harness_plugins.readers.formats import (
@@ -303,7 +303,7 @@ def test_missing_jsonl_file_is_a_data_error(ctx, tmp_path):
 def test_csv_source_ids_match_the_support_intent_holdout(ctx, tmp_path):
     """The benchmark keys its held-out split on the same ``file:line`` ids as the reader, so the
     two must number rows identically (blank lines and multi-line fields included)."""
-    from harness.data import split_of
+    from harness.lib.data import split_of
     from harness_plugins.benchmarks.support_intent import SupportIntent
 
     path = tmp_path / "intents.csv"

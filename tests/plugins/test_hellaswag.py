@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.components import ComponentConfig, RunContext
-from harness.models import LoadedModel, ModelRef
+from harness.plugin.components import ComponentConfig, RunContext
+from harness.lib.models import LoadedModel, ModelRef
 from harness.types import ItemResult
 from harness_plugins.backends.hf import HFBackend
 from harness_plugins.benchmarks.hellaswag import (

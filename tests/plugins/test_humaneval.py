@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.components import RunContext
+from harness.plugin.components import RunContext
 from harness.types import ItemResult
 from harness_plugins.benchmarks import humaneval as he
 from harness_plugins.benchmarks.humaneval import HumanEval, HumanEvalConfig, pass_at_k
@@ -65,8 +65,8 @@ def test_completions_are_scored_by_running_them_in_the_sandbox(tmp_path: Path, m
 
 @pytest.mark.integration
 def test_smollm2_greedy_completions_run_in_the_sandbox(embedded_model_dir: Path, tmp_path: Path) -> None:
-    from harness.components import ComponentConfig
-    from harness.models import ModelRef, dir_fingerprint
+    from harness.plugin.components import ComponentConfig
+    from harness.lib.models import ModelRef, dir_fingerprint
     from harness_plugins.backends.hf import HFBackend
 
     ref = ModelRef("baseline", embedded_model_dir, "hf", "auto", None, dir_fingerprint(embedded_model_dir))

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from harness.components import ComponentConfig, RunContext
+from harness.plugin.components import ComponentConfig, RunContext
 from harness.errors import DataError
-from harness.models import ModelRef, dir_fingerprint
+from harness.lib.models import ModelRef, dir_fingerprint
 from harness_plugins.benchmarks.lmeval_task import LmEvalTask, LmEvalTaskConfig
 
 TASK = {

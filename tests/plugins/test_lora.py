@@ -8,10 +8,10 @@ import pytest
 from harness_plugins.backends.hf import HFBackend
 from harness_plugins.trainers.lora import LoRAConfig, LoRATrainer
 
-from harness.components import ComponentConfig, RunContext, TrainContext
-from harness.models import ModelRef, dir_fingerprint
-from harness.training.examples import IGNORE
-from harness.training.examples import encode_conversation as encode
+from harness.plugin.components import ComponentConfig, RunContext, TrainContext
+from harness.lib.models import ModelRef, dir_fingerprint
+from harness.lib.training.examples import IGNORE
+from harness.lib.training.examples import encode_conversation as encode
 from harness.types import CheckpointEvent, Conversation, Message
 
 CONVERSATIONS = [
@@ -93,8 +93,8 @@ def test_untrained_adapter_has_zero_effect_and_is_not_failed(tiny_model_dir: Pat
     import peft
     import torch
 
-    from harness.gate import decide, parse_rule
-    from harness.stats import mcnemar
+    from harness.stages.gate import decide, parse_rule
+    from harness.lib.stats import mcnemar
     from harness.types import Verdict
 
     backend = HFBackend(ComponentConfig(), ctx)

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from harness.components import RunContext
-from harness.data import data_dir, seeded_sample
+from harness.plugin.components import RunContext
+from harness.lib.data import data_dir, seeded_sample
 from harness.types import Conversation, Message
 from harness_plugins.filters import near_dedup
 from harness_plugins.filters.basic import normalise
@@ -187,7 +187,7 @@ def test_every_input_appears_exactly_once(run, ctx):
 
 def test_the_curate_ledger_balances(run, ctx):
     """Run as the curate stage runs a filter: its accounting check passes, reasons are counted."""
-    from harness.curate import FilterStep, curate_records
+    from harness.stages.curate import FilterStep, curate_records
     from harness.types import Ledger
 
     data, _, flt, result = run

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from harness.components import ComponentConfig, RunContext
-from harness.data import DATA_ENV
-from harness.models import LoadedModel, ModelRef
+from harness.plugin.components import ComponentConfig, RunContext
+from harness.lib.data import DATA_ENV
+from harness.lib.models import LoadedModel, ModelRef
 from harness.types import ItemResult
 from harness_plugins.backends.hf import HFBackend
 from harness_plugins.benchmarks.perplexity import (

@@ -35,8 +35,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from harness.components import FilterResult, RunContext
-from harness.data import data_dir, seeded_sample, split_of
+from harness.plugin.components import FilterResult, RunContext
+from harness.lib.data import data_dir, seeded_sample, split_of
 from harness.errors import ConfigError
 from harness.types import Conversation, Message
 from harness_plugins.filters import quality

@@ -14,8 +14,8 @@ from harness_plugins.reporters.files import RESULT_SCHEMA, JsonReporter, JUnitRe
 from harness_plugins.reporters.terminal import TerminalReporter
 from rich.console import Console
 
-from harness.components import ComponentConfig, RunContext
-from harness.forgetting import CurvePoint, ForgettingResult
+from harness.plugin.components import ComponentConfig, RunContext
+from harness.stages.forgetting import CurvePoint, ForgettingResult
 from harness.types import (
     BenchmarkResult,
     Comparison,

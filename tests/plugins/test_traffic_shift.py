@@ -12,10 +12,10 @@ import types
 
 import pytest
 
-from harness.components import RunContext
-from harness.data import data_dir
+from harness.plugin.components import RunContext
+from harness.lib.data import data_dir
 from harness.errors import ConfigError
-from harness.parity.pipeline import Request
+from harness.lib.pipeline import Request
 from harness.types import Message
 
 pytest.importorskip("numpy")
@@ -233,8 +233,8 @@ def test_script_shares_and_total_variation():
 
 
 def test_registered_as_a_parity_check():
-    from harness.plugins import get_plugin_manager
-    from harness.registry import Registries
+    from harness.plugin.manager import get_plugin_manager
+    from harness.plugin.registry import Registries
 
     pm = get_plugin_manager(
         load_entrypoints=False,

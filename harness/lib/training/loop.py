@@ -1,0 +1,293 @@
+"""The training loop every trainer shares, whatever engine holds the model.
+
+An *engine* owns the model, optimizer and scheduler (peft LoRA in this process, full fine-tuning
+sharded by FSDP2 or DeepSpeed ZeRO-3 over several processes); the loop owns everything else:
+
+* the data plan: ``plan_epoch`` is a pure function of (seed, epoch), so the data position of a
+  checkpoint is just ``(epoch, batch)``; on a multi-process run each rank takes every
+  ``world_size``-th row of the global batch, and the loss is normalised by the supervised tokens of
+  the *global* batch, so the gradient does not depend on how many processes share the work;
+* the mitigations: replay and multi-task rows come from the plan's ``mix``; EWC adds its penalty's
+  gradient after the backward pass;
+* resumable state every ``save_every`` steps (``harness.lib.training.checkpoint``: atomic, checksummed,
+  with every rank's RNG state), and on start the newest complete state is restored, so a killed run
+  resumed ends with the weights of an uninterrupted one, bit for bit on CPU;
+* checkpoint events every ``eval_every`` steps (consolidated weights or adapter, for the forgetting
+  curve) and the final weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from harness.errors import CheckError
+from harness.lib.training import checkpoint
+from harness.lib.training.batching import collate, plan_epoch, token_loss
+from harness.lib.training.config import TrainingConfig
+from harness.lib.training.examples import IGNORE, Example
+
+
+class Engine(Protocol):
+    """What the loop needs from the thing that holds the model."""
+
+    rank: int
+    world_size: int
+    device: Any
+
+    def forward(self, batch: dict[str, Any]) -> Any:
+        """Logits of a collated batch (float), under the engine's precision."""
+
+    def backward(self, loss: Any) -> None: ...
+
+    def step(self, after_clip: Callable[[], None] | None = None) -> float:
+        """Clip the gradients, call ``after_clip`` (EWC adds its penalty's gradient there), then
+        the optimizer and scheduler step, and zero the gradients; returns the norm before clipping."""
+
+    def named_local_parameters(self) -> Iterable[tuple[str, Any]]:
+        """Trainable parameters as this rank holds them (local shards when sharded)."""
+
+    def all_reduce_sum(self, value: float) -> float: ...
+
+    def barrier(self) -> None: ...
+
+    def save_state(self, folder: Path) -> None:
+        """Write model/adapter, optimizer and scheduler state (a collective on every rank)."""
+
+    def load_state(self, folder: Path) -> None: ...
+
+    def save_consolidated(self, path: Path) -> None:
+        """Write loadable weights (adapter or full model folder) to ``path`` (collective)."""
+
+    def sharding(self) -> dict[str, int]:
+        """``local`` and ``total`` trainable parameter counts on this rank."""
+
+
+class ProcessGroupEngine:
+    """The collectives of an engine whose ranks share the default process group."""
+
+    torch: Any
+    dist: Any
+    device: Any
+    rank: int
+    world_size: int
+    model_path: Path
+
+    def _join(self, torch: Any, model_path: Path) -> None:
+        """This rank's place in the initialised default group, and its device (its GPU, else the CPU)."""
+        import os
+
+        import torch.distributed as dist
+
+        self.torch, self.dist, self.model_path = torch, dist, model_path
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        if torch.cuda.is_available():
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local)
+            self.device = torch.device("cuda", local)
+        else:
+            self.device = torch.device("cpu")
+
+    def all_reduce_sum(self, value: float) -> float:
+        tensor = self.torch.tensor([value], dtype=self.torch.float64, device=self.device)
+        self.dist.all_reduce(tensor)
+        return float(tensor.item())
+
+    def barrier(self) -> None:
+        self.dist.barrier()
+
+
+@dataclass
+class LoopResult:
+    steps: int
+    total_steps: int
+    first_loss: float
+    last_loss: float
+    supervised_tokens: int
+    seconds: float
+    resumed_from: int | None
+    input_tokens: int = 0
+    """Non-padding tokens of the steps this process ran (resumed steps excluded)."""
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+
+
+def total_steps(examples: Sequence[Example], cfg: TrainingConfig, seed: int) -> int:
+    batches = sum(
+        len(plan_epoch(examples, batch_size=cfg.batch_size, max_length=cfg.max_length, strategy=cfg.batching, seed=seed, epoch=epoch, mix=cfg.mix()))
+        for epoch in range(cfg.epochs)
+    )
+    return min(cfg.max_steps or batches, batches)
+
+
+def _supervised_after_shift(example: Example) -> int:
+    return sum(label != IGNORE for label in example.labels[1:])
+
+
+class TrainLoop:
+    """Run ``cfg`` on ``engine``; ``emit(kind, data)`` reports progress and checkpoints."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        cfg: TrainingConfig,
+        examples: Sequence[Example],
+        *,
+        seed: int,
+        output_dir: Path,
+        pad_id: int,
+        config_digest: str,
+        emit: Callable[[str, dict[str, Any]], None],
+        ewc: Any = None,
+        resume: bool = True,
+        save_final: Callable[[Path], None] | None = None,
+        final_name: str = "final",
+        torch: Any = None,
+    ) -> None:
+        self.engine, self.cfg, self.examples = engine, cfg, list(examples)
+        self.seed, self.output_dir, self.pad_id = seed, output_dir, pad_id
+        self.digest, self.emit, self.ewc, self.resume = config_digest, emit, ewc, resume
+        self.final_name = final_name
+        import torch as _torch
+
+        self.torch = torch or _torch
+
+    @property
+    def state_root(self) -> Path:
+        return self.output_dir / "state"
+
+    def _plan(self, epoch: int) -> list[list[list[int]]]:
+        cfg = self.cfg
+        return plan_epoch(
+            self.examples, batch_size=cfg.batch_size, max_length=cfg.max_length, strategy=cfg.batching,
+            seed=self.seed, epoch=epoch, mix=cfg.mix(),
+        )
+
+    def _restore(self) -> tuple[int, int, int, dict[str, Any]] | None:
+        """(step, epoch, batch index, meta) of the newest complete state, restored into the engine."""
+        found = None
+        if self.engine.rank == 0:
+            found = checkpoint.latest(self.state_root, self.digest) if self.resume else None
+            (self.output_dir / "resume.json").write_text(json.dumps({"path": str(found.path) if found else None}))
+        self.engine.barrier()
+        info = json.loads((self.output_dir / "resume.json").read_text())
+        self.engine.barrier()
+        if info["path"] is None:
+            return None
+        folder = Path(info["path"])
+        meta = json.loads((folder / checkpoint.MANIFEST).read_text())["meta"]
+        self.engine.load_state(folder)
+        checkpoint.load_rng(folder, self.engine.rank, self.torch)
+        return meta["step"], meta["epoch"], meta["batch"], meta
+
+    def _save_state(self, step: int, epoch: int, batch: int, meta: dict[str, Any]) -> None:
+        token = f"{self.digest[:8]}"
+        staging = checkpoint.staging_dir(self.state_root, step, token)
+        if self.engine.rank == 0:
+            import shutil
+
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+        self.engine.barrier()
+        self.engine.save_state(staging)
+        checkpoint.save_rng(staging, self.engine.rank, self.torch)
+        self.engine.barrier()
+        if self.engine.rank == 0:
+            full = {**meta, "step": step, "epoch": epoch, "batch": batch, "config_digest": self.digest}
+            checkpoint.commit(staging, step, full)
+        self.engine.barrier()
+
+    def run(self) -> LoopResult:
+        _torch, cfg, engine = self.torch, self.cfg, self.engine
+        started = time.perf_counter()
+        total = total_steps(self.examples, cfg, self.seed)
+        step, epoch0, batch0 = 0, 0, 0
+        losses: list[float] = []
+        tokens, input_tokens = 0, 0
+        events: list[dict[str, Any]] = []
+        restored = self._restore()
+        if restored is not None:
+            step, epoch0, batch0, meta = restored
+            losses, tokens, events = list(meta["losses"]), int(meta["tokens"]), list(meta["checkpoints"])
+            self.emit("resumed", {"step": step, "total": total})
+            for event in events:
+                self.emit("checkpoint", event)
+        resumed_from = step if restored is not None else None
+        self.emit("start", {"total": total, **engine.sharding()})
+        epoch = epoch0
+        while step < total:
+            plan = self._plan(epoch)
+            for index in range(batch0 if epoch == epoch0 else 0, len(plan)):
+                if step >= total:
+                    break
+                loss_value, grad_norm = self._train_step(plan[index], step)
+                tokens += sum(_supervised_after_shift(self.examples[i]) for row in plan[index] for i in row)
+                input_tokens += sum(len(self.examples[i]) for row in plan[index] for i in row)
+                step += 1
+                losses.append(loss_value)
+                self.emit(
+                    "progress",
+                    {"step": step, "total": total, "loss": loss_value, "grad_norm": grad_norm,
+                     "input_tokens": input_tokens, "elapsed": time.perf_counter() - started},
+                )
+                position = (epoch, index + 1) if index + 1 < len(plan) else (epoch + 1, 0)
+                if cfg.eval_every and step % cfg.eval_every == 0 and step < total:
+                    path = self.output_dir / f"checkpoint-{step}"
+                    engine.save_consolidated(path)
+                    event = {"step": step, "total": total, "path": str(path), "loss": loss_value, "final": False}
+                    events.append(event)
+                    self.emit("checkpoint", event)
+                if step % cfg.state_every == 0 and step < total:
+                    meta = {"losses": losses, "tokens": tokens, "checkpoints": events}
+                    self._save_state(step, *position, meta)
+            epoch += 1
+        final = self.output_dir / self.final_name
+        engine.save_consolidated(final)
+        last = losses[-1] if losses else float("nan")
+        event = {"step": step, "total": total, "path": str(final), "loss": last, "final": True}
+        self.emit("checkpoint", event)
+        return LoopResult(
+            steps=step, total_steps=total, first_loss=losses[0] if losses else float("nan"), last_loss=last,
+            supervised_tokens=tokens, seconds=time.perf_counter() - started, resumed_from=resumed_from,
+            checkpoints=[*events, event], losses=losses, input_tokens=input_tokens,
+        )
+
+    def _train_step(self, rows: list[list[int]], step: int) -> tuple[float, float]:
+        """One optimizer step on the global batch ``rows``; returns its loss and gradient norm."""
+        torch, engine = self.torch, self.engine
+        global_tokens = sum(_supervised_after_shift(self.examples[i]) for row in rows for i in row)
+        mine = rows[engine.rank :: engine.world_size]
+        if not mine:  # fewer rows than ranks in the last batch: a row that weighs nothing keeps the collectives aligned
+            mine, scale = [rows[0]], 0.0
+        else:
+            scale = 1.0
+        batch = collate(torch, self.examples, mine, self.pad_id, engine.device)
+        local_tokens = int((batch["labels"][:, 1:] != IGNORE).sum())
+        logits = engine.forward(batch)
+        loss = token_loss(torch, logits, batch["labels"], batch["loss_weights"])
+        # token_loss is a mean over this rank's tokens; rescale it to this rank's share of the
+        # global sum, times world_size because the engines average gradients over ranks.
+        factor = scale * local_tokens * engine.world_size / max(global_tokens, 1)
+        scaled = loss * factor
+        if not torch.isfinite(loss):
+            raise CheckError(f"training loss is {loss.item()} at step {step + 1}")
+        engine.backward(scaled)
+        penalty: list[float] = []
+
+        def add_ewc() -> None:
+            # After clipping: a large penalty on the few parameters the general data relies on
+            # must not shrink the data gradient of all the others (clipping is global).
+            penalty.append(self.ewc.add_gradients(engine.named_local_parameters()))
+
+        grad_norm = engine.step(add_ewc if self.ewc is not None else None)
+        if penalty:
+            self.emit("ewc", {"step": step + 1, "penalty": engine.all_reduce_sum(penalty[0])})
+        value = engine.all_reduce_sum(float(scaled.detach())) / engine.world_size
+        if not math.isfinite(value):
+            raise CheckError(f"training loss is {value} at step {step + 1}")
+        return value, grad_norm

@@ -1,0 +1,311 @@
+"""Base classes of the components that plugins contribute.
+
+A component is a small class with a unique ``name`` (used in suites and reports), a typed pydantic
+``Config`` (``extra="forbid"``) and one or two methods.  Components are constructed by the runner
+with their validated config and the run's ``RunContext``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness.types import (
+    CheckpointEvent,
+    Comparison,
+    Conversation,
+    Dropped,
+    Finding,
+    ItemResult,
+    Quarantined,
+    TrainOutput,
+)
+
+if TYPE_CHECKING:
+    from harness.lib.models import LoadedModel, ModelRef
+    from harness.plugin.parity import ParityContext
+    from harness.lib.refs import DataSource
+    from harness.types import RunResult
+
+
+class ComponentConfig(BaseModel):
+    """Base of every component config: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a component may need from the run around it."""
+
+    suite_dir: Path
+    work_dir: Path
+    seed: int = 0
+
+    @property
+    def data_dir(self) -> Path:
+        from harness.lib.data import data_dir
+
+        return data_dir()
+
+    def data_path(self, relative: str, what: str) -> Path:
+        """A file or folder under the data folder; missing, it is a ``DataError`` naming ``what``."""
+        from harness.errors import DataError
+
+        path = self.data_dir / relative
+        if not path.exists():
+            raise DataError(f"{what} not found: {path}")
+        return path
+
+
+ProgressFn = Callable[[int, int, str], None]
+"""``progress(done, total, message)``: report progress of a long step to the terminal."""
+
+
+class Component:
+    """Common shape of all components."""
+
+    kind: ClassVar[str] = "component"
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    Config: ClassVar[type[ComponentConfig]] = ComponentConfig
+
+    def __init__(self, config: ComponentConfig, ctx: RunContext) -> None:
+        self.config = config
+        self.ctx = ctx
+
+    def cache_material(self) -> dict[str, Any]:
+        """What identifies this component's output besides its inputs (its name and config)."""
+        return {"component": self.name, "config": self.config.model_dump(mode="json")}
+
+
+class Reader(Component):
+    """Reads one data file into conversations; unparseable lines come back as ``Quarantined``."""
+
+    kind = "reader"
+
+    def read(self, path: Path) -> Iterator[Conversation | Quarantined]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class FilterResult:
+    """What a filter returns: every input appears exactly once, kept (possibly redacted),
+    dropped or quarantined.  ``redacted`` counts kept records the filter changed, by reason."""
+
+    kept: list[Conversation]
+    dropped: list[Dropped]
+    quarantined: list[Quarantined] = field(default_factory=list)
+    redacted: Counter[str] = field(default_factory=Counter)
+
+
+class FilterActionConfig(ComponentConfig):
+    """Config base of filters whose removals can be drops or quarantines."""
+
+    action: Literal["drop", "quarantine"] = Field(
+        "drop", description="drop a flagged record (ledger entry) or quarantine it (quarantine file)"
+    )
+
+
+class FilterOutcome:
+    """Builds a ``FilterResult`` one record at a time, routing removals by the filter's action."""
+
+    def __init__(self, filter_name: str, action: str = "drop") -> None:
+        self.filter_name, self.action = filter_name, action
+        self.kept: list[Conversation] = []
+        self.dropped: list[Dropped] = []
+        self.quarantined: list[Quarantined] = []
+        self.redacted: Counter[str] = Counter()
+
+    def keep(self, record: Conversation) -> None:
+        self.kept.append(record)
+
+    def redact(self, record: Conversation, reasons: Sequence[str]) -> None:
+        """Keep ``record`` (the changed copy), counting what was redacted."""
+        self.kept.append(record)
+        self.redacted.update(reasons)
+
+    def remove(self, record: Conversation, reason: str, detail: str = "") -> None:
+        if self.action == "quarantine":
+            raw = json.dumps(record.to_json(), ensure_ascii=False)
+            text = f"{self.filter_name}: {reason}" + (f" ({detail})" if detail else "")
+            self.quarantined.append(Quarantined(record.source_id, text, raw))
+        else:
+            self.dropped.append(Dropped(record.source_id, self.filter_name, reason, detail))
+
+    def result(self) -> FilterResult:
+        return FilterResult(self.kept, self.dropped, self.quarantined, self.redacted)
+
+
+class Filter(Component):
+    """Removes records from the curated set; every removal carries a reason code."""
+
+    kind = "filter"
+
+    def apply(self, records: Sequence[Conversation]) -> FilterResult:
+        raise NotImplementedError
+
+
+def _no_reader(src: DataSource, loc: tuple) -> list[Conversation]:
+    from harness.errors import ConfigError
+
+    raise ConfigError(f"{src.path}: this trainer context cannot read data files (no suite)")
+
+
+def _plain_path(raw: str, loc: tuple) -> Path:
+    from harness.lib.data import resolve_data_path
+
+    return resolve_data_path(raw, Path.cwd())
+
+
+@dataclass(frozen=True)
+class TrainContext:
+    """What the runner gives a trainer: where to write, how to report progress, whether to
+    resume from the newest complete state in ``output_dir``, and how to read the extra data
+    sources a trainer's options name (``read_data(source, loc)`` reads through the suite's readers
+    and ``resolve_path(raw, loc)`` resolves ``${data}/...``; errors name the suite's line)."""
+
+    output_dir: Path
+    seed: int
+    on_checkpoint: Callable[[CheckpointEvent], None]
+    progress: ProgressFn
+    resume: bool = True
+    read_data: Callable[[DataSource, tuple], list[Conversation]] = _no_reader
+    resolve_path: Callable[[str, tuple], Path] = _plain_path
+
+
+class Trainer(Component):
+    """Fine-tunes a base model on curated conversations and returns the adapter or model dir.
+
+    A trainer that runs in other processes (``in_process = False``: torchrun, the DeepSpeed
+    launcher) gets a ``LoadedModel`` with the tokenizer only (``model`` is None), so the parent
+    does not hold a copy of the weights its workers load."""
+
+    kind = "trainer"
+    in_process: ClassVar[bool] = True
+
+    def train(
+        self, base: LoadedModel, data: Sequence[Conversation], ctx: TrainContext
+    ) -> TrainOutput:
+        """Train on ``data`` and save the result as safetensors under ``ctx.output_dir``."""
+        raise NotImplementedError
+
+
+Item = dict[str, Any]
+"""One benchmark item: JSON-serialisable, with a unique string ``"id"``."""
+
+
+class Benchmark(Component):
+    """Scores a model item by item.
+
+    ``items()`` must be deterministic and cheap (no model needed): their digest keys the
+    evaluation cache together with the model fingerprint.  The runner calls ``evaluate`` on
+    chunks of at most ``chunk_size`` items and caches each chunk's results as soon as it is
+    scored, so an interrupted run resumes without recomputing finished items.
+    """
+
+    kind = "benchmark"
+    metric: ClassVar[str] = "accuracy"
+    chance: ClassVar[float | None] = None
+    """The score of a random guesser, when it is known (e.g. 0.25 for 4-choice MMLU)."""
+    chunk_size: ClassVar[int] = 64
+
+    def items(self) -> list[Item]:
+        raise NotImplementedError
+
+    def check_ready(self) -> None:
+        """Raise a ``HarnessError`` when this benchmark cannot run here (e.g. no sandbox); the
+        runner calls it before any work, so a run fails closed instead of scoring zeros."""
+
+    def items_digest(self) -> str:
+        """sha256 of the items' canonical JSON."""
+        if getattr(self, "_digest", None) is None:
+            text = json.dumps(self.items(), sort_keys=True, ensure_ascii=False)
+            self._digest = hashlib.sha256(text.encode()).hexdigest()
+        return self._digest
+
+    def evaluate(
+        self, model: LoadedModel, items: Sequence[Item], progress: ProgressFn
+    ) -> list[ItemResult]:
+        """Score exactly ``items`` (a chunk of ``items()``), one result per item, same order."""
+        raise NotImplementedError
+
+    def summary(self, results: Sequence[ItemResult]) -> dict[str, float]:
+        """Headline figures of a whole result (default: the weighted mean of the scores)."""
+        total = sum(r.weight for r in results)
+        return {self.metric: sum(r.score * r.weight for r in results) / total if total else float("nan")}
+
+
+class Statistic(Component):
+    """A paired test of candidate against baseline on per-item scores."""
+
+    kind = "statistic"
+
+    def applies_to(self, scores: Sequence[float]) -> bool:
+        return True
+
+    def compare(
+        self, baseline: Sequence[float], candidate: Sequence[float], alpha: float
+    ) -> Comparison:
+        raise NotImplementedError
+
+
+class Backend(Component):
+    """Loads a model (and optional adapter) for training and evaluation."""
+
+    kind = "backend"
+
+    def load(self, ref: ModelRef, *, trainable: bool = False) -> LoadedModel:
+        raise NotImplementedError
+
+    def cache_material_for(self, ref: ModelRef) -> dict[str, Any]:
+        """What besides the model's fingerprint changes its outputs (precision, device...)."""
+        return {**self.cache_material(), "dtype": ref.dtype}
+
+
+@dataclass
+class CheckOutput:
+    """What a parity check returns: its findings (none when the pipelines agree on what it
+    looks at) and its measurements, which reports show even when there is no finding."""
+
+    findings: list[Finding] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+class ParityCheck(Component):
+    """Compares one aspect of the offline pipeline with production (see ``harness.parity``)."""
+
+    kind = "parity_check"
+
+    def run(self, ctx: ParityContext) -> CheckOutput:
+        """Look at ``ctx.requests`` through both pipelines; raise on what cannot be checked
+        (the stage records it as an ``error``, never as a pass)."""
+        raise NotImplementedError
+
+
+class Reporter(Component):
+    """Renders a finished run; returns the files it wrote (if any)."""
+
+    kind = "reporter"
+
+    def report(self, result: RunResult, out_dir: Path) -> list[Path]:
+        raise NotImplementedError
+
+
+COMPONENT_KINDS: dict[str, type[Component]] = {
+    "reader": Reader,
+    "filter": Filter,
+    "trainer": Trainer,
+    "benchmark": Benchmark,
+    "statistic": Statistic,
+    "backend": Backend,
+    "parity_check": ParityCheck,
+    "reporter": Reporter,
+}

@@ -1,0 +1,118 @@
+"""The plugin manager factory.
+
+Built-in plugins and third-party plugins (entry-point group ``harness``) are registered by the
+same manager in the same way.  Entry points are loaded one by one so that a broken plugin is named
+in the error; ``HARNESS_DISABLE_PLUGINS`` (comma-separated plugin names) or ``block=`` skips any of
+them, built-ins included.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+from collections.abc import Iterable
+
+import pluggy
+
+from harness import PROJECT_NAME, __version__
+from harness.plugin import hookspecs
+from harness.errors import PluginError
+
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "harness_plugins.readers.formats",
+    "harness_plugins.readers.tabular",
+    "harness_plugins.filters.basic",
+    "harness_plugins.filters.near_dedup",
+    "harness_plugins.filters.content",
+    "harness_plugins.filters.format",
+    "harness_plugins.filters.decontam",
+    "harness_plugins.filters.perplexity",
+    "harness_plugins.filters.quality",
+    "harness_plugins.backends.hf",
+    "harness_plugins.trainers.lora",
+    "harness_plugins.trainers.full",
+    "harness_plugins.benchmarks.mmlu",
+    "harness_plugins.benchmarks.support_intent",
+    "harness_plugins.benchmarks.hellaswag",
+    "harness_plugins.benchmarks.perplexity",
+    "harness_plugins.benchmarks.humaneval",
+    "harness_plugins.benchmarks.lmeval_task",
+    "harness_plugins.statistics.paired",
+    "harness_plugins.parity.template",
+    "harness_plugins.parity.sampling",
+    "harness_plugins.parity.preprocessing",
+    "harness_plugins.parity.postprocessing",
+    "harness_plugins.parity.traffic",
+    "harness_plugins.parity.replay",
+    "harness_plugins.reporters.terminal",
+    "harness_plugins.reporters.files",
+    "harness_plugins.reporters.curve",
+)
+"""Built-in plugin modules, registered under their module name."""
+
+BUILTIN_DISTRIBUTION = f"finetune-harness {__version__}"
+DISABLE_ENV = "HARNESS_DISABLE_PLUGINS"
+
+
+class HarnessPluginManager(pluggy.PluginManager):
+    """A pluggy manager that also remembers which distribution each plugin came from."""
+
+    def __init__(self) -> None:
+        super().__init__(PROJECT_NAME)
+        self._distributions: dict[str, str] = {}
+
+    def register_from(self, plugin: object, name: str, distribution: str) -> None:
+        try:
+            self.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"plugin {name!r} ({distribution}): {exc}") from exc
+        self._distributions[name] = distribution
+
+    def distribution_of(self, plugin_name: str) -> str:
+        return self._distributions.get(plugin_name, "unknown distribution")
+
+
+def _blocked(block: Iterable[str]) -> set[str]:
+    names = set(block)
+    names.update(n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip())
+    return names
+
+
+def get_plugin_manager(
+    load_entrypoints: bool = True,
+    block: Iterable[str] = (),
+    plugins: Iterable[tuple[str, object]] = (),
+) -> HarnessPluginManager:
+    """Build a plugin manager: specs, built-ins, ``plugins`` (name, object) given by an embedding
+    program or a test, entry points, then ``check_pending()`` so that a misspelled hook
+    implementation fails at start-up.  Each call builds a fresh manager."""
+    blocked = _blocked(block)
+    pm = HarnessPluginManager()
+    pm.add_hookspecs(hookspecs)
+    for module_name in DEFAULT_PLUGINS:
+        if module_name in blocked:
+            continue
+        pm.register_from(importlib.import_module(module_name), module_name, BUILTIN_DISTRIBUTION)
+    for name, plugin in plugins:
+        if name not in blocked:
+            pm.register_from(plugin, name, "given in-process")
+    if load_entrypoints:
+        for ep in importlib.metadata.entry_points(group=PROJECT_NAME):
+            if ep.name in blocked or pm.has_plugin(ep.name):
+                continue
+            dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist else "unknown distribution"
+            try:
+                plugin = ep.load()
+            except Exception as exc:
+                raise PluginError(
+                    f"plugin {ep.name!r} ({dist}) failed to import: {type(exc).__name__}: {exc}"
+                    f"; disable it with {DISABLE_ENV}={ep.name}"
+                ) from exc
+            pm.register_from(plugin, ep.name, dist)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        name = pm.get_name(exc.plugin) or repr(exc.plugin)
+        raise PluginError(f"plugin {name!r} ({pm.distribution_of(name)}): {exc}") from exc
+    return pm

@@ -1,0 +1,134 @@
+"""Typed component registries, filled by the register hooks.
+
+Each kind of component (reader, filter, trainer, ...) has one registry.  Registration goes
+through a ``Registrar`` bound to the calling plugin, so every component remembers which plugin and
+distribution contributed it; the registry rejects name collisions and wrong types, and an unknown
+name is an error that lists the known ones (never a silent ``None``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from harness.plugin.components import COMPONENT_KINDS, Component
+from harness.errors import PluginError, UnknownComponentError
+from harness.plugin.hookspecs import REGISTER_HOOKS
+
+if TYPE_CHECKING:
+    from harness.plugin.manager import HarnessPluginManager
+
+
+@dataclass(frozen=True)
+class ComponentInfo:
+    """A registered component and its origin."""
+
+    kind: str
+    name: str
+    cls: type[Component]
+    plugin: str
+    distribution: str
+
+    @property
+    def origin(self) -> str:
+        return f"{self.plugin} ({self.distribution})"
+
+
+class Registry:
+    """All components of one kind, by unique name."""
+
+    def __init__(self, kind: str, base: type[Component]) -> None:
+        self.kind = kind
+        self.base = base
+        self._items: dict[str, ComponentInfo] = {}
+
+    def add(self, cls: type[Component], *, plugin: str, distribution: str) -> None:
+        if not (isinstance(cls, type) and issubclass(cls, self.base)):
+            raise PluginError(
+                f"plugin {plugin!r} ({distribution}) registered {cls!r} as a {self.kind}, "
+                f"but it is not a subclass of {self.base.__name__}"
+            )
+        name = getattr(cls, "name", None)
+        if not isinstance(name, str) or not name:
+            raise PluginError(
+                f"plugin {plugin!r} ({distribution}) registered {cls.__name__} without a name"
+            )
+        if name in self._items:
+            first = self._items[name]
+            raise PluginError(
+                f"{self.kind} name {name!r} from plugin {plugin!r} ({distribution}) collides "
+                f"with the one from {first.origin}"
+            )
+        self._items[name] = ComponentInfo(self.kind, name, cls, plugin, distribution)
+
+    def get(self, name: str) -> ComponentInfo:
+        try:
+            return self._items[name]
+        except KeyError:
+            known = ", ".join(sorted(self._items)) or "none"
+            raise UnknownComponentError(
+                f"unknown {self.kind} {name!r}; available: {known}"
+            ) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __iter__(self) -> Iterator[ComponentInfo]:
+        return iter(sorted(self._items.values(), key=lambda i: i.name))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+
+class Registrar:
+    """The object a register hook receives: ``registrar.add(MyComponent)``."""
+
+    def __init__(self, registry: Registry, plugin: str, distribution: str) -> None:
+        self._registry = registry
+        self.plugin = plugin
+        self.distribution = distribution
+
+    def add(self, cls: type[Component]) -> None:
+        self._registry.add(cls, plugin=self.plugin, distribution=self.distribution)
+
+
+class Registries:
+    """One registry per component kind, filled from a plugin manager."""
+
+    def __init__(self) -> None:
+        self.by_kind: dict[str, Registry] = {
+            kind: Registry(kind, base) for kind, base in COMPONENT_KINDS.items()
+        }
+
+    def __getitem__(self, kind: str) -> Registry:
+        return self.by_kind[kind]
+
+    def get(self, kind: str, name: str) -> ComponentInfo:
+        return self.by_kind[kind].get(name)
+
+    def all(self) -> Iterator[ComponentInfo]:
+        for registry in self.by_kind.values():
+            yield from registry
+
+    @classmethod
+    def from_plugin_manager(cls, pm: HarnessPluginManager) -> Registries:
+        """Call every register hook implementation, one plugin at a time, so that an error
+        is attributed to the plugin that raised it."""
+        registries = cls()
+        for kind, hook_name in REGISTER_HOOKS.items():
+            hook = getattr(pm.hook, hook_name)
+            for impl in hook.get_hookimpls():  # registration order: built-ins first
+                plugin = impl.plugin_name
+                dist = pm.distribution_of(plugin)
+                registrar = Registrar(registries[kind], plugin, dist)
+                try:
+                    impl.function(registrar=registrar)
+                except PluginError:
+                    raise
+                except Exception as exc:
+                    raise PluginError(
+                        f"plugin {plugin!r} ({dist}) failed in {hook_name}: "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from exc
+        return registries

@@ -1,0 +1,180 @@
+"""The forgetting curve and checkpoint selection.
+
+The suite's probes (small, fixed subsets of general benchmarks, held-out perplexity, and the domain
+benchmark) are scored on the base model (step 0) and on every checkpoint the trainer emitted.  Each
+point is compared with the base model on the same items (paired), so the curve shows, per probe,
+the score and its change with a confidence interval at every step.
+
+A checkpoint is *eligible* when every general probe stays within its bound (by the suite's
+selection rule); the selected checkpoint is the eligible one with the best domain score (the
+earliest on a tie).  Every other checkpoint gets the reason it was not chosen.  Checkpoints are
+scored after training, from their saved adapters, so the trainer's memory is not shared with the
+evaluation and every point goes through the per-item cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.plugin.components import Backend, Benchmark
+from harness.suite.config import ForgettingSpec
+from harness.stages.evaluate import Evaluator, describe
+from harness.stages.gate import Rule, decide, paired_comparison
+from harness.lib.models import ModelRef
+from harness.types import BenchmarkResult, CheckpointEvent, Comparison, Verdict
+
+if TYPE_CHECKING:
+    from harness.run.runner import Runner
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """One probe at one step: its score, its headline figures and its change against step 0."""
+
+    step: int
+    score: float
+    summary: dict[str, float]
+    comparison: Comparison | None = None
+    within_bound: bool | None = None
+    note: str = ""
+
+
+@dataclass
+class ForgettingResult:
+    domain: str
+    bounds: dict[str, float]
+    selection: str
+    steps: list[int] = field(default_factory=list)
+    series: dict[str, list[CurvePoint]] = field(default_factory=dict)
+    selected_step: int | None = None
+    selected_path: Path | None = None
+    reasons: dict[int, str] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "domain": self.domain,
+            "bounds": self.bounds,
+            "selection": self.selection,
+            "steps": self.steps,
+            "series": {label: [asdict(p) for p in points] for label, points in self.series.items()},
+            "selected_step": self.selected_step,
+            "selected_path": str(self.selected_path) if self.selected_path else None,
+            "reasons": {str(k): v for k, v in self.reasons.items()},
+            "errors": self.errors,
+        }
+
+
+def _points(base: ModelRef, checkpoints: list[CheckpointEvent]) -> list[tuple[int, ModelRef, Path | None]]:
+    points: list[tuple[int, ModelRef, Path | None]] = [(0, base, None)]
+    for event in sorted(checkpoints, key=lambda e: e.step):
+        points.append((event.step, base.derived(f"step-{event.step}", event.path), event.path))
+    return points
+
+
+def _score_all(
+    runner: Runner, backend: Backend, probes: dict[str, Benchmark], points: list[tuple[int, ModelRef, Path | None]]
+) -> tuple[dict[tuple[str, int], BenchmarkResult], list[str]]:
+    results: dict[tuple[str, int], BenchmarkResult] = {}
+    errors: list[str] = []
+    for step, ref, _path in points:
+        evaluator = Evaluator(runner.store, backend, ref, runner.console, runner.options.use_cache)
+        for label, probe in probes.items():
+            try:
+                results[(label, step)] = res = evaluator.run(label, probe)
+            except Exception as exc:  # a probe that cannot run makes its points unknown, not passing
+                errors.append(f"{label} at step {step}: {type(exc).__name__}: {exc}")
+                runner.console.stage("forgetting", errors[-1], style="red")
+                continue
+            runner.console.stage("forgetting", describe(label, res))
+        evaluator.release()
+    return results, errors
+
+
+def _compare(runner: Runner, label: str, base: BenchmarkResult, point: BenchmarkResult) -> Comparison:
+    alpha = runner.loaded.suite.gating.alpha
+    loc = ("forgetting", "probes", label)
+    return paired_comparison(runner.registries, runner.loaded, runner.ctx, base, point, "auto", alpha, loc)
+
+
+def run_forgetting(
+    runner: Runner,
+    spec: ForgettingSpec,
+    backend: Backend,
+    probes: dict[str, Benchmark],
+    base: ModelRef,
+    checkpoints: list[CheckpointEvent],
+) -> ForgettingResult:
+    """Score every probe at every point, draw the series, and select a checkpoint."""
+    points = _points(base, checkpoints)
+    result = ForgettingResult(
+        domain=spec.domain,
+        bounds={label: spec.bounds.get(label, spec.default_bound) for label in probes if label != spec.domain},
+        selection=spec.selection,
+        steps=[step for step, _, _ in points],
+    )
+    scored, result.errors = _score_all(runner, backend, probes, points)
+    eligible: dict[int, bool] = {}
+    rejections: dict[int, list[str]] = {step: [] for step, _, _ in points[1:]}
+    for label in probes:
+        base_res = scored.get((label, 0))
+        series: list[CurvePoint] = []
+        for step, _ref, _path in points:
+            res = scored.get((label, step))
+            if res is None:
+                if step:
+                    rejections[step].append(f"{label} could not be scored")
+                continue
+            if step == 0 or base_res is None:
+                series.append(CurvePoint(step, res.score, res.summary))
+                continue
+            cmp = _compare(runner, label, base_res, res)
+            within: bool | None = None
+            note = ""
+            if label != spec.domain:
+                rule = Rule(spec.selection, result.bounds[label])
+                verdict, note = decide(rule, cmp)
+                within = verdict is Verdict.PASS
+                if not within:
+                    rejections[step].append(f"{label} not within -{rule.margin:g}: {note}")
+            series.append(CurvePoint(step, res.score, res.summary, cmp, within, note))
+        result.series[label] = series
+    for step in rejections:
+        eligible[step] = not rejections[step]
+    _select(result, spec.domain, points, eligible, rejections)
+    return result
+
+
+def _select(
+    result: ForgettingResult,
+    domain: str,
+    points: list[tuple[int, ModelRef, Path | None]],
+    eligible: dict[int, bool],
+    rejections: dict[int, list[str]],
+) -> None:
+    domain_score = {p.step: p.score for p in result.series.get(domain, [])}
+    candidates = [step for step, ok in eligible.items() if ok and step in domain_score]
+    if not candidates:
+        for step, reasons in rejections.items():
+            result.reasons[step] = "; ".join(reasons) or "its domain score is unknown"
+        return
+    best = max(candidates, key=lambda s: (domain_score[s], -s))
+    result.selected_step = best
+    result.selected_path = next(path for step, _ref, path in points if step == best)
+    result.reasons[best] = (
+        f"selected: best domain score {domain_score[best]:.3f} among the {len(candidates)} "
+        f"checkpoint(s) whose general probes stay within their bounds"
+    )
+    for step in rejections:
+        if step == best:
+            continue
+        if rejections[step]:
+            result.reasons[step] = "; ".join(rejections[step])
+        else:
+            result.reasons[step] = (
+                f"domain score {domain_score.get(step, float('nan')):.3f} < {domain_score[best]:.3f} at step {best}"
+                if domain_score.get(step, float("-inf")) < domain_score[best]
+                else f"same domain score as step {best}, which is earlier"
+            )

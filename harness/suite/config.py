@@ -1,0 +1,211 @@
+"""Suite configuration: pydantic models, YAML loading with positions, component resolution.
+
+Every error names ``file:line`` and the offending key.  Component options are validated by the
+component's own ``Config`` model, so a typo inside a trainer block is reported just like a typo
+at the top level.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from harness.plugin.components import Component, RunContext
+from harness.errors import ConfigError, UnknownComponentError
+from harness.suite.parity import ParitySpec
+from harness.lib.refs import ComponentRef, DataSource, StrictModel
+from harness.plugin.registry import Registries
+from harness.suite.yamlpos import Loc, Positions, load_yaml
+
+
+class ModelSpec(StrictModel):
+    """The base model: the embedded default's name, or a local Hugging Face model folder."""
+
+    source: str = Field(description="'smollm2-135m-instruct' or a path to a model folder")
+    backend: str = Field("hf", description="the backend component that loads it")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="'auto' uses bfloat16 when the CPU or GPU supports it"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, value: Any) -> Any:
+        return {"source": value} if isinstance(value, str) else value
+
+
+class CurateSpec(StrictModel):
+    filters: list[ComponentRef] = Field(default_factory=list)
+    max_quarantined_fraction: float = Field(
+        0.05, ge=0, le=1, description="fail the run when more of the input than this is malformed"
+    )
+
+
+class GateSpec(StrictModel):
+    """A rule on one benchmark: ``non_inferior(margin=0.02)`` or ``{rule: superior(), ...}``."""
+
+    rule: str
+    benchmark: str | None = Field(None, description="evaluate label; defaults to the gate name")
+    blocking: bool = Field(True, description="advisory gates are reported but never fail a run")
+    statistic: str = Field("auto", description="mcnemar, paired_bootstrap, or auto")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, value: Any) -> Any:
+        return {"rule": value} if isinstance(value, str) else value
+
+
+class GatingSpec(StrictModel):
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="one-sided level of each test")
+    correction: Literal["bonferroni", "none"] = "bonferroni"
+    inconclusive: Literal["fail", "pass"] = Field(
+        "fail", description="whether an inconclusive blocking gate fails the run (exit 1)"
+    )
+
+
+class ForgettingSpec(StrictModel):
+    """Probes evaluated on the base model (step 0) and on every training checkpoint, the bounds
+    the general probes must stay within, and how the checkpoint to ship is chosen."""
+
+    probes: dict[str, ComponentRef] = Field(
+        description="small, fixed benchmark subsets (label -> benchmark), same items at every point"
+    )
+    domain: str = Field(description="the probe label that measures the domain skill")
+    bounds: dict[str, float] = Field(
+        default_factory=dict, description="largest tolerated drop per general probe (its margin)"
+    )
+    default_bound: float = Field(0.05, ge=0, description="margin of general probes not in bounds")
+    compare: dict[str, ComponentRef] = Field(
+        default_factory=dict,
+        description="other trainings on the same curated data (e.g. the same trainer with replay or "
+        "EWC) whose curves are drawn beside the main one; compared, never gated",
+    )
+    selection: Literal["no_regression", "non_inferior"] = Field(
+        "no_regression",
+        description="a checkpoint is eligible when no general probe shows evidence of a drop "
+        "beyond its bound (no_regression), or when each shows evidence it stays within (non_inferior)",
+    )
+
+    @model_validator(mode="after")
+    def _labels(self) -> ForgettingSpec:
+        if self.domain not in self.probes:
+            raise ValueError(f"domain {self.domain!r} is not one of the probes {sorted(self.probes)}")
+        unknown = sorted(set(self.bounds) - set(self.probes))
+        if unknown:
+            raise ValueError(f"bounds for unknown probes {unknown}")
+        return self
+
+
+class Suite(StrictModel):
+    name: str
+    description: str = ""
+    seed: int = 0
+    model: ModelSpec
+    data: list[DataSource] = Field(default_factory=list)
+    curate: CurateSpec = Field(default_factory=CurateSpec)
+    train: ComponentRef | None = None
+    forgetting: ForgettingSpec | None = None
+    evaluate: dict[str, ComponentRef] = Field(default_factory=dict)
+    gates: dict[str, GateSpec] = Field(default_factory=dict)
+    gating: GatingSpec = Field(default_factory=GatingSpec)
+    report: list[ComponentRef] = Field(
+        default_factory=lambda: [ComponentRef(name=n) for n in ("terminal", "json", "junit", "curve")]
+    )
+    parity: ParitySpec | None = Field(None, description="compare the offline pipeline with production")
+    store: str | None = Field(None, description="store folder; default '.harness' beside the suite")
+
+
+class LoadedSuite:
+    """A validated suite with the positions of its keys, for error messages later on."""
+
+    def __init__(self, suite: Suite, path: Path, positions: Positions) -> None:
+        self.suite = suite
+        self.path = path
+        self.positions = positions
+
+    @property
+    def dir(self) -> Path:
+        return self.path.parent
+
+    def where(self, loc: Loc) -> str:
+        return self.positions.where(loc)
+
+    def resolve_path(self, raw: str, loc: Loc) -> Path:
+        """Resolve a data path: ``${data}/x`` against the data folder, others against the suite."""
+        from harness.lib.data import resolve_data_path
+
+        try:
+            return resolve_data_path(raw, self.dir)
+        except ConfigError as exc:
+            raise ConfigError(f"{self.where(loc)}: {exc}") from None
+
+
+def _format_validation(exc: ValidationError, positions: Positions, prefix: Loc) -> str:
+    # A typo shows up as an unknown key *and* a missing one: name the unknown key first.
+    err = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
+    loc: Loc = prefix + tuple(p for p in err["loc"] if p != "options")
+    dotted = ".".join(str(p) for p in loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif err["type"] == "missing":
+        msg = "required key is missing"
+    else:
+        msg = err["msg"]
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"{positions.where(loc)}: {dotted}: {msg}{more}"
+
+
+def load_suite(path: Path | str) -> LoadedSuite:
+    """Read and validate a suite file; raise ``ConfigError`` naming ``file:line`` on any problem."""
+    from harness.stages.gate import parse_rule
+
+    path = Path(path)
+    data, positions = load_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: a suite must be a mapping of keys to values")
+    try:
+        suite = Suite.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, positions, ())) from None
+    loaded = LoadedSuite(suite, path, positions)
+    if suite.forgetting is not None and suite.train is None:
+        raise ConfigError(f"{loaded.where(('forgetting',))}: forgetting: needs a 'train' stage to draw a curve")
+    for gate_name, gate in suite.gates.items():
+        label = gate.benchmark or gate_name
+        if label not in suite.evaluate:
+            known = ", ".join(sorted(suite.evaluate)) or "none"
+            raise ConfigError(
+                f"{loaded.where(('gates', gate_name))}: gates.{gate_name}: no benchmark "
+                f"{label!r} under 'evaluate'; available: {known}"
+            )
+        try:
+            parse_rule(gate.rule)
+        except ConfigError as exc:
+            raise ConfigError(f"{loaded.where(('gates', gate_name))}: gates.{gate_name}: {exc}") from None
+    return loaded
+
+
+def build_component(
+    registries: Registries,
+    kind: str,
+    ref: ComponentRef,
+    loc: Loc,
+    loaded: LoadedSuite,
+    ctx: RunContext,
+    options_loc: Loc | None = None,
+) -> Component:
+    """Look up ``ref.name`` among the ``kind`` components and construct it with its options.
+
+    ``loc`` is where the name stands in the suite; ``options_loc`` where the options do, when
+    that differs (a data source's reader options sit beside its ``format`` key)."""
+    try:
+        info = registries.get(kind, ref.name)
+    except UnknownComponentError as exc:
+        raise UnknownComponentError(f"{loaded.where(loc)}: {exc}") from None
+    try:
+        config = info.cls.Config.model_validate(ref.options)
+    except ValidationError as exc:
+        message = _format_validation(exc, loaded.positions, loc if options_loc is None else options_loc)
+        raise ConfigError(f"{message} (in {kind} {ref.name!r} from {info.origin})") from None
+    return info.cls(config, ctx)

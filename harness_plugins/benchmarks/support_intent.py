@@ -1,0 +1,113 @@
+"""Customer-support intent classification: the built-in domain benchmark.
+
+Items are held-out records of the Bitext customer-support data set (27 intents): the same stable
+hash split that ``DataSource(split=train)`` uses, so they never leak into training.  The model
+sees ``prompt`` (with ``{instruction}`` filled in) as a chat user turn and must answer with the
+intent label alone; scoring is strict exact match after trimming surrounding whitespace, as a
+production parser of the label would be.  Generation is greedy, through lm-evaluation-harness.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from typing import Any
+
+from pydantic import Field
+
+import harness
+from harness.plugin.components import Benchmark, ComponentConfig, Item, ProgressFn
+from harness.lib.data import csv_rows, in_split, seeded_sample
+from harness.errors import DataError
+from harness.lib.models import LoadedModel
+from harness.types import ItemResult
+
+DEFAULT_FILE = "bitext_customer_support/Bitext_Sample_Customer_Support_Training_Dataset.csv"
+
+
+class SupportIntentConfig(ComponentConfig):
+    prompt: str = Field(
+        "Classify the intent of this customer message. Answer with the intent label only.\n\n"
+        "Message: {instruction}",
+        description="user turn; '{instruction}' is replaced by the customer's message",
+    )
+    path: str = Field(DEFAULT_FILE, description="CSV under the data directory")
+    source: str = Field(
+        "${data}/" + DEFAULT_FILE,
+        description="the source name the training data uses for this file (keys the split)",
+    )
+    holdout_fraction: float = Field(0.1, gt=0, le=1)
+    split_seed: int = 0
+    sample: int = Field(100, ge=1, description="held-out items to evaluate")
+    seed: int = 0
+    max_new_tokens: int = Field(12, ge=1)
+    batch_size: int = Field(8, ge=1)
+
+
+class SupportIntent(Benchmark):
+    name = "support_intent"
+    description = "Bitext customer-support intent (27 labels), held-out split, strict exact match"
+    Config = SupportIntentConfig
+    metric = "exact_match"
+
+    @cached_property
+    def docs(self) -> list[dict[str, Any]]:
+        cfg: SupportIntentConfig = self.config  # type: ignore[assignment]
+        path = self.ctx.data_path(cfg.path, "customer-support data")
+        if "{instruction}" not in cfg.prompt:
+            raise DataError("support_intent.prompt must contain '{instruction}'")
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            rows = csv_rows(fh)
+            header, held = next(rows, (1, []))[1], []
+            for start, values in rows:
+                source_id = f"{cfg.source}:{start}"
+                if in_split(source_id, "holdout", cfg.holdout_fraction, cfg.split_seed):
+                    held.append((source_id, dict(zip(header, values))))
+        if not held:
+            raise DataError(f"{path}: no held-out records")
+        return [
+            {
+                "id": source_id.rsplit("/", 1)[-1],
+                "prompt": cfg.prompt.replace("{instruction}", row["instruction"]),
+                "intent": row["intent"],
+            }
+            for source_id, row in seeded_sample(held, cfg.sample, cfg.seed, key=lambda p: p[0])
+        ]
+
+    def items(self) -> list[Item]:
+        return self.docs
+
+    def evaluate(self, model: LoadedModel, items: Sequence[Item], progress: ProgressFn) -> list[ItemResult]:
+        from harness_plugins.benchmarks._lmeval import run_task
+
+        cfg: SupportIntentConfig = self.config  # type: ignore[assignment]
+        eos = model.tokenizer.eos_token or "\n"
+        task = {
+            "task": "harness_support_intent",
+            "output_type": "generate_until",
+            "doc_to_text": "{{prompt}}",
+            "doc_to_target": "{{intent}}",
+            "generation_kwargs": {
+                "until": [eos, "\n"],
+                "max_gen_toks": cfg.max_new_tokens,
+                "do_sample": False,
+            },
+            "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
+        }
+        progress(0, len(items), "greedy generation")
+        samples = run_task(
+            model, task, list(items), batch_size=cfg.batch_size, apply_chat_template=True, seed=cfg.seed
+        )
+        results = []
+        for doc, sample in zip(items, samples):
+            raw = sample["filtered_resps"][0]
+            text = raw if isinstance(raw, str) else str(raw[0])
+            prediction = text.strip()
+            results.append(ItemResult(doc["id"], prediction, doc["intent"], float(prediction == doc["intent"])))
+        progress(len(items), len(items), "done")
+        return results
+
+
+@harness.hookimpl
+def harness_register_benchmarks(registrar) -> None:
+    registrar.add(SupportIntent)

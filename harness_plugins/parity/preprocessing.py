@@ -1,0 +1,150 @@
+"""Preprocessing parity: same tokenizer, same text normalisation, same truncation?
+
+* tokenizer identity: a hash of each pipeline's vocabulary, merges, added tokens and normalizer;
+  when they differ, the requests whose text tokenizes differently are counted;
+* normalisation and whitespace: the requests whose text the two pipelines change differently;
+* truncation: the requests whose prompt one pipeline cuts and the other does not (or cuts
+  elsewhere), with what is lost.
+
+Prompts are rendered with production's template for both sides, so that a template difference
+(the template check's) does not show up here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness_plugins.parity._evidence import MAX_IDS, excerpt
+
+import harness
+from harness.plugin.components import CheckOutput, ComponentConfig, ParityCheck
+from harness.plugin.parity import ParityContext
+from harness.types import Finding
+
+
+class PreprocessingCheck(ParityCheck):
+    name = "preprocessing"
+    description = "tokenizer identity (vocab/merges hash), unicode normalisation, whitespace, truncation"
+    Config = ComponentConfig
+
+    def run(self, ctx: ParityContext) -> CheckOutput:
+        off, prod = ctx.offline, ctx.production
+        total = len(ctx.requests)
+        findings: list[Finding] = []
+        metrics: dict[str, Any] = {
+            "requests": total,
+            "offline_tokenizer": off.tokenizer_digest[:16],
+            "production_tokenizer": prod.tokenizer_digest[:16],
+        }
+        if off.tokenizer_digest != prod.tokenizer_digest:
+            findings.append(self._tokenizer(ctx))
+        text_changed, trunc = [], []
+        text_example: dict[str, Any] = {}
+        trunc_example: dict[str, Any] = {}
+        lengths = []
+        for i, req in enumerate(ctx.requests):
+            a, b = off.messages(req), prod.messages(req)
+            turns_a = [t["content"] for t in a if t["role"] != "system"]
+            turns_b = [t["content"] for t in b if t["role"] != "system"]
+            if turns_a != turns_b:
+                text_changed.append(req.id)
+                if not text_example:
+                    j = next(k for k, (x, y) in enumerate(zip(turns_a, turns_b)) if x != y)
+                    text_example = {
+                        "example_request": req.id,
+                        "offline_text": excerpt(turns_a[j]),
+                        "production_text": excerpt(turns_b[j]),
+                        "offline_preprocess": off.spec.preprocess.model_dump(exclude={"max_input_tokens", "truncation_side"}),
+                        "production_preprocess": prod.spec.preprocess.model_dump(exclude={"max_input_tokens", "truncation_side"}),
+                    }
+            full = prod.render(req, truncate=False)
+            cut_prod = prod.render(req)
+            cut_off = _with_limit(ctx, req)
+            lengths.append(full.full_length)
+            if cut_prod.ids != cut_off:
+                trunc.append(req.id)
+                if not trunc_example:
+                    lost = _lost(full.ids, cut_prod.ids)
+                    trunc_example = {
+                        "example_request": req.id,
+                        "prompt_tokens": full.full_length,
+                        "production_keeps": len(cut_prod.ids),
+                        "offline_keeps": len(cut_off),
+                        "production_side": prod.spec.preprocess.truncation_side,
+                        "lost_text": excerpt(prod.tokenizer.decode(lost), 300) if lost else "",
+                    }
+            ctx.progress(i + 1, total, "compared")
+        lengths.sort()
+        metrics.update(
+            {
+                "text_changed": len(text_changed),
+                "truncated_differently": len(trunc),
+                "prompt_tokens_median": lengths[len(lengths) // 2] if lengths else 0,
+                "prompt_tokens_max": lengths[-1] if lengths else 0,
+                "offline_max_input_tokens": off.spec.preprocess.max_input_tokens,
+                "production_max_input_tokens": prod.spec.preprocess.max_input_tokens,
+            }
+        )
+        if text_changed:
+            normalize = off.spec.preprocess.normalize != prod.spec.preprocess.normalize
+            findings.append(
+                Finding(
+                    self.name, "normalization" if normalize else "whitespace", "medium",
+                    "production changes request text differently before tokenizing "
+                    f"({off.spec.preprocess.normalize}/{off.spec.preprocess.whitespace} offline vs "
+                    f"{prod.spec.preprocess.normalize}/{prod.spec.preprocess.whitespace} in production)",
+                    len(text_changed), total, {**text_example, "request_ids": text_changed[:MAX_IDS]},
+                )
+            )
+        if trunc:
+            share = len(trunc) / total
+            limit = prod.spec.preprocess.max_input_tokens
+            findings.append(
+                Finding(
+                    self.name, "truncation", "high" if share >= 0.02 else "medium",
+                    f"production truncates prompts at {limit} tokens ({prod.spec.preprocess.truncation_side}), "
+                    f"offline at {off.spec.preprocess.max_input_tokens or 'no limit'}: the model sees less of the request",
+                    len(trunc), total, {**trunc_example, "request_ids": trunc[:MAX_IDS]},
+                )
+            )
+        return CheckOutput(findings, metrics)
+
+    def _tokenizer(self, ctx: ParityContext) -> Finding:
+        differing = []
+        for req in ctx.requests:
+            text = req.text()
+            a = ctx.offline.tokenizer(text, add_special_tokens=False)["input_ids"]
+            b = ctx.production.tokenizer(text, add_special_tokens=False)["input_ids"]
+            if list(a) != list(b):
+                differing.append(req.id)
+        return Finding(
+            self.name, "tokenizer", "high" if differing else "medium",
+            "the pipelines use different tokenizers"
+            + (f"; {len(differing)} requests tokenize differently" if differing else " (same ids on these requests)"),
+            len(differing), len(ctx.requests),
+            {
+                "offline_tokenizer": ctx.offline.tokenizer_digest,
+                "production_tokenizer": ctx.production.tokenizer_digest,
+                "request_ids": differing[:MAX_IDS],
+            },
+        )
+
+
+def _with_limit(ctx: ParityContext, req) -> tuple[int, ...]:
+    """Production's prompt, cut the way the offline pipeline cuts."""
+    full = ctx.production.render(req, truncate=False).ids
+    pre = ctx.offline.spec.preprocess
+    if pre.max_input_tokens is None or len(full) <= pre.max_input_tokens:
+        return full
+    return full[-pre.max_input_tokens :] if pre.truncation_side == "left" else full[: pre.max_input_tokens]
+
+
+def _lost(full: tuple[int, ...], kept: tuple[int, ...]) -> tuple[int, ...]:
+    if full[: len(kept)] == kept:
+        return full[len(kept) :]
+    return full[: len(full) - len(kept)]
+
+
+@harness.hookimpl
+def harness_register_parity_checks(registrar) -> None:
+    registrar.add(PreprocessingCheck)
