@@ -93,7 +93,7 @@ def test_curate_accounts_for_every_record(suite_for, data_file, registries, ctx)
     ]
     assert [s.name for s in ledger.stages[2:]] == ["filter exact_dedup", "filter min_response_length"]
     assert ledger.stages[0].reasons == Counter(
-        {"quarantined: invalid JSON": 1, "quarantined: alpaca record has no 'output' field": 1}
+        {"quarantined: invalid JSON": 1, "quarantined: missing output": 1}
     )
     assert ledger.stages[3].reasons == Counter({"empty_response": 2, "response_too_short": 1})
 

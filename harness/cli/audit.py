@@ -51,7 +51,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
         loaded = load_suite(args.target)
         seed = loaded.suite.seed if args.seed is None else args.seed
-        outcome = curate(loaded, registries, RunContext(loaded.dir, args.out, loaded.suite.seed))
+        outcome = curate(loaded, registries, RunContext(loaded.dir, args.out, loaded.suite.seed, registries))
         records, quarantined = outcome.records, outcome.ledger.quarantined
         for i, src in enumerate(loaded.suite.data if categories is not None else ()):
             if categories is not None:

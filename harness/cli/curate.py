@@ -94,7 +94,7 @@ def _filter_chain(args: argparse.Namespace, registries: Registries) -> list[Filt
     from harness.stages.curate import DEFAULT_FILTERS, build_filters, parse_filters
 
     refs, base = (list(DEFAULT_FILTERS), None) if args.filters is None else parse_filters(args.filters)
-    ctx = RunContext(base or Path.cwd(), args.out)
+    ctx = RunContext(base or Path.cwd(), args.out, builder=registries)
     return build_filters(registries, refs, ctx, "--filters" if args.filters is not None else "default filters")
 
 
@@ -109,7 +109,7 @@ def _curate_suite(args: argparse.Namespace, console: Console) -> int:
     )
 
     loaded, _pm, registries = load(args.target)
-    ctx = RunContext(loaded.dir, args.out, loaded.suite.seed)
+    ctx = RunContext(loaded.dir, args.out, loaded.suite.seed, registries)
     examples = Examples()
     outcome = curate(loaded, registries, ctx, examples)
     report = build_report(outcome.ledger, len(outcome.records), outcome.inputs, examples, suite=str(args.target))
@@ -139,7 +139,7 @@ def _curate_file(args: argparse.Namespace, console: Console) -> int:
     data = DataFile(args.target, args.format or guess_format(args.target), options)
     steps = _filter_chain(args, registries)
     examples = Examples()
-    ctx = RunContext(args.target.parent, args.out)
+    ctx = RunContext(args.target.parent, args.out, builder=registries)
     limit = DEFAULT_MAX_QUARANTINED if args.max_quarantined_fraction is None else args.max_quarantined_fraction
     outcome = curate_file(registries, data, steps, ctx, limit, examples)
     report = build_report(outcome.ledger, len(outcome.records), outcome.inputs, examples)
@@ -174,7 +174,7 @@ def _curate_log(args: argparse.Namespace, console: Console) -> int:
     steps = _filter_chain(args, registries)
     examples = Examples()
     job = FlywheelJob(args.from_log, train, args.out, fly)
-    result = run_flywheel(registries, job, steps, RunContext(Path.cwd(), args.out), examples)
+    result = run_flywheel(registries, job, steps, RunContext(Path.cwd(), args.out, builder=registries), examples)
     write_run_files(args.out, result.outcome.ledger, result.report)
     _print_report(console, result.report)
     novelty = result.report["flywheel"]["novelty"]

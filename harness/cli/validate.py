@@ -22,7 +22,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
     loaded, _pm, registries = load(args.suite)
     suite = loaded.suite
-    ctx = RunContext(loaded.dir, loaded.dir / ".harness" / "work", suite.seed)
+    ctx = RunContext(loaded.dir, loaded.dir / ".harness" / "work", suite.seed, registries)
     build_component(registries, "backend", ComponentRef(name=suite.model.backend), ("model",), loaded, ctx)
     for i, src in enumerate(suite.data):
         reader = ComponentRef(name=src.format, options=src.options)

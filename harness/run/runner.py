@@ -67,7 +67,7 @@ class Runner:
         )
         self.store = Store(store_dir)
         self.report_dir = (self.options.reports_root or Path("reports")) / self.run_id
-        self.ctx = RunContext(self.loaded.dir, self.store.root / "work" / self.run_id, suite.seed)
+        self.ctx = RunContext(self.loaded.dir, self.store.root / "work" / self.run_id, suite.seed, self.registries)
         self.result = RunResult(self.run_id, suite.name, self.loaded.path, time.time())
 
     def _stage_end(self, stage: str, outcome: str, started: float, detail: str = "") -> None:

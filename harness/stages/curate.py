@@ -152,7 +152,7 @@ def redact(text: str) -> str:
 
     Reports are read by more people than the data is, so examples never carry PII, whatever the
     filter chain did with the record (RELIABILITY.md §4)."""
-    from harness_plugins.filters.content import find_pii, redact_pii
+    from harness.lib.pii import find_pii, redact_pii
 
     return redact_pii(text, find_pii(text))
 
@@ -231,7 +231,7 @@ class Examples:
         self.quarantined(stage, result.quarantined, filter_quarantine_reason)
         if not any(self.wants(stage, f"redacted: {kind}") for kind in result.redacted):
             return
-        from harness_plugins.filters.content import find_pii
+        from harness.lib.pii import find_pii
 
         for record in result.kept:
             if not any(self.wants(stage, f"redacted: {kind}") for kind in result.redacted):

@@ -14,57 +14,18 @@ evaluation and every point goes through the per-item cache.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from harness.plugin.components import Backend, Benchmark
 from harness.suite.config import ForgettingSpec
 from harness.stages.evaluate import Evaluator, describe
 from harness.stages.gate import Rule, decide, paired_comparison
 from harness.lib.models import ModelRef
-from harness.types import BenchmarkResult, CheckpointEvent, Comparison, Verdict
+from harness.types import BenchmarkResult, CheckpointEvent, Comparison, CurvePoint, ForgettingResult, Verdict
 
 if TYPE_CHECKING:
     from harness.run.runner import Runner
-
-
-@dataclass(frozen=True)
-class CurvePoint:
-    """One probe at one step: its score, its headline figures and its change against step 0."""
-
-    step: int
-    score: float
-    summary: dict[str, float]
-    comparison: Comparison | None = None
-    within_bound: bool | None = None
-    note: str = ""
-
-
-@dataclass
-class ForgettingResult:
-    domain: str
-    bounds: dict[str, float]
-    selection: str
-    steps: list[int] = field(default_factory=list)
-    series: dict[str, list[CurvePoint]] = field(default_factory=dict)
-    selected_step: int | None = None
-    selected_path: Path | None = None
-    reasons: dict[int, str] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "domain": self.domain,
-            "bounds": self.bounds,
-            "selection": self.selection,
-            "steps": self.steps,
-            "series": {label: [asdict(p) for p in points] for label, points in self.series.items()},
-            "selected_step": self.selected_step,
-            "selected_path": str(self.selected_path) if self.selected_path else None,
-            "reasons": {str(k): v for k, v in self.reasons.items()},
-            "errors": self.errors,
-        }
 
 
 def _points(base: ModelRef, checkpoints: list[CheckpointEvent]) -> list[tuple[int, ModelRef, Path | None]]:

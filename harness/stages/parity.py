@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from harness.plugin.components import Backend, ParityCheck, RunContext
+from harness.plugin.components import Backend, RunContext
+from harness.plugin.parity import ParityCheck
 from harness.suite.config import LoadedSuite, build_component
 from harness.stages.curate import read_source, select
 from harness.errors import ConfigError, HarnessError

@@ -158,7 +158,7 @@ def _format_validation(exc: ValidationError, positions: Positions, prefix: Loc) 
 
 def load_suite(path: Path | str) -> LoadedSuite:
     """Read and validate a suite file; raise ``ConfigError`` naming ``file:line`` on any problem."""
-    from harness.stages.gate import parse_rule
+    from harness.suite.rules import parse_rule
 
     path = Path(path)
     data, positions = load_yaml(path)
