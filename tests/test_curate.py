@@ -11,10 +11,15 @@ import pytest
 import harness
 from harness.plugin.components import Filter, FilterResult, RunContext
 from harness.suite.config import load_suite
-from harness.stages.curate import curate
+from harness.run.plan import curate_suite
 from harness.errors import DataError, PluginError
 from harness.plugin.registry import Registries
 from harness.types import Dropped
+
+
+def curate(loaded, registries, ctx, examples=None):
+    """The curate stage on the suite's run plan (its readers and filters built once)."""
+    return curate_suite(loaded, registries, ctx.work_dir, examples)
 
 
 def alpaca(instruction: str, output: str) -> str:

@@ -24,13 +24,9 @@ import pytest
 import harness
 from harness.cli import main
 from harness.plugin.components import Filter, FilterResult, Reader
-from harness.stages.curate import (
-    EXAMPLES_PER_REASON,
-    EXCERPT_CHARS,
-    UnbalancedLedgerError,
-    parse_filters,
-    select,
-)
+from harness.stages.curate import UnbalancedLedgerError, select
+from harness.stages.curate_report import EXAMPLES_PER_REASON, EXCERPT_CHARS
+from harness.tools.curate_file import parse_filters
 from harness.lib.data import data_dir
 from harness.errors import EXIT_CHECK_ERRORED, PluginError
 from harness.lib.refs import DataSource

@@ -25,7 +25,8 @@ from harness.lib.minhash import jaccard, shingle_strings
 
 from harness.cli import main
 from harness.plugin.components import RunContext
-from harness.stages.curate import DataFile, Examples, build_filters
+from harness.stages.curate_report import Examples
+from harness.tools.curate_file import DataFile, build_filters
 from harness.lib.data import data_dir
 from harness.tools.flywheel import (
     FlywheelJob,

@@ -53,21 +53,15 @@ from harness.lib.text import normalise
 from harness.plugin.components import RunContext
 from harness.plugin.registry import Registries
 from harness.stages.curate import (
-    DataFile,
-    Examples,
     FilterStep,
-    InputSummary,
-    LineCount,
     ReadResult,
     UnbalancedLedgerError,
-    build_report,
     check_quarantined,
     curate_records,
-    jsonl,
-    read_file,
-    read_reason,
     verify_ledger,
 )
+from harness.stages.curate_report import Examples, InputSummary, LineCount, build_report, jsonl, read_reason
+from harness.tools.curate_file import DataFile, read_file
 from harness.types import (
     Conversation,
     Dropped,
