@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from harness import __version__
-from harness.cli import audit, curate, memory, parity, plugins, run, validate
+from harness.cli import audit, common, curate, memory, parity, plugins, run, validate
 from harness.errors import EXIT_CHECK_ERRORED, HarnessError
 from harness.lib.console import make_console
 
@@ -28,6 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description="Evaluation and regression harness for fine-tuned LLMs: may this model ship?")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument(
+        "--strict-plugins",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a third-party plugin that fails to import or register is an error, not a warning "
+        "(default: on when the CI environment variable is set)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         sub_parser = sub.add_parser(
@@ -45,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The libraries' own progress bars (tqdm) would interleave with ours; read at their import.
     os.environ.setdefault("TQDM_DISABLE", "1")
     console = make_console()
+    common.set_strict_plugins(args.strict_plugins)
     try:
         return int(args.handler(args, console))
     except HarnessError as exc:
