@@ -29,6 +29,7 @@ from pydantic import ValidationError
 
 from harness.plugin.components import Filter, FilterResult, Reader, RunContext
 from harness.suite.config import ComponentRef, DataSource, LoadedSuite, build_component
+from harness.suite.preflight import check_sample_size
 from harness.lib.data import in_split, seeded_sample
 from harness.errors import (
     EXIT_CHECK_ERRORED,
@@ -373,14 +374,18 @@ def read_file(registries: Registries, data: DataFile, ctx: RunContext) -> ReadRe
 # ------------------------------------------------------------------------------ selection
 
 
-def select(src: DataSource, records: list[Conversation]) -> tuple[list[Conversation], StageLedger]:
-    """Keep ``src``'s split, then its seeded sample; the ledger counts what was left out."""
+def select(src: DataSource, records: list[Conversation], where: str = "") -> tuple[list[Conversation], StageLedger]:
+    """Keep ``src``'s split, then its seeded sample; the ledger counts what was left out.  A
+    sample larger than what the split holds is a ``DataError`` (at ``where``, the suite's line)."""
     stage = StageLedger(f"select {Path(src.path).name} (split={src.split}, sample={src.sample})")
     stage.n_in = len(records)
     chosen = [r for r in records if in_split(r.source_id, src.split, src.holdout_fraction, src.seed)]
     if len(chosen) < len(records):
         stage.reasons[f"not in {src.split} split"] = len(records) - len(chosen)
-    if src.sample is not None and src.sample < len(chosen):
+    too_large = check_sample_size(src.sample, len(chosen), where=where or src.path, path=src.path, split=src.split)
+    if too_large:
+        raise DataError(str(too_large[0]))
+    if isinstance(src.sample, int) and src.sample < len(chosen):
         sampled = seeded_sample(chosen, src.sample, src.seed, key=lambda r: r.source_id)
         stage.reasons["not sampled"] = len(chosen) - len(sampled)
         chosen = sampled
@@ -533,7 +538,7 @@ def curate(
         if examples is not None:
             examples.quarantined(read.stage, read.quarantined)
         inputs.append(InputSummary(src.path, src.format, len(read.records), len(read.quarantined), read.lines))
-        chosen, select_stage = select(src, read.records)
+        chosen, select_stage = select(src, read.records, loaded.where(("data", index, "sample")))
         ledger.stages.append(select_stage)
         records.extend(chosen)
     check_quarantined(ledger.quarantined, total_in, suite.curate.max_quarantined_fraction, "curate.max_quarantined_fraction")

@@ -48,7 +48,7 @@ def _requests(
     src = spec.requests if loc[-1] == "requests" else spec.offline_set
     assert src is not None
     records, quarantined, read_stage = read_source(loaded, registries, ctx, loc, src)
-    chosen, select_stage = select(src, records)
+    chosen, select_stage = select(src, records, loaded.where(loc + ("sample",)))
     notes.append(
         f"{'.'.join(map(str, loc))}: read {read_stage.n_in}, quarantined {len(quarantined)}, "
         f"kept {len(chosen)} ({', '.join(f'{k}: {v}' for k, v in select_stage.reasons.items()) or 'all'})"
