@@ -108,11 +108,13 @@ class TrainStage:
             if hit is not None:
                 return self._reuse(hit, on_checkpoint)
             output_dir = self.store.artifacts / "train" / key[:16]
-            self.store.training = output_dir
+            self.store.training = output_dir  # named by the line an interruption prints
             try:
                 output = self._train(trainer, backend, base, outcome, seed, output_dir, material, on_checkpoint)
-            finally:
+            except Exception:
                 self.store.training = None
+                raise
+            self.store.training = None
         return output, False
 
     def _train(
