@@ -128,7 +128,7 @@ def check(root: Path) -> Health:
         finally:
             db.close()
     except (sqlite3.Error, ValueError) as exc:
-        health.problems.append(f"cannot be read: {exc}")
+        health.problems.append(f"is corrupted or unreadable: {exc}")
     return health
 
 
