@@ -252,3 +252,12 @@ def test_a_run_after_repair_reuses_the_surviving_training(tmp_path: Path, write_
     assert "train from cache" in " ".join(capsys.readouterr().out.split())
     newest = max(reports.glob("*/result.json"), key=lambda p: p.stat().st_mtime)
     assert json.loads(newest.read_text())["train"]["from_cache"] is True
+
+
+def test_a_run_that_fails_is_closed_as_failed(tmp_path: Path, write_suite, tiny_model_dir: Path, capsys) -> None:
+    suite = write_suite({"name": "s", "model": str(tiny_model_dir), "data": [{"path": "missing.jsonl", "format": "alpaca"}], "train": "lora"})
+    assert main(["run", str(suite), "--store", str(tmp_path / "store"), "--reports", str(tmp_path / "r")]) == 2
+    assert "data file not found" in capsys.readouterr().err
+    db = sqlite3.connect(tmp_path / "store" / "store.sqlite")
+    assert db.execute("SELECT status, exit_code FROM runs").fetchall() == [("failed", 2)]
+    db.close()
