@@ -121,7 +121,7 @@ def unprivileged_python() -> Callable[[str], subprocess.CompletedProcess[str]]:
                 pytest.fail("setpriv (util-linux) is needed to drop root for this test", pytrace=False)
             cmd = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tempfile.gettempdir(), timeout=300)
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tempfile.gettempdir(), timeout=300, check=False)
 
     return run
 

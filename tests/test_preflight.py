@@ -80,7 +80,7 @@ def test_a_latin1_csv_names_the_line_of_the_first_bad_byte(tmp_path: Path) -> No
 
 
 def test_a_character_cut_by_the_probe_is_not_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import harness.suite.preflight as preflight
+    from harness.suite import preflight
 
     path = tmp_path / "long.txt"
     path.write_text("é" * 10, encoding="utf-8")  # 20 bytes; the probe reads 5 and cuts an é

@@ -18,6 +18,8 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
+from rich.console import Console
+
 from harness import __version__
 from harness.cli import audit, curate, memory, parity, plugins, run, store, validate
 from harness.errors import EXIT_CHECK_ERRORED, HarnessError
@@ -52,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(args, console)
 
 
-def _dispatch(args: argparse.Namespace, console) -> int:
+def _dispatch(args: argparse.Namespace, console: Console) -> int:
     try:
         return int(args.handler(args, console))
     except HarnessError as exc:

@@ -29,7 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from harness.lib.models import dir_fingerprint
-from harness.lib.store import DB_NAME, SQLITE_HEADER, TABLES, Store, canonical_json, file_lock
+from harness.lib.store import (
+    DB_NAME,
+    SQLITE_HEADER,
+    TABLES,
+    Store,
+    canonical_json,
+    file_lock,
+)
 
 ENTRY_FILE = "cache-entry.json"
 """A training's cache entry, written beside its adapter (``{key, kind, material, value}``)."""
@@ -119,7 +126,7 @@ def check(root: Path) -> Health:
             present = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             health.problems.extend(f"table {t!r} is missing" for t in TABLES if t not in present)
             for table in (t for t in TABLES if t in present):
-                health.counts[table] = db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]  # noqa: S608 - fixed names
+                health.counts[table] = db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
             if "cache" in present:
                 for key, value in db.execute("SELECT key, value FROM cache WHERE kind = 'train'"):
                     reason = training_problem(root, json.loads(value))
@@ -139,16 +146,16 @@ def _rows(db: sqlite3.Connection, table: str) -> Iterator[tuple]:
     """Every row of ``table`` that can still be read; a damaged stretch is skipped chunk by chunk,
     then row by row."""
     try:
-        yield from db.execute(f"SELECT * FROM {table}").fetchall()  # noqa: S608 - fixed names
+        yield from db.execute(f"SELECT * FROM {table}").fetchall()
         return
     except sqlite3.Error:
         pass
     try:
-        top = db.execute(f"SELECT max(rowid) FROM {table}").fetchone()[0] or 0  # noqa: S608
+        top = db.execute(f"SELECT max(rowid) FROM {table}").fetchone()[0] or 0
     except sqlite3.Error:
         return
     for low in range(0, top + 1, _CHUNK):
-        query = f"SELECT * FROM {table} WHERE rowid BETWEEN ? AND ?"  # noqa: S608
+        query = f"SELECT * FROM {table} WHERE rowid BETWEEN ? AND ?"
         try:
             yield from db.execute(query, (low, low + _CHUNK - 1)).fetchall()
         except sqlite3.Error:
@@ -209,7 +216,7 @@ def _insert(store: Store, table: str, rows: list[tuple]) -> int:
     marks = ", ".join("?" * width)
     with store.db:
         cursor = store.db.executemany(
-            f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({marks})",  # noqa: S608 - fixed names
+            f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({marks})",
             [tuple(r[:width]) for r in rows],
         )
     return cursor.rowcount
