@@ -419,3 +419,6 @@ class RunResult:
     stages: list[StageEndEvent] = field(default_factory=list)
     inconclusive_fails: bool = True
     exit_code: int = 0
+    plugin_errors: list[str] = field(default_factory=list)
+    """Failures of reporters and lifecycle hooks, each naming the plugin: recorded, the other
+    reporters and hooks still run, and the run exits 3 unless a gate already failed it."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from harness.errors import ConfigError, HarnessError
+from harness.errors import EXIT_CHECK_ERRORED, ConfigError, HarnessError
 from harness.lib.console import RunConsole
 from harness.lib.models import ModelRef, resolve_model
 from harness.lib.refs import DataSource
@@ -88,7 +88,7 @@ class Runner:
         suite = self.loaded.suite
         plan = plan_run(self.loaded, self.registries, self.store.root / "work" / self.run_id)
         self.store.start_run(self.run_id, suite.name, self.loaded.path)
-        self.pm.hook.harness_on_run_start(event=RunStartEvent(self.run_id, self.loaded.path, suite.name))
+        self._notify("harness_on_run_start", RunStartEvent(self.run_id, self.loaded.path, suite.name))
         self.console.stage("run", f"{suite.name} ({self.run_id})")
         if self.options.only_parity:
             return self._parity_only(plan)
@@ -126,7 +126,7 @@ class Runner:
         outcome, detail = ended[-1] if ended else ("ok", "")
         event = StageEndEvent(self.run_id, name, outcome, time.perf_counter() - started, detail)
         self.result.stages.append(event)
-        self.pm.hook.harness_on_stage_end(event=event)
+        self._notify("harness_on_stage_end", event)
 
     # ------------------------------------------------------------------------- stages
 
@@ -186,7 +186,7 @@ class Runner:
 
     def _on_checkpoint(self, event: CheckpointEvent) -> None:
         self.result.checkpoints.append(event)
-        self.pm.hook.harness_on_checkpoint(event=event)
+        self._notify("harness_on_checkpoint", event)
 
     def _train(
         self,
@@ -314,14 +314,44 @@ class Runner:
                 decisions = decisions + parity_decisions(parity, self.result.parity)
             self.result.decisions = decisions
             self.result.inconclusive_fails = self.loaded.suite.gating.inconclusive == "fail"
-            self.result.exit_code = exit_code(decisions, self.result.inconclusive_fails)
+            code = exit_code(decisions, self.result.inconclusive_fails)
+            self.result.exit_code = EXIT_CHECK_ERRORED if code == 0 and self.result.plugin_errors else code
             self.store.save_decisions(self.run_id, decisions)
 
     def _report(self, plan: RunPlan) -> None:
-        with self._stage("report"):
+        """Every reporter, each on its own: one that fails is recorded and the others still
+        write (the gate table, the JSON, the JUnit file...)."""
+        with self._stage("report") as done:
             self.result.duration_s = time.time() - self.result.started_at
-            self.report_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self.report_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                self._plugin_error("the report folder", f"cannot create {self.report_dir}: {exc}")
             for reporter in plan.reporters:
-                reporter.report(self.result, self.report_dir)
+                try:
+                    reporter.report(self.result, self.report_dir)
+                except Exception as exc:  # recorded: the other reporters still run
+                    origin = plan.registries.get("reporter", reporter.name).origin
+                    self._plugin_error(f"reporter {reporter.name!r} from {origin}", f"{type(exc).__name__}: {exc}")
+            if self.result.plugin_errors:
+                done("error", "; ".join(self.result.plugin_errors))
+        self._notify("harness_on_run_end", RunEndEvent(self.run_id, self.result.exit_code, self.report_dir))
         self.store.finish_run(self.run_id, self.result.exit_code, self.report_dir)
-        self.pm.hook.harness_on_run_end(event=RunEndEvent(self.run_id, self.result.exit_code, self.report_dir))
+
+    def _plugin_error(self, who: str, message: str) -> None:
+        """Record a failure outside the gates; a run that would pass exits 3 instead."""
+        self.result.plugin_errors.append(f"{who}: {message}")
+        self.console.stage("report", f"{who} failed: {message}", style="red")
+        if self.result.exit_code == 0:
+            self.result.exit_code = EXIT_CHECK_ERRORED
+
+    def _notify(self, hook_name: str, event: object) -> None:
+        """Call every implementation of a lifecycle hook, each on its own: an exception is
+        recorded with the plugin's name, and never stops the run or the other plugins."""
+        hook = getattr(self.pm.hook, hook_name)
+        for impl in hook.get_hookimpls():
+            try:
+                impl.function(event=event)
+            except Exception as exc:
+                plugin = f"plugin {impl.plugin_name!r} ({self.pm.distribution_of(impl.plugin_name)})"
+                self._plugin_error(f"{plugin} in {hook_name}", f"{type(exc).__name__}: {exc}")
