@@ -17,6 +17,9 @@ import pytest
 REPEATS = 5
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
+ROOT = os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")) if p)
+"""This checkout's harness first, whichever one is installed."""
+
 
 @pytest.fixture
 def suite(tmp_path: Path, write_suite, tiny_model_dir: Path) -> Path:
@@ -39,7 +42,7 @@ def suite(tmp_path: Path, write_suite, tiny_model_dir: Path) -> Path:
 
 def _start(suite: Path, store: Path, reports: Path, hash_seed: int) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "harness.cli", "run", str(suite), "--store", str(store), "--reports", str(reports)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": str(hash_seed)}
+    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": str(hash_seed)}
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

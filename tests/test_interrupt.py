@@ -21,6 +21,9 @@ import pytest
 CLI = Path(__file__).parent / "fixtures" / "slow_cli.py"
 STEPS = 8  # one epoch of 32 records in batches of 4
 
+ROOT = os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")) if p)
+"""This checkout's harness first, whichever one is installed."""
+
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
@@ -47,7 +50,7 @@ def suite(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Pat
 
 class Run:
     def __init__(self, suite: Path, store: Path, reports: Path, log: Path) -> None:
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "SLOW_LOG": str(log)}
+        env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1", "SLOW_LOG": str(log)}
         cmd = [sys.executable, str(CLI), "run", str(suite), "--store", str(store), "--reports", str(reports)]
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
