@@ -6,6 +6,9 @@ plugin through the ``pytest11`` entry point).
 * ``tiny_model_dir``: a randomly initialised 2-layer Llama with SmolLM2's tokenizer and chat
   template, for fast unit tests of trainers and backends.
 * ``write_suite``: writes a suite YAML into ``tmp_path`` and returns its path.
+* ``readonly_folder``: an empty folder no one may write in, reachable by every user; with
+  ``unprivileged_python(code)``, which runs Python code as an unprivileged user (root ignores
+  permission bits), for tests of read-only stores and report folders.
 * ``vllm_server``: a real OpenAI-compatible server (CPU vLLM in ``.venv-vllm``) serving the
   embedded SmolLM2 on 127.0.0.1 for the whole session; ``.url``, ``.served_name``,
   ``.model_dir``. It fails, never skips, when the venv cannot be set up.
@@ -13,6 +16,11 @@ plugin through the ``pytest11`` entry point).
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -85,6 +93,37 @@ def write_suite(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture
+def readonly_folder() -> Iterator[Path]:
+    """An empty folder with mode 0555 under the system's temporary folder (not under root's
+    ``tmp_path``, which other users cannot reach); removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix="harness-readonly-"))
+    folder.chmod(0o555)
+    try:
+        yield folder
+    finally:
+        folder.chmod(0o755)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def unprivileged_python() -> Callable[[str], subprocess.CompletedProcess[str]]:
+    """``run(code)``: ``code`` in a fresh interpreter as a user without privileges (as root, uid
+    65534 through ``setpriv``), with this process's ``sys.path`` as its ``PYTHONPATH``."""
+
+    def run(code: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-c", code]
+        if os.geteuid() == 0:
+            setpriv = shutil.which("setpriv")
+            if setpriv is None:
+                pytest.fail("setpriv (util-linux) is needed to drop root for this test", pytrace=False)
+            cmd = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tempfile.gettempdir(), timeout=300, check=False)
+
+    return run
 
 
 @pytest.fixture(scope="session")
