@@ -140,7 +140,7 @@ def test_empty_data_file_is_a_data_error(suite_for, tmp_path, registries, ctx, c
     empty = tmp_path / "empty.jsonl"
     empty.write_text(content, encoding="utf-8")
     loaded = suite_for([{"path": str(empty), "format": "alpaca"}])
-    with pytest.raises(DataError, match="data set is empty") as info:
+    with pytest.raises(DataError, match="is empty") as info:
         curate(loaded, registries, ctx)
     assert str(empty) in str(info.value)
 
@@ -157,7 +157,7 @@ def test_missing_data_file_names_the_suite_line(write_suite, tmp_path, registrie
         curate(load_suite(suite_path), registries, ctx)
     message = str(info.value)
     assert message.startswith(f"{suite_path}:5: ")
-    assert "data file not found" in message
+    assert "does not exist" in message
     assert str(tmp_path / "nowhere" / "missing.jsonl") in message  # resolved against the suite
 
 

@@ -38,7 +38,7 @@ def _run(path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tupl
         ({"evaluate": {"mmlu": {"name": "mmlu", "subjects": ["astrology"]}}}, r"evaluate.mmlu: unknown MMLU subject\(s\) \['astrology'\]"),
         ({"evaluate": {"mmlu": {"name": "mmlu_pro"}}}, r"suite.yaml:\d+: unknown benchmark 'mmlu_pro'; available: [a-z_, ]*\bmmlu, [a-z_, ]*support_intent"),
         ({"train": {"name": "lora", "rank": 8}}, r"suite.yaml:\d+: train.rank: unknown key"),
-        ({"data": [{"path": "missing.jsonl", "format": "alpaca"}]}, r"suite.yaml:\d+: data file not found: .*missing.jsonl"),
+        ({"data": [{"path": "missing.jsonl", "format": "alpaca"}]}, r"suite.yaml:\d+: data file .*missing.jsonl does not exist"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path: Path, write_suite, capsys, overrides, expected) -> None:
@@ -53,7 +53,7 @@ def test_empty_data_set_is_a_clear_error(tmp_path: Path, write_suite, capsys) ->
     empty.write_text("\n\n")
     code, err = _run(write_suite(_suite(tmp_path, data=[{"path": str(empty), "format": "alpaca"}])), tmp_path, capsys)
     assert code == 2
-    assert "data set is empty" in err and "empty.jsonl" in err
+    assert "is empty" in err and "empty.jsonl" in err
 
 
 def test_all_malformed_data_fails_with_the_first_bad_line(tmp_path: Path, write_suite, capsys) -> None:

@@ -257,9 +257,12 @@ def test_a_run_after_repair_reuses_the_surviving_training(tmp_path: Path, write_
 def test_a_run_that_fails_is_closed_as_failed(tmp_path: Path, write_suite, tiny_model_dir: Path, capsys) -> None:
     data = tmp_path / "d.jsonl"
     data.write_text('{"instruction": "a", "output": "b"}\n')
-    suite = write_suite({"name": "s", "model": str(tiny_model_dir), "data": [{"path": str(data), "format": "alpaca", "sample": 5}], "train": "lora"})
+    suite = write_suite({  # valid as planned; the curate stage then keeps nothing
+        "name": "s", "model": str(tiny_model_dir), "data": [{"path": str(data), "format": "alpaca"}],
+        "curate": {"filters": [{"name": "min_response_length", "min_chars": 100}]}, "train": "lora",
+    })
     assert main(["run", str(suite), "--store", str(tmp_path / "store"), "--reports", str(tmp_path / "r")]) == 2
-    assert "sample: 5 but" in capsys.readouterr().err
+    assert "no records left after curation" in capsys.readouterr().err
     db = sqlite3.connect(tmp_path / "store" / "store.sqlite")
     assert db.execute("SELECT status, exit_code FROM runs").fetchall() == [("failed", 2)]
     db.close()

@@ -17,6 +17,8 @@ HELP = "check a suite and its components without running"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("suite", type=Path)
+    parser.add_argument("--reports", type=Path, default=Path("reports"), help="report root folder the run would write")
+    parser.add_argument("--store", type=Path, help="store folder the run would use (default: the suite's)")
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
@@ -24,7 +26,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     from harness.run.plan import plan_run
 
     loaded, _pm, registries = load(args.suite)
-    plan = plan_run(loaded, registries, loaded.dir / ".harness" / "work")
+    store = args.store or loaded.dir / (loaded.suite.store or ".harness")
+    plan = plan_run(loaded, registries, store / "work", reports_dir=args.reports, store_dir=store)
     for note in plan.notes:
         console.print(f"{args.suite}: warning: {note}", markup=False)
     console.print(f"{args.suite}: valid", markup=False)

@@ -15,14 +15,13 @@ data file and an unknown reporter gets all three reported at once, each naming `
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from harness.errors import EXIT_BAD_INPUT, ConfigError, DataError, HarnessError, UnknownComponentError
-from harness.lib.models import EMBEDDED, locate_embedded_gguf
 from harness.lib.pipeline import Request
 from harness.lib.refs import ComponentRef, DataSource
 from harness.plugin.components import (
@@ -38,15 +37,29 @@ from harness.plugin.components import (
 )
 from harness.plugin.parity import ParityCheck
 from harness.plugin.registry import Registries
-from harness.stages.curate import CuratePlan, CurateOutcome, FilterStep, SourcePlan, curate, read_source, select
+from harness.stages.curate import (
+    CuratePlan,
+    CurateOutcome,
+    FilterStep,
+    SourcePlan,
+    check_quarantined,
+    curate,
+    read_source,
+    select,
+)
 from harness.stages.curate_report import Examples
 from harness.stages.gate import GatePlan
 from harness.stages.parity import ParityPlan
 from harness.suite.config import LoadedSuite, format_validation
 from harness.suite.rules import parse_rule
+from harness.suite.preflight import Problem, check_data_path, check_env_var, check_model_reference, check_store, check_writable_dir
 from harness.suite.yamlpos import Loc
 
 C = TypeVar("C", bound=Component)
+
+TEXT_READERS = frozenset({"csv"})
+"""Readers of whole UTF-8 text files, whose encoding the plan checks before reading (a JSONL
+reader decodes line by line and quarantines a line that is not UTF-8)."""
 
 AUTO_STATISTICS = ("mcnemar", "paired_bootstrap")
 """What ``statistic: auto`` chooses between: McNemar for 0/1 scores, the paired bootstrap else."""
@@ -146,17 +159,28 @@ class _Problems:
 
 
 def plan_source(
-    registries: Registries, loaded: LoadedSuite, ctx: RunContext, loc: Loc, src: DataSource
+    registries: Registries, loaded: LoadedSuite, ctx: RunContext, loc: Loc, src: DataSource, *, malformed_ok: bool = False
 ) -> SourcePlan:
-    """A data source's reader, built with its options, and its path, which must exist."""
+    """A data source's reader, built with its options, and its data read once, up front: a
+    missing, unreadable, empty or mis-encoded file, too many malformed lines or a sample larger
+    than the data are all found here, before any work (the curate stage takes the records read)."""
     ref = ComponentRef(name=src.format, options=src.options)
     reader = _typed(build_component(registries, "reader", ref, loc + ("format",), loaded, ctx, options_loc=loc), Reader)
+    where = loaded.where(loc + ("path",))
     path = loaded.resolve_path(src.path, loc + ("path",))
     folder = bool(getattr(reader, "reads_folder", False))
-    if not (path.is_dir() if folder else path.is_file()):
-        raise DataError(f"{loaded.where(loc + ('path',))}: data {'folder' if folder else 'file'} not found: {path}")
+    text = src.format in TEXT_READERS
+    found = check_data_path(path, "utf-8" if text else None, where=where, kind="folder" if folder else "file", raw=src.path)
+    if found:
+        raise DataError(str(found[0]))
     origin = registries.get("reader", src.format).origin
-    return SourcePlan(loc, src, reader, origin, path, loaded.where(loc + ("path",)))
+    planned = SourcePlan(loc, src, reader, origin, path, where)
+    read = read_source(planned)
+    if not malformed_ok:  # logged requests are allowed their bad lines: parity lists them as notes
+        limit = loaded.suite.curate.max_quarantined_fraction
+        check_quarantined(read.quarantined, read.stage.n_in, limit, "curate.max_quarantined_fraction")
+    select(src, read.records, where)  # the split and the sample fit the data
+    return replace(planned, read=read)
 
 
 def data_sources(config: BaseModel, loc: Loc) -> Iterator[tuple[Loc, DataSource]]:
@@ -181,8 +205,9 @@ def _train_sources(
         for loc, src in data_sources(trainer.config, trainer_loc):
             if src.format == "text":
                 path = problems.attempt(lambda: loaded.resolve_path(src.path, loc + ("path",)))
-                if path is not None and not path.is_file():
-                    problems.found.append(DataError(f"{loaded.where(loc + ('path',))}: data file not found: {path}"))
+                if path is not None:
+                    where = loaded.where(loc + ("path",))
+                    problems.found.extend(DataError(str(p)) for p in check_data_path(path, where=where, raw=src.path))
                 continue
             plan = problems.attempt(lambda: plan_source(registries, loaded, ctx, loc, src))
             if plan is not None:
@@ -190,21 +215,27 @@ def _train_sources(
     return planned
 
 
-def check_model_reference(loaded: LoadedSuite) -> None:
-    """The suite's model is an embedded one whose package is installed, or a folder with a
-    ``config.json`` (nothing is fetched from a hub)."""
-    spec = loaded.suite.model
-    if spec.source in EMBEDDED:
-        locate_embedded_gguf(EMBEDDED[spec.source])
-        return
-    path = Path(spec.source)
-    path = path if path.is_absolute() else loaded.dir / path
-    if not (path / "config.json").is_file():
-        known = ", ".join(EMBEDDED)
-        raise ConfigError(
-            f"{loaded.where(('model',))}: model {spec.source!r} is neither an embedded model ({known}) "
-            "nor a folder with config.json (hub ids need network access, which a run does not assume)"
-        )
+def _preflight(problems: _Problems, found: list[Problem], notes: list[str]) -> None:
+    """Errors become the plan's problems, warnings its notes."""
+    for problem in found:
+        if problem.severity == "warning":
+            notes.append(str(problem))
+        else:
+            problems.found.append(DataError(str(problem)))
+
+
+def _environment(loaded: LoadedSuite, reports_dir: Path | None, store_dir: Path | None, problems: _Problems, notes: list[str]) -> None:
+    """The model reference, the folders the run writes, and the API keys endpoints need."""
+    suite = loaded.suite
+    _preflight(problems, check_model_reference(suite.model.source, loaded.dir, where=loaded.where(("model",))), notes)
+    if reports_dir is not None:
+        _preflight(problems, check_writable_dir(reports_dir, where=str(loaded.path), what="reports folder"), notes)
+    if store_dir is not None:
+        _preflight(problems, check_store(store_dir, where=str(loaded.path)), notes)
+    endpoint = suite.parity.production.endpoint if suite.parity is not None else None
+    if endpoint is not None and endpoint.api_key_env:
+        where = loaded.where(("parity", "production", "endpoint", "api_key_env"))
+        _preflight(problems, check_env_var(endpoint.api_key_env, where=where, purpose="the production endpoint's API key"), notes)
 
 
 def _benchmark(registries: Registries, loaded: LoadedSuite, ctx: RunContext, ref: ComponentRef, loc: Loc) -> Benchmark:
@@ -296,13 +327,22 @@ def run_context(loaded: LoadedSuite, registries: Registries, work_dir: Path) -> 
     return RunContext(loaded.dir, work_dir, loaded.suite.seed, registries)
 
 
-def plan_run(loaded: LoadedSuite, registries: Registries, work_dir: Path) -> RunPlan:
-    """Build every component of ``loaded`` and run every check that needs no work; raise a
-    ``PlanError`` listing every problem found."""
+def plan_run(
+    loaded: LoadedSuite,
+    registries: Registries,
+    work_dir: Path,
+    *,
+    reports_dir: Path | None = None,
+    store_dir: Path | None = None,
+) -> RunPlan:
+    """Build every component of ``loaded`` and run every check that needs no work (the data
+    read and checked, the model reference, the folders the run will write, the API keys); raise
+    the problem found, or a ``PlanError`` listing them all."""
     suite = loaded.suite
     ctx = run_context(loaded, registries, work_dir)
     problems = _Problems()
-    problems.attempt(lambda: check_model_reference(loaded))
+    notes: list[str] = []
+    _environment(loaded, reports_dir, store_dir, problems, notes)
     backend = problems.attempt(
         lambda: _typed(build_component(registries, "backend", ComponentRef(name=suite.model.backend), ("model",), loaded, ctx), Backend)
     )
@@ -359,6 +399,7 @@ def plan_run(loaded: LoadedSuite, registries: Registries, work_dir: Path) -> Run
         statistics=statistics,
         parity=parity,
         reporters=tuple(reporters),
+        notes=tuple(notes),
     )
 
 
@@ -371,7 +412,7 @@ def _requests(registries: Registries, loaded: LoadedSuite, ctx: RunContext, loc:
     assert spec is not None
     src = spec.requests if loc[-1] == "requests" else spec.offline_set
     assert src is not None
-    read = read_source(plan_source(registries, loaded, ctx, loc, src))
+    read = read_source(plan_source(registries, loaded, ctx, loc, src, malformed_ok=True))
     chosen, select_stage = select(src, read.records, loaded.where(loc + ("sample",)))
     notes.append(
         f"{'.'.join(map(str, loc))}: read {read.stage.n_in}, quarantined {len(read.quarantined)}, "

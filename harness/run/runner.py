@@ -86,7 +86,12 @@ class Runner:
     def run(self) -> RunResult:
         """Plan, then run every stage; return the result (its ``exit_code`` is the verdict)."""
         suite = self.loaded.suite
-        plan = plan_run(self.loaded, self.registries, self.store.root / "work" / self.run_id)
+        plan = plan_run(
+            self.loaded, self.registries, self.store.root / "work" / self.run_id,
+            reports_dir=self.report_dir.parent, store_dir=self.store.root,
+        )
+        for note in plan.notes:
+            self.console.stage("plan", note, style="yellow")
         self.store.start_run(self.run_id, suite.name, self.loaded.path)
         self._notify("harness_on_run_start", RunStartEvent(self.run_id, self.loaded.path, suite.name))
         self.console.stage("run", f"{suite.name} ({self.run_id})")

@@ -253,6 +253,8 @@ class SourcePlan:
     path: Path
     where: str
     """``file:line`` of the source's ``path`` key."""
+    read: ReadResult | None = None
+    """The data, when the run plan already read it (it checks the data before any work)."""
 
 
 @dataclass(frozen=True)
@@ -268,6 +270,8 @@ class CuratePlan:
 
 def read_source(source: SourcePlan) -> ReadResult:
     """Read one planned source (every line accounted for); an empty one is a ``DataError``."""
+    if source.read is not None:
+        return source.read
     result = read_records(source.reader, source.path, source.source.path, source.origin)
     if result.stage.n_in == 0:
         raise DataError(f"{source.where}: data set is empty: {source.path}")

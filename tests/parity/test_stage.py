@@ -119,7 +119,7 @@ def test_a_broken_check_is_an_error_for_itself_only(tmp_path: Path, write_suite,
     [
         ({"checks": {"nope": "no_such_check"}}, r"suite.yaml:\d+: unknown parity_check 'no_such_check'; available: .*template"),
         ({"production": {"chat_template_file": "missing.jinja"}}, r"parity.production.chat_template_file: not found"),
-        ({"requests": {"path": "absent.jsonl", "format": "openai_requests"}}, r"suite.yaml:\d+: data file not found"),
+        ({"requests": {"path": "absent.jsonl", "format": "openai_requests"}}, r"suite.yaml:\d+: data file .*absent.jsonl does not exist"),
         ({"production": {"add_boss": True}}, r"suite.yaml:\d+: parity.production.add_boss: unknown key"),
     ],
 )

@@ -44,7 +44,7 @@ def _set(data: dict[str, Any], path: tuple[Any, ...], value: Any) -> None:
 # (where the bad value goes, the value, the line's key, what the message says)
 BAD_SLOTS = {
     "reader": (("data", 0, "delimter"), ";", "delimter", "unknown key"),
-    "data path": (("data", 0, "path"), "missing/data.csv", "path", "data file not found"),
+    "data path": (("data", 0, "path"), "missing/data.csv", "path", "does not exist"),
     "filter": (("curate", "filters", 0), {"name": "exact_dedup", "scop": "prompt"}, "scop", "unknown key"),
     "trainer": (("train", "rnk"), 8, "rnk", "unknown key"),
     "compared trainer": (("forgetting", "compare", "full", "epohcs"), 1, "epohcs", "unknown key"),
@@ -55,7 +55,7 @@ BAD_SLOTS = {
     "parity check": (("parity", "checks", "template"), "templat", "template", "unknown parity_check 'templat'"),
     "reporter": (("report", 0), "jsn", "jsn", "unknown reporter 'jsn'"),
     "backend": (("model",), {"source": "smollm2-135m-instruct", "backend": "hff"}, "model", "unknown backend 'hff'"),
-    "model": (("model",), "no/such/model", "model", "neither an embedded model"),
+    "model": (("model",), "no/such/model", "model", "use a model folder with config.json or an embedded model"),
 }
 
 

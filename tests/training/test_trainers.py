@@ -103,4 +103,4 @@ def test_missing_replay_data_names_the_suite_line(tmp_path: Path, write_suite, t
     code, _ = _run(tmp_path, write_suite, _suite(tiny_model_dir, train))
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
-    assert re.search(r"suite.yaml:\d+: data file not found: .*no-such.txt", err), err
+    assert re.search(r"suite.yaml:\d+: data file .*no-such.txt does not exist", err), err
