@@ -143,6 +143,11 @@ class ItemResult:
     score: float
     weight: float = 1.0
     """How much the item counts in a weighted summary (e.g. its token count for perplexity)."""
+    raw: str = ""
+    """The model's raw output before the benchmark extracted ``prediction`` from it (generation
+    benchmarks), so a report can show what the model really said; empty when there is none."""
+    prompt: str = ""
+    """What the model was asked (filled from the benchmark item by the evaluate stage)."""
 
 
 @dataclass(frozen=True)
@@ -348,6 +353,17 @@ class EvalError:
     message: str
 
 
+@dataclass(frozen=True)
+class RunSummary:
+    """An earlier run of the same suite, as the report's history shows it: each benchmark's
+    score per model (``scores[label][model]``) and the run's exit code."""
+
+    run_id: str
+    started_at: str
+    exit_code: int | None
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
 @dataclass
 class RunResult:
     """Everything a reporter needs about a finished run."""
@@ -376,3 +392,7 @@ class RunResult:
     stages: list[StageEndEvent] = field(default_factory=list)
     inconclusive_fails: bool = True
     exit_code: int = 0
+    history: list[RunSummary] = field(default_factory=list)
+    """Earlier runs of the same suite (oldest first), recorded when the report is written."""
+    provenance: dict[str, Any] = field(default_factory=dict)
+    """Suite digest, seed, command line and versions, recorded when the report is written."""

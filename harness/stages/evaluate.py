@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from harness.plugin.components import Backend, Benchmark, Item
@@ -26,6 +26,11 @@ def _validate(items: Sequence[Item], results: list[ItemResult]) -> None:
         raise ValueError("the benchmark did not return one result per item, in order")
     if not all(math.isfinite(r.score) and math.isfinite(r.weight) for r in results):
         raise ValueError("the benchmark returned a non-finite score")
+
+
+def _with_prompt(result: ItemResult, bench: Benchmark, item: Item) -> ItemResult:
+    """The result with the item's prompt, for reports (not cached: the item holds it)."""
+    return result if result.prompt else replace(result, prompt=bench.item_prompt(item))
 
 
 @dataclass
@@ -79,7 +84,7 @@ class Evaluator:
                     cached.update(values)
                     done += len(chunk)
                     progress(done, len(todo), "")
-        ordered = tuple(ItemResult(**cached[item["id"]]) for item in items)
+        ordered = tuple(_with_prompt(ItemResult(**cached[item["id"]]), bench, item) for item in items)
         return BenchmarkResult(
             bench.name,
             self.ref.label,
