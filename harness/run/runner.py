@@ -26,6 +26,7 @@ from harness.stages.parity import ParityPlan, parity_decisions, plan_parity, run
 from harness.plugin.manager import HarnessPluginManager
 from harness.lib.refs import DataSource
 from harness.plugin.registry import Registries
+from harness.lib.resultdoc import record_result
 from harness.lib.store import Store
 from harness.stages.train import TrainStage
 from harness.types import (
@@ -312,6 +313,9 @@ class Runner:
         started = time.perf_counter()
         self.result.duration_s = time.time() - self.result.started_at
         self.report_dir.mkdir(parents=True, exist_ok=True)
+        # Reports: the suite's history and the run's result document, kept in the store so that
+        # `harness report RUN` renders this run again without recomputing it.
+        record_result(self.store, self.result, self.loaded.suite.seed)
         for reporter in reporters:
             reporter.report(self.result, self.report_dir)
         self._stage_end("report", "ok", started)
