@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from harness import __version__
-from harness.cli import audit, curate, memory, parity, plugins, run, validate
+from harness.cli import audit, compare, curate, memory, parity, plugins, report, run, runs, validate
 from harness.errors import EXIT_CHECK_ERRORED, HarnessError
 from harness.lib.console import make_console
 
-COMMANDS: tuple[ModuleType, ...] = (run, parity, validate, curate, plugins, audit, memory)
+COMMANDS: tuple[ModuleType, ...] = (run, parity, validate, curate, plugins, audit, memory, runs, report, compare)
 
 
 def build_parser() -> argparse.ArgumentParser:
