@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -33,8 +33,9 @@ if TYPE_CHECKING:
 class HarnessGateHooks:
     """Hooks this plugin adds to pytest."""
 
+    @staticmethod
     @pytest.hookspec
-    def pytest_harness_plugins(config: pytest.Config) -> list[tuple[str, object]]:  # type: ignore[empty-body]  # noqa: N805
+    def pytest_harness_plugins(config: pytest.Config) -> list[tuple[str, object]]:  # type: ignore[empty-body]
         """Harness plugins (``(name, plugin)`` pairs) to register for ``--harness-suite`` runs,
         besides the built-ins and installed entry points."""
 
@@ -49,10 +50,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="run this harness suite once and collect each of its gates as a test (repeatable)")
     group.addoption("--harness-reports", default="reports", metavar="DIR", help="report root of the suite runs")
     group.addoption("--harness-store", default=None, metavar="DIR", help="store folder (default: the suite's)")
-
-
-class GateError(Exception):
-    """A gate that could not be decided (pytest reports it as an error, not a failure)."""
 
 
 class SuiteFile(pytest.File):
@@ -77,7 +74,7 @@ class SuiteFile(pytest.File):
             except Exception as exc:  # every gate of the suite reports it
                 self._outcome = exc
         if isinstance(self._outcome, BaseException):
-            raise GateError(f"the suite did not run: {self._outcome}")
+            pytest.fail(f"the suite did not run: {self._outcome}", pytrace=False)
         return self._outcome
 
     def _run(self) -> RunResult:
@@ -108,11 +105,12 @@ class GateItem(pytest.Item):
         result = self.parent.run_once()
         decision = next((d for d in result.decisions if d.gate == self.name), None)
         if decision is None:
-            raise GateError(f"the run {result.run_id} made no decision for gate {self.name!r}")
+            pytest.fail(f"the run {result.run_id} made no decision for gate {self.name!r}", pytrace=False)
         self.decision: Decision = decision
         self.user_properties += [("verdict", decision.verdict.value), ("rule", decision.rule), ("run_id", result.run_id)]
         if decision.verdict.value == "error" and decision.blocking:
-            raise GateError(f"error: {decision.rule}: {decision.reason}")
+            # a failure while setting up is a pytest error, as the gate's verdict is
+            pytest.fail(f"error: {decision.rule}: {decision.reason}", pytrace=False)
 
     def runtest(self) -> None:
         d, result = self.decision, self.parent.run_once()
@@ -123,11 +121,6 @@ class GateItem(pytest.Item):
             pytest.skip(f"advisory gate, {message}")
         if d.verdict.value == "fail" or result.inconclusive_fails:
             pytest.fail(message, pytrace=False)
-
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
-        if isinstance(excinfo.value, GateError):
-            return str(excinfo.value)
-        return str(super().repr_failure(excinfo, style=style))
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.path, None, f"gate {self.name}"
