@@ -67,7 +67,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, embedded_model_dir: Path):
 
 def test_first_run_trains_evaluates_gates_and_reports(e2e) -> None:
     (proc, result), _ = e2e
-    assert result["schema"] == "finetune-harness/result/v1"
+    assert result["schema"] == "finetune-harness/result/v2"
     assert result["exit_code"] == proc.returncode
     ledger = result["ledger"]
     assert ledger["balanced"]
