@@ -101,3 +101,25 @@ def open_report(
     # an aborted outside request also fires requestfailed: count it once, as outside
     report.failed_requests = [f for f in report.failed_requests if not any(f.startswith(u) for u in report.outside_requests)]
     return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m harness.lib.browser REPORT.html [--screenshot OUT.png]``: open a report as the
+    tests do and print what happened; exit 1 on a console error or a request."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m harness.lib.browser", description=main.__doc__)
+    parser.add_argument("report", type=Path)
+    parser.add_argument("--screenshot", type=Path, help="save the first screen (1280x900) as PNG")
+    args = parser.parse_args(argv)
+    report = open_report(args.report, lambda page: {"gates": page.locator("#gates tbody tr").count()}, args.screenshot)
+    print(f"{args.report}: {report.ready_state} after {report.ready_ms:.0f} ms; {report.values['gates']} gate rows")
+    problems = [f"console error: {e}" for e in report.console_errors]
+    problems += [f"failed request: {r}" for r in report.failed_requests]
+    problems += [f"refused request: {r}" for r in report.outside_requests]
+    print("\n".join(problems) or "no console error, no request")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
