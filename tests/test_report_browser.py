@@ -19,7 +19,8 @@ from harness.lib.browser import open_report
 from harness.lib.resultdoc import result_document
 from harness.lib.reportview import item_pairs
 from harness.testing import synthetic_run
-from harness.types import RunSummary
+from harness.stages.forgetting import CurvePoint, ForgettingResult
+from harness.types import Comparison, RunSummary
 
 READY_BOUND_S = 10.0
 ROWS_IN_VIEW = 60  # the explorer shows 420 px of 28 px rows, plus 10 rows above and below
@@ -87,11 +88,26 @@ def _check(doc: dict, tmp_path: Path, name: str):
     return report
 
 
+def _curve(drop: float) -> ForgettingResult:
+    """Two probes over steps 0, 2, 4: the domain rises, the general probe drops by ``drop``/step."""
+    curve = ForgettingResult(domain="domain", bounds={"general": 0.05}, selection="no_regression", steps=[0, 2, 4])
+    for label, slope in (("domain", 0.1), ("general", -drop)):
+        curve.series[label] = [
+            CurvePoint(s, 0.5 + slope * s, {}, Comparison("paired_bootstrap", 50, 0.5, 0.5 + slope * s, slope * s, slope * s - 0.05, slope * s + 0.05, 0.1, 0.1, 0.05) if s else None,
+                       (slope * s - 0.05 > -0.05) if s and label == "general" else None)
+            for s in curve.steps
+        ]
+    curve.selected_step = 2
+    return curve
+
+
 def test_report_in_chromium(tmp_path: Path) -> None:
     result = synthetic_run(items=200, gates=5)
     result.history = [RunSummary(f"earlier-{i}", f"2023-11-1{i}T10:00:00+00:00", 1, {"bench_00": {"baseline": 0.5, "candidate": 0.5 + i / 20}}) for i in range(3)]
+    result.forgetting, result.forgetting_compare = _curve(0.02), {"replay": _curve(0.005)}
     doc = result_document(result)
-    _check(doc, tmp_path, "report")
+    report = _check(doc, tmp_path, "report")
+    assert report.values["charts"] == 4  # forest, history, forgetting, loss: all drawn
 
 
 def test_report_with_10000_items_is_ready_within_the_bound(tmp_path: Path) -> None:

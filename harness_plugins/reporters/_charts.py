@@ -111,7 +111,7 @@ def forgetting(doc: dict[str, Any]) -> dict[str, Any] | None:
         data = alt.Data(values=rows)
         x = alt.X("step:Q", title="training step")
         layers = [
-            alt.Chart(data).transform_filter("isValid(datum.low)").mark_area(opacity=0.18, color="#4a90d9")
+            alt.Chart(data).transform_filter("isValid(datum.low) && datum.training === 'main'").mark_area(opacity=0.18, color="#4a90d9")
             .encode(x=x, y=alt.Y("low:Q", title="score", scale=alt.Scale(zero=False)), y2="high:Q"),
             alt.Chart(data).transform_filter("isValid(datum.bound)").mark_line(color="#d0021b", strokeDash=[5, 3])
             .encode(x=x, y="bound:Q"),
