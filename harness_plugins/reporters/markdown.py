@@ -12,7 +12,7 @@ on the first line lets a CI job find its own earlier comment and update it.  Whe
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,17 +49,20 @@ def table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> list[str]:
 
 
 class Budget:
-    """Lines added while they fit in ``limit`` characters; counts what had to be left out."""
+    """Lines added while they fit in ``limit`` characters; remembers what had to be left out."""
 
     def __init__(self, limit: int) -> None:
-        self.limit, self.used, self.lines, self.cut = limit, 0, [], []  # type: ignore[var-annotated]
+        self.limit = limit
+        self.used = 0
+        self.lines: list[str] = []
+        self.cut: list[str] = []
 
     def room(self, reserve: int = 0) -> int:
         return self.limit - self.used - reserve
 
-    def add(self, lines: list[str], what: str, reserve: int = 400, closing: list[str] = ()) -> bool:  # type: ignore[assignment]
+    def add(self, lines: list[str], what: str, reserve: int = 400, closing: Sequence[str] = ()) -> bool:
         """Add ``lines`` (then ``closing``) keeping ``reserve`` characters free; a block that does
-        not fit is cut at the last line that does (a table keeps its header) and noted."""
+        not fit is cut after the last line that does (a table keeps its header) and noted."""
         size = sum(len(line) + 1 for line in [*lines, *closing])
         if size <= self.room(reserve):
             self._put([*lines, *closing])
@@ -108,15 +111,16 @@ def _gates(doc: dict[str, Any]) -> list[str]:
 
 
 def _benchmark_moves(doc: dict[str, Any], top: int) -> list[str]:
-    moves = [g for g in gate_rows(doc) if g.diff is not None]
+    moves = [(g.diff, g) for g in gate_rows(doc) if g.diff is not None]
     if not moves:
         return []
-    worst = sorted(moves, key=lambda g: g.diff)[:top]  # type: ignore[arg-type, return-value]
-    best = sorted(moves, key=lambda g: -g.diff)[:top]  # type: ignore[operator]
+    worst = [g for diff, g in sorted(moves, key=lambda m: m[0])[:top] if diff < 0]
+    best = [g for diff, g in sorted(moves, key=lambda m: -m[0])[:top] if diff > 0]
     lines = ["### Largest regressions and gains", ""]
-    lines += table(("", "benchmark", "diff", "interval"), [("📉", g.benchmark, signed(g.diff), f"[{signed(g.ci_low)}, {signed(g.ci_high)}]") for g in worst if g.diff < 0])  # type: ignore[operator]
-    lines += [""] + table(("", "benchmark", "diff", "interval"), [("📈", g.benchmark, signed(g.diff), f"[{signed(g.ci_low)}, {signed(g.ci_high)}]") for g in best if g.diff > 0])  # type: ignore[operator]
-    return lines + [""]
+    for icon, chosen in (("📉", worst), ("📈", best)):
+        rows = [(icon, g.benchmark, g.gate, signed(g.diff), f"[{signed(g.ci_low)}, {signed(g.ci_high)}]") for g in chosen]
+        lines += table(("", "benchmark", "gate", "diff", "interval"), rows) + [""] if rows else []
+    return lines
 
 
 def _items(pairs: list[ItemPair], side: str, top: int) -> tuple[list[str], list[str], list[str]]:
