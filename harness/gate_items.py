@@ -9,6 +9,7 @@ reports each gate as a test, so the gates land in a team's existing JUnit files 
   gated), so ``--collect-only`` and ``-k`` cost nothing; the suite runs at the first item that
   needs it, once per session.  Each item carries ``verdict``, ``rule`` and ``run_id`` as JUnit
   properties.
+* Items are marked ``harness_gate``: ``-m harness_gate`` selects only the gates.
 * ``--harness-reports`` and ``--harness-store`` are ``harness run``'s ``--reports`` and ``--store``.
   A conftest may add harness plugins (e.g. benchmarks kept in the repository) by implementing the
   ``pytest_harness_plugins(config)`` hook, which returns ``(name, plugin)`` pairs.
@@ -52,6 +53,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--harness-store", default=None, metavar="DIR", help="store folder (default: the suite's)")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "harness_gate: a gate of a --harness-suite run (-m harness_gate: only the gates)")
+
+
 class SuiteFile(pytest.File):
     """A suite file whose gates are the items; runs the suite once, when first needed."""
 
@@ -65,7 +70,9 @@ class SuiteFile(pytest.File):
         if suite.parity is not None and suite.parity.gate is not None:
             names += [f"parity.{label}" for label in suite.parity.checks]
         for name in names:
-            yield GateItem.from_parent(self, name=name)
+            item = GateItem.from_parent(self, name=name)
+            item.add_marker("harness_gate")
+            yield item
 
     def run_once(self) -> RunResult:
         if self._outcome is None:
@@ -135,6 +142,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             raise pytest.UsageError(f"--harness-suite {suite}: no such file")
         suite_file = SuiteFile.from_parent(session, path=path)
         try:
-            items.extend(suite_file.collect())
+            gates = list(suite_file.collect())
         except HarnessError as exc:
             raise pytest.UsageError(f"--harness-suite {suite}: {exc}") from None
+        # reported like any collected file, so the terminal's counts include the gates
+        config.hook.pytest_collectreport(report=pytest.CollectReport(suite_file.nodeid, "passed", None, gates))
+        items.extend(gates)

@@ -97,8 +97,9 @@ def test_collect_only_runs_nothing(pytester: pytest.Pytester) -> None:
     sys.path.insert(0, str(FIXTURES))
     pytester.makeconftest(CONFTEST)
     suite = _suite(pytester, "strict", "fail")
-    result = pytester.runpytest_subprocess("--harness-suite", str(suite), "--collect-only", "-q", "-p", "no:cacheprovider", "-s")
-    result.stdout.fnmatch_lines(["*strict.yaml::gain", "*strict.yaml::advisory", "*suite runs: 0*"])
+    pytester.makepyfile(test_unit="def test_unit():\n    pass\n")
+    result = pytester.runpytest_subprocess("--harness-suite", str(suite), "--collect-only", "-q", "-p", "no:cacheprovider", "-s", "-m", "harness_gate")
+    result.stdout.fnmatch_lines(["*strict.yaml::gain", "*strict.yaml::advisory", "*suite runs: 0*", "*5/6 tests collected (1 deselected)*"])
     assert not (pytester.path / "reports").exists()
 
 
