@@ -138,3 +138,36 @@ def test_compare_runs_finds_the_items_that_flipped() -> None:
     }
     assert {(f.benchmark, f.model, f.item_id) for f in diff.flips} == expected and expected
     assert [g for g, _, _ in diff.decisions] == ["bench_00", "bench_01"]
+
+
+def _parity_run():
+    from harness.types import CheckResult, Finding, ParityResult
+
+    result = synthetic_run(items=20, gates=1)
+    window = [{"id": 1, "token": "<|im_start|>"}, {"id": 9690, "token": "system"}]
+    template = Finding("template", "system_prompt", "high", "production adds a system prompt", 3, 10,
+                       {"example_request": "req-7", "diff": "--- offline\n+++ production\n+You are helpful.",
+                        "first_divergence": 1, "offline_tokens": window, "production_tokens": window[::-1]})
+    sampling = Finding("sampling", "sampling_params", "medium", "temperature differs", 10, 10, {"diff": 0.12})
+    divergence = {"position": 4, "production_token": {"id": 5, "token": "Ġyes", "server_logprob": -0.1, "offline_logprob": -2.3},
+                  "offline_top_token": {"id": 6, "token": "Ġno", "offline_logprob": -0.2}}
+    replay = CheckResult("replay", "replay", "ok", metrics={"per_request": [
+        {"request": "req-1", "agree": True}, {"request": "req-2", "agree": False, "first_divergence": divergence, "attribution": "system_prompt"},
+    ]})
+    result.parity = ParityResult(10, [CheckResult("template", "template", "findings", (template,)),
+                                      CheckResult("sampling", "sampling", "findings", (sampling,)), replay,
+                                      CheckResult("traffic", "traffic_shift", "error", error="endpoint down")], notes=["10 requests read"])
+    return result_document(result)
+
+
+def test_parity_findings_show_their_evidence() -> None:
+    doc = _parity_run()
+    page = render_html(doc)
+    section = page[page.index('id="parity-section"'):page.index('id="provenance-section"')]
+    assert "production adds a system prompt" in section and "(request req-7)" in section
+    assert "+You are helpful." in section  # the template diff
+    assert "First divergence at token 1" in section and "9690:system" in section
+    assert "1 of 2 replayed requests diverge" in section and "Ġyes" in section and "system_prompt" in section
+    assert "endpoint down" in section and "<pre>0.12</pre>" not in section  # a numeric diff is no text diff
+    md = render_markdown(doc)
+    assert "parity on 10 requests" in md and "high | 3/10 | system_prompt: production adds a system prompt" in md
