@@ -157,7 +157,10 @@ def suite_history(store: Store, suite: str, run_id: str, limit: int = HISTORY_RU
     runs = [r for r in store.list_runs(suite) if r["has_result"] and r["run_id"] != run_id]
     history = []
     for row in runs[-limit:]:
-        doc = store.load_result(row["run_id"])
+        try:
+            doc = store.load_result(row["run_id"])
+        except ValueError:  # an unreadable earlier document costs that point of the chart, not the report
+            continue
         if doc is not None and doc.get("schema") == RESULT_SCHEMA:
             history.append(summarize(doc))
     return history
