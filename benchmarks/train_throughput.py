@@ -77,7 +77,8 @@ from unittest import mock
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-from harness_plugins.backends.hf import HFBackend, native_bf16
+from harness.lib.device import native_bf16
+from harness_plugins.backends.hf import HFBackend
 from harness_plugins.readers.formats import CsvReader
 from harness_plugins.trainers import full as full_module
 from harness_plugins.trainers import lora as lora_module

@@ -71,6 +71,7 @@ def headline(doc: dict[str, Any]) -> Headline:
     if doc.get("train_error"):
         why.append(doc["train_error"])
     why += [f"{e['benchmark']} / {e['model']}: {e['message']}" for e in doc.get("eval_errors", [])]
+    why += list(doc.get("plugin_errors", []))
     if not why:
         why = [f"{len(blocking)} blocking gate(s) pass"] if blocking else ["the suite has no blocking gate"]
     status = {0: "pass", 1: "fail"}.get(code, "error")

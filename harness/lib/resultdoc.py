@@ -77,6 +77,7 @@ def result_document(result: RunResult) -> dict[str, Any]:
         "ledger": result.ledger.to_json() if result.ledger else None,
         "train": {**result.train.to_json(), "from_cache": result.train_from_cache} if result.train else None,
         "train_error": result.train_error,
+        "plugin_errors": list(result.plugin_errors),
         "checkpoints": [{**c.__dict__, "path": str(c.path)} for c in result.checkpoints],
         "forgetting": result.forgetting.to_json() if result.forgetting else None,
         "forgetting_compare": {label: f.to_json() for label, f in result.forgetting_compare.items()},

@@ -16,7 +16,7 @@ from rich.console import Console
 
 from harness.lib.resultdoc import RESULT_SCHEMA
 from harness.plugin.components import ComponentConfig, RunContext
-from harness.stages.forgetting import CurvePoint, ForgettingResult
+from harness.types import CurvePoint, ForgettingResult
 from harness.types import (
     BenchmarkResult,
     Comparison,
