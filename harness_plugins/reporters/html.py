@@ -83,7 +83,7 @@ def _ledger(doc: dict[str, Any]) -> dict[str, Any] | None:
     ledger = doc.get("ledger")
     if not ledger:
         return None
-    from harness.stages.curate import excerpt
+    from harness.stages.curate_report import excerpt
 
     examples: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for d in ledger["dropped"]:
