@@ -47,14 +47,21 @@ def _inspect(page) -> dict:
     values["lost_count"] = page.inner_text("#item-count")
     page.select_option("#f-bench", "")
     page.select_option("#f-outcome", "")
-    page.evaluate("document.getElementById('items').scrollTop = 1e9")
-    page.wait_for_timeout(200)
+    _scroll(page, "1e9")
     values["last_row"] = page.locator("#items .row").last.locator("span").nth(1).inner_text()
     values["rows_after_scroll"] = page.locator("#items .row").count()
+    _scroll(page, "0")
     page.locator("#items .row").first.click()
     values["detail"] = page.inner_text("#item-detail")
-    page.evaluate("document.getElementById('items').scrollTop = 0")
     return values
+
+
+def _scroll(page, top: str) -> None:
+    """Scroll the explorer and wait until its rows for the new position are drawn (two frames)."""
+    page.evaluate(
+        f"() => {{ document.getElementById('items').scrollTop = {top};"
+        " return new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r))); }"
+    )
 
 
 def _not_blank(png: Path) -> None:
