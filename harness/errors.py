@@ -39,6 +39,11 @@ class MissingExtraError(HarnessError):
     """An optional dependency is missing; the message gives the exact ``pip install`` command."""
 
 
+class StoreError(HarnessError):
+    """The store cannot be used (corrupted, unreadable, read-only); the message names the file and
+    the fix (``harness store repair``, a writable ``--store``)."""
+
+
 class CheckError(HarnessError):
     """A check (training, evaluation) failed while running; gates depending on it are ``error``."""
 

@@ -8,6 +8,9 @@ plugin through the ``pytest11`` entry point).
 * ``write_suite``: writes a suite YAML into ``tmp_path`` and returns its path.
 * ``synthetic_run()`` (a function): a finished run without a model, for reporter tests.
 * ``pytest --harness-suite SUITE`` (``harness.gate_items``): a suite's gates as test items.
+* ``readonly_folder``: an empty folder no one may write in, reachable by every user; with
+  ``unprivileged_python(code)``, which runs Python code as an unprivileged user (root ignores
+  permission bits), for tests of read-only stores and report folders.
 * ``vllm_server``: a real OpenAI-compatible server (CPU vLLM in ``.venv-vllm``) serving the
   embedded SmolLM2 on 127.0.0.1 for the whole session; ``.url``, ``.served_name``,
   ``.model_dir``. It fails, never skips, when the venv cannot be set up.
@@ -15,6 +18,11 @@ plugin through the ``pytest11`` entry point).
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -90,6 +98,37 @@ def write_suite(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture
+def readonly_folder() -> Iterator[Path]:
+    """An empty folder with mode 0555 under the system's temporary folder (not under root's
+    ``tmp_path``, which other users cannot reach); removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix="harness-readonly-"))
+    folder.chmod(0o555)
+    try:
+        yield folder
+    finally:
+        folder.chmod(0o755)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def unprivileged_python() -> Callable[[str], subprocess.CompletedProcess[str]]:
+    """``run(code)``: ``code`` in a fresh interpreter as a user without privileges (as root, uid
+    65534 through ``setpriv``), with this process's ``sys.path`` as its ``PYTHONPATH``."""
+
+    def run(code: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-c", code]
+        if os.geteuid() == 0:
+            setpriv = shutil.which("setpriv")
+            if setpriv is None:
+                pytest.fail("setpriv (util-linux) is needed to drop root for this test", pytrace=False)
+            cmd = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tempfile.gettempdir(), timeout=300, check=False)
+
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -52,11 +52,15 @@ class Conversation:
 
 @dataclass(frozen=True)
 class Quarantined:
-    """A record that could not be read or parsed: kept with its raw text and the reason."""
+    """A record set aside with its raw text: one a reader could not parse (``filter`` empty,
+    ``reason`` the parse error), or one a filter quarantined (``filter``, its reason code and a
+    human ``detail``, the same fields a ``Dropped`` record carries)."""
 
     source_id: str
     reason: str
     raw: str
+    filter: str = ""
+    detail: str = ""
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,17 @@ BAD_SUITES = {
         ["gates.intent", "unknown gate rule"],
     ),
     "not_a_mapping": ("- just\n- a list\n", 1, ["must be a mapping"]),
+    # Duplicate keys: YAML loaders keep the last one silently; here both lines are named.
+    "duplicate_seed": (HEAD + "seed: 1\nseed: 2\n", 4, ["duplicate key 'seed'", "first at line 3"]),
+    "duplicate_model": (HEAD + "model: /elsewhere\n", 3, ["duplicate key 'model'", "first at line 2"]),
+    "duplicate_nested": (
+        HEAD + "gating:\n  alpha: 0.1\n  alpha: 0.2\n", 5, ["duplicate key 'gating.alpha'", "first at line 4"]
+    ),
+    "duplicate_in_list_item": (
+        HEAD + "data:\n  - path: a.jsonl\n    sample: 3\n    sample: 4\n",
+        6,
+        ["duplicate key 'data.0.sample'", "first at line 5"],
+    ),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -233,3 +234,16 @@ def test_filter_that_loses_records_is_a_plugin_error(name, suite_for, data_file,
     assert f"filter {name!r}" in message
     assert "bad_filters (bad-filters 0.1)" in message
     assert "does not account for its input" in message
+
+
+def test_a_sample_larger_than_the_data_is_an_error_naming_the_line(suite_for, data_file, registries, ctx):
+    source = {"path": str(data_file), "format": "alpaca", "sample": 500}
+    with pytest.raises(DataError) as info:
+        curate(suite_for([source]), registries, ctx)
+    message = str(info.value)
+    assert re.match(r".*\.yaml:\d+: sample: 500 but .* has only 17 records; .*'sample: all'", message), message
+
+
+def test_sample_all_keeps_every_record(suite_for, data_file, registries, ctx):
+    outcome = curate(suite_for([{"path": str(data_file), "format": "alpaca", "sample": "all"}]), registries, ctx)
+    assert len(outcome.records) == 17 and outcome.ledger.stages[1].dropped == 0

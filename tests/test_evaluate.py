@@ -105,3 +105,41 @@ def test_two_models_in_one_store_never_share_results(setup) -> None:
     assert not b.from_cache
     assert [i.score for i in a.items] != [i.score for i in b.items]  # the scores really differ
     assert run().items == a.items and run(ref=replace(ref, label="b", fingerprint="fingerprint-bb")).items == b.items
+
+
+# ------------------------------------------------------------------- commits every few seconds
+
+
+def test_chunk_sizes_follow_the_time_an_item_takes() -> None:
+    from harness.stages.evaluate import next_chunk_size
+
+    assert next_chunk_size(64, 0.001) == 64  # fast items: the benchmark's own chunk
+    assert next_chunk_size(64, 0.2) == 24  # 5 s of work, rounded down to a multiple of 8
+    assert next_chunk_size(64, 1.5) == 3
+    assert next_chunk_size(64, 60.0) == 1  # one slow item: commit after each
+    assert next_chunk_size(4, 0.01) == 4
+
+
+def test_slow_items_are_committed_every_few_seconds(tmp_path: Path, monkeypatch) -> None:
+    """With items that take 2 s each (a fake clock), every commit holds at most ~5 s of work."""
+    import harness.stages.evaluate as evaluate
+
+    clock = [0.0]
+    monkeypatch.setattr(evaluate.time, "perf_counter", lambda: clock[0])
+    commits: list[int] = []
+
+    class Slow(_Bench):
+        chunk_size = 64
+
+        def evaluate(self, model, items, progress):
+            clock[0] += 2.0 * len(items)
+            return super().evaluate(model, items, progress)
+
+    store = Store(tmp_path / "store")
+    put = store.put_items
+    monkeypatch.setattr(store, "put_items", lambda kind, material, values: commits.append(len(values)) or put(kind, material, values))
+    ctx = RunContext(tmp_path, tmp_path)
+    ref = ModelRef("a", tmp_path, "counting_backend", "float32", None, "fingerprint-a")
+    Evaluator(store, _Backend(ComponentConfig(), ctx), ref, RunConsole()).run("slow", Slow(_Config(n=20), ctx))
+    assert sum(commits) == 20
+    assert commits[0] == 4 and all(2.0 * n <= 5.0 for n in commits[1:]), commits

@@ -16,7 +16,9 @@ SCRIPT = Path(__file__).parent / "fixtures" / "slow_eval.py"
 
 
 def _start(suite: Path, tmp: Path, name: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(SCRIPT.parent)}
+    # this checkout's harness (not whichever one is installed), and the fixture's plugin module
+    path = [str(SCRIPT.parent), str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in path if p)}
     args = [sys.executable, str(SCRIPT), str(suite), str(tmp / f"store-{name.split('-')[0]}"), str(tmp / "reports"), str(tmp / f"{name}.log")]
     return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 

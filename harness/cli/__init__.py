@@ -1,8 +1,9 @@
 """The ``harness`` command line: one module per subcommand, assembled here.
 
 Exit codes: 0 all gates pass, 1 a gate failed (or was inconclusive, as the suite says), 2 bad
-input (config, data, plugins), 3 a check errored.  Expected problems are printed as one line,
-without a traceback (``--debug`` shows it).
+input (config, data, plugins, an unusable store), 3 a check errored, 130 interrupted by SIGINT and
+143 by SIGTERM (with a line saying what the store kept).  Expected problems are printed as one
+line, without a traceback (``--debug`` shows it).
 
 Each subcommand module exposes ``NAME``, ``HELP``, ``add_arguments(parser)`` and
 ``run(args, console) -> int``; ``COMMANDS`` lists them in the order ``--help`` shows.
@@ -12,22 +13,35 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from types import ModuleType
 
+from rich.console import Console
+
 from harness import __version__
-from harness.cli import audit, compare, curate, memory, parity, plugins, report, run, runs, validate
+from harness.cli import audit, common, compare, curate, memory, parity, plugins, report, run, runs, store, validate
 from harness.errors import EXIT_CHECK_ERRORED, HarnessError
 from harness.lib.console import make_console
+from harness.lib.interrupt import Interrupted, handle_signals
 
-COMMANDS: tuple[ModuleType, ...] = (run, parity, validate, curate, plugins, audit, memory, runs, report, compare)
+COMMANDS: tuple[ModuleType, ...] = (
+    run, parity, validate, curate, plugins, audit, memory, store, runs, report, compare
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description="Evaluation and regression harness for fine-tuned LLMs: may this model ship?")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument(
+        "--strict-plugins",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a third-party plugin that fails to import or register is an error, not a warning "
+        "(default: on when the CI environment variable is set)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         sub_parser = sub.add_parser(
@@ -45,16 +59,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The libraries' own progress bars (tqdm) would interleave with ours; read at their import.
     os.environ.setdefault("TQDM_DISABLE", "1")
     console = make_console()
+    common.set_strict_plugins(args.strict_plugins)
+    with handle_signals():
+        return _dispatch(args, console)
+
+
+def _dispatch(args: argparse.Namespace, console: Console) -> int:
     try:
         return int(args.handler(args, console))
     except HarnessError as exc:
         if args.debug:
             raise
-        print(f"harness: error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or [type(exc).__name__]:  # a plan lists each problem on its own line
+            print(f"harness: error: {line}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("harness: interrupted", file=sys.stderr)
-        return EXIT_CHECK_ERRORED
+    except KeyboardInterrupt as exc:
+        interrupted = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
+        print(f"harness: {interrupted.message()}", file=sys.stderr)
+        return interrupted.exit_code
     except Exception as exc:  # an unexpected failure is a check that errored, never a pass
         if args.debug:
             raise

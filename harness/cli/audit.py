@@ -39,10 +39,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
         read_data,
     )
     from harness.lib.console import RunConsole
-    from harness.plugin.manager import get_plugin_manager
-    from harness.plugin.registry import Registries
+    from harness.cli import common
 
-    registries = Registries.from_plugin_manager(get_plugin_manager())
+    registries = common.registries()
     categories: dict[str, str] | None = {} if args.category_column else None
     if args.target.suffix.lower() in {".yaml", ".yml"}:
         from harness.suite.config import load_suite

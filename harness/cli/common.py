@@ -1,8 +1,15 @@
-"""What several subcommands share: building the plugin manager and registries, loading a suite."""
+"""What several subcommands share: building the plugin manager and registries, loading a suite.
+
+Whether a broken third-party plugin stops a command is decided once per process by ``main``
+(``--strict-plugins``, the default when the ``CI`` environment variable is set): a skipped
+plugin is printed as one warning line naming it and its distribution.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,23 +19,54 @@ if TYPE_CHECKING:
     from harness.plugin.registry import Registries
     from harness.suite.config import LoadedSuite
 
+_STRICT: list[bool] = []
+
+
+def set_strict_plugins(value: bool | None) -> bool:
+    """``--strict-plugins`` / ``--no-strict-plugins``, else strict in CI (``CI`` set and not
+    ``false``/``0``); returns the setting."""
+    if value is None:
+        value = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+    _STRICT[:] = [value]
+    return value
+
+
+def strict_plugins() -> bool:
+    return _STRICT[0] if _STRICT else set_strict_plugins(None)
+
+
+def plugin_manager() -> HarnessPluginManager:
+    """The plugin manager of every installed plugin; skipped plugins are warned about."""
+    from harness.plugin.manager import get_plugin_manager
+
+    return get_plugin_manager(strict=strict_plugins())
+
+
+def _warn_skipped(pm: HarnessPluginManager) -> None:
+    for line in pm.skipped:
+        print(f"harness: warning: {line}", file=sys.stderr)
+    pm.skipped.clear()
+
 
 def registries() -> Registries:
     """The registries of every installed plugin (built-ins and entry points)."""
-    from harness.plugin.manager import get_plugin_manager
+    return load_plugins()[1]
+
+
+def load_plugins() -> tuple[HarnessPluginManager, Registries]:
     from harness.plugin.registry import Registries
 
-    return Registries.from_plugin_manager(get_plugin_manager())
+    pm = plugin_manager()
+    registries = Registries.from_plugin_manager(pm)
+    _warn_skipped(pm)
+    return pm, registries
 
 
 def load(suite_path: Path) -> tuple[LoadedSuite, HarnessPluginManager, Registries]:
     """A suite with the plugin manager and registries it runs with."""
-    from harness.plugin.manager import get_plugin_manager
-    from harness.plugin.registry import Registries
     from harness.suite.config import load_suite
 
-    pm = get_plugin_manager()
-    registries = Registries.from_plugin_manager(pm)
+    pm, registries = load_plugins()
     return load_suite(suite_path), pm, registries
 
 

@@ -21,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, console: Console, only_parity: bool = False) -> int:
     from harness.cli.common import load
     from harness.lib.console import RunConsole
+    from harness.lib.interrupt import recording
     from harness.run.runner import Runner, RunOptions
 
     loaded, pm, registries = load(args.suite)
@@ -32,6 +33,7 @@ def run(args: argparse.Namespace, console: Console, only_parity: bool = False) -
     )
     runner = Runner(loaded, pm, registries, RunConsole(console), options)
     try:
-        return runner.run().exit_code
+        with recording(runner.store, runner.run_id):
+            return runner.run().exit_code
     finally:
         runner.store.close()

@@ -20,6 +20,20 @@ from harness.errors import CheckError, require
 from harness.lib.models import LoadedModel
 
 
+def _quiet_git_hash() -> str | None:
+    """lm-eval's ``get_git_commit_hash`` without its ``git describe`` subprocess, whose
+    ``fatal: not a git repository`` lands on our stderr outside a checkout: the commit is read
+    from the working directory's ``.git`` files, as lm-eval itself falls back to."""
+    from lm_eval.loggers.utils import get_commit_from_path
+
+    return get_commit_from_path(os.getcwd())
+
+
+def silence_git_lookup(evaluator_module: Any) -> None:
+    """Make lm-eval's results header read the git commit quietly (see ``_quiet_git_hash``)."""
+    evaluator_module.get_git_commit_hash = _quiet_git_hash
+
+
 def run_task(
     model: LoadedModel,
     task: dict[str, Any],
@@ -33,6 +47,7 @@ def run_task(
     lm_eval = require("lm_eval")
     require("datasets").disable_progress_bars()
     huggingface = require("lm_eval.models.huggingface")
+    silence_git_lookup(require("lm_eval.evaluator"))
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     for noisy in ("lm_eval", "lm-eval"):

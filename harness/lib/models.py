@@ -63,16 +63,51 @@ def cache_dir() -> Path:
     return Path(xdg) / "finetune-harness"
 
 
+_SET_VALUED_KEYS = frozenset({"target_modules", "modules_to_save", "exclude_modules"})
+"""Lists in model configs whose order means nothing (peft keeps ``target_modules`` as a set and
+writes it in hash order, which changes from process to process)."""
+
+
+def canonical_config(value: Any, key: str | None = None) -> Any:
+    """A JSON config value in canonical form: set-valued lists sorted and deduplicated, integral
+    floats written as integers (``16.0`` is ``16``); dict key order is left to the serialiser."""
+    if isinstance(value, dict):
+        return {k: canonical_config(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        items = [canonical_config(v) for v in value]
+        if key in _SET_VALUED_KEYS and all(isinstance(v, str) for v in items):
+            return sorted(set(items))
+        return items
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def file_fingerprint(path: Path) -> str:
+    """sha256 of a file as it defines behaviour: a JSON config in canonical form (sorted keys,
+    set-valued lists sorted, numbers normalised), anything else byte for byte."""
+    if path.suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            return file_digest(path)
+        text = json.dumps(canonical_config(data), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(text.encode()).hexdigest()
+    return file_digest(path)
+
+
 def dir_fingerprint(path: Path) -> str:
     """sha256 over the behaviour-defining files of a model or adapter folder.
 
-    File digests are memoised in the cache folder by (path, size, mtime) so that a 500 MB
-    weights file is hashed once, not on every run.
+    JSON configs are hashed in canonical form (``file_fingerprint``), so two folders that differ
+    only in the order a library happened to write a set in get the same fingerprint.  File digests
+    are memoised in the cache folder by (path, size, mtime) so that a 500 MB weights file is
+    hashed once, not on every run.
     """
     files = sorted({f for pattern in _FINGERPRINT_GLOBS for f in path.glob(pattern) if f.is_file()})
     if not files:
         raise ConfigError(f"{path}: no model files (config.json, *.safetensors) found")
-    memo_path = cache_dir() / "digests.json"
+    memo_path = cache_dir() / "fingerprints.json"  # (not digests.json: JSON files hash differently)
     try:
         memo: dict[str, Any] = json.loads(memo_path.read_text())
     except (OSError, ValueError):
@@ -85,7 +120,7 @@ def dir_fingerprint(path: Path) -> str:
         stamp = [st.st_size, st.st_mtime_ns]
         entry = memo.get(key)
         if not entry or entry[0] != stamp:
-            entry = [stamp, file_digest(f)]
+            entry = [stamp, file_fingerprint(f)]
             memo[key] = entry
             changed = True
         h.update(f"{f.name}\0{entry[1]}\n".encode())

@@ -6,7 +6,7 @@ stage's pipelines) can use them without importing the whole suite model.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -39,14 +39,17 @@ class DataSource(StrictModel):
 
     ``split`` keeps the train or holdout part of a stable hash split of the records' source ids
     (the same split that benchmarks use for held-out items); ``sample`` then keeps a seeded
-    random sample of that many records.  Keys other than these go to the reader's options.
+    random sample of that many records (more than there are is an error; ``all`` keeps every
+    record).  Keys other than these go to the reader's options.
     """
 
     path: str = Field(description="relative to the suite, or '${data}/...' for the data folder")
     format: str = Field("auto", description="reader component: alpaca, sharegpt, messages, csv, auto")
     split: Literal["train", "holdout", "all"] = "all"
     holdout_fraction: float = Field(0.1, ge=0, le=1)
-    sample: int | None = Field(None, ge=1, description="keep a seeded sample of this many records")
+    sample: Annotated[int, Field(ge=1)] | Literal["all"] | None = Field(
+        None, description="keep a seeded sample of this many records ('all': every record)"
+    )
     seed: int = 0
     options: dict[str, Any] = Field(default_factory=dict)
 

@@ -90,8 +90,15 @@ class Component:
         self.ctx = ctx
 
     def cache_material(self) -> dict[str, Any]:
-        """What identifies this component's output besides its inputs (its name and config)."""
-        return {"component": self.name, "config": self.config.model_dump(mode="json")}
+        """What identifies this component's output besides its inputs: its name, its config and
+        its code (distribution, version and, unless it is a fixed release, a source digest)."""
+        from harness.plugin.identity import code_identity
+
+        return {
+            "component": self.name,
+            "config": self.config.model_dump(mode="json"),
+            "code": code_identity(type(self).__module__),
+        }
 
 
 class Reader(Component):
@@ -143,8 +150,7 @@ class FilterOutcome:
     def remove(self, record: Conversation, reason: str, detail: str = "") -> None:
         if self.action == "quarantine":
             raw = json.dumps(record.to_json(), ensure_ascii=False)
-            text = f"{self.filter_name}: {reason}" + (f" ({detail})" if detail else "")
-            self.quarantined.append(Quarantined(record.source_id, text, raw))
+            self.quarantined.append(Quarantined(record.source_id, reason, raw, self.filter_name, detail))
         else:
             self.dropped.append(Dropped(record.source_id, self.filter_name, reason, detail))
 

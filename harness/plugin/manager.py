@@ -15,9 +15,10 @@ from collections.abc import Iterable
 
 import pluggy
 
-from harness import PROJECT_NAME, __version__
+from harness import PROJECT_NAME
 from harness.plugin import hookspecs
 from harness.errors import PluginError
+from harness.plugin.registry import BUILTIN_DISTRIBUTION
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "harness_plugins.readers.formats",
@@ -58,16 +59,28 @@ ESSENTIAL_PLUGINS: dict[str, str] = {
 }
 """Built-ins that cannot be blocked: without them no verdict could be reached at all."""
 
-BUILTIN_DISTRIBUTION = f"finetune-harness {__version__}"
 DISABLE_ENV = "HARNESS_DISABLE_PLUGINS"
 
 
 class HarnessPluginManager(pluggy.PluginManager):
-    """A pluggy manager that also remembers which distribution each plugin came from."""
+    """A pluggy manager that also remembers which distribution each plugin came from, whether a
+    broken third-party plugin is an error (``strict``) or skipped, and what it skipped."""
 
-    def __init__(self) -> None:
+    def __init__(self, strict: bool = True) -> None:
         super().__init__(PROJECT_NAME)
         self._distributions: dict[str, str] = {}
+        self.strict = strict
+        self.skipped: list[str] = []
+        """One line per third-party plugin left out because it failed to import or register."""
+
+    def skip_or_raise(self, name: str, message: str) -> None:
+        """A broken third-party plugin: an error when strict, else left out with a warning line.
+        Built-ins are never skipped (they ship with the harness: a failure there is a bug)."""
+        if self.strict or self._distributions.get(name) == BUILTIN_DISTRIBUTION:
+            raise PluginError(f"{message}; disable it with {DISABLE_ENV}={name}")
+        if self.has_plugin(name):
+            self.unregister(name=name)
+        self.skipped.append(f"{message}; skipped (--strict-plugins makes this an error)")
 
     def register_from(self, plugin: object, name: str, distribution: str) -> None:
         try:
@@ -90,14 +103,18 @@ def get_plugin_manager(
     load_entrypoints: bool = True,
     block: Iterable[str] = (),
     plugins: Iterable[tuple[str, object]] = (),
+    strict: bool = True,
 ) -> HarnessPluginManager:
     """Build a plugin manager: specs, built-ins, ``plugins`` (name, object) given by an embedding
     program or a test, entry points, then ``check_pending()`` so that a misspelled hook
-    implementation fails at start-up.  Each call builds a fresh manager."""
+    implementation fails at start-up.  Each call builds a fresh manager.
+
+    With ``strict=False`` an entry point that fails to import, or whose hooks do not match the
+    specification, is left out and named in ``pm.skipped`` instead of stopping every command."""
     blocked = _blocked(block)
     for name in sorted(blocked & ESSENTIAL_PLUGINS.keys()):
         raise PluginError(f"plugin {name!r} cannot be blocked: it provides {ESSENTIAL_PLUGINS[name]}")
-    pm = HarnessPluginManager()
+    pm = HarnessPluginManager(strict)
     pm.add_hookspecs(hookspecs)
     for module_name in DEFAULT_PLUGINS:
         if module_name in blocked:
@@ -113,15 +130,15 @@ def get_plugin_manager(
             dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist else "unknown distribution"
             try:
                 plugin = ep.load()
+                pm.register_from(plugin, ep.name, dist)
             except Exception as exc:
-                raise PluginError(
-                    f"plugin {ep.name!r} ({dist}) failed to import: {type(exc).__name__}: {exc}"
-                    f"; disable it with {DISABLE_ENV}={ep.name}"
-                ) from exc
-            pm.register_from(plugin, ep.name, dist)
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        name = pm.get_name(exc.plugin) or repr(exc.plugin)
-        raise PluginError(f"plugin {name!r} ({pm.distribution_of(name)}): {exc}") from exc
-    return pm
+                problem = exc if isinstance(exc, PluginError) else f"failed to import: {type(exc).__name__}: {exc}"
+                message = str(problem) if isinstance(problem, PluginError) else f"plugin {ep.name!r} ({dist}) {problem}"
+                pm.skip_or_raise(ep.name, message)
+    while True:
+        try:
+            pm.check_pending()
+            return pm
+        except pluggy.PluginValidationError as exc:
+            name = pm.get_name(exc.plugin) or repr(exc.plugin)
+            pm.skip_or_raise(name, f"plugin {name!r} ({pm.distribution_of(name)}): {exc}")

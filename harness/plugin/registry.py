@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from harness import __version__
+
 from harness.errors import ConfigError, PluginError, UnknownComponentError
 from harness.plugin.components import (
     Backend,
@@ -30,6 +32,8 @@ from harness.plugin.parity import ParityCheck
 
 if TYPE_CHECKING:
     from harness.plugin.manager import HarnessPluginManager
+
+BUILTIN_DISTRIBUTION = f"finetune-harness {__version__}"
 
 
 COMPONENT_KINDS: dict[str, type[Component]] = {
@@ -107,6 +111,10 @@ class Registry:
                 f"unknown {self.kind} {name!r}; available: {known}"
             ) from None
 
+    def discard_plugin(self, plugin: str) -> None:
+        """Forget every component that ``plugin`` registered (it failed part-way)."""
+        self._items = {name: info for name, info in self._items.items() if info.plugin != plugin}
+
     def names(self) -> list[str]:
         return sorted(self._items)
 
@@ -162,21 +170,28 @@ class Registries:
     @classmethod
     def from_plugin_manager(cls, pm: HarnessPluginManager) -> Registries:
         """Call every register hook implementation, one plugin at a time, so that an error
-        is attributed to the plugin that raised it."""
+        is attributed to the plugin that raised it.  A third-party plugin that fails is an error
+        when ``pm.strict``; otherwise all its components are left out and ``pm.skipped`` says so."""
         registries = cls()
+        failed: set[str] = set()
         for kind, hook_name in REGISTER_HOOKS.items():
             hook = getattr(pm.hook, hook_name)
             for impl in hook.get_hookimpls():  # registration order: built-ins first
                 plugin = impl.plugin_name
+                if plugin in failed:
+                    continue
                 dist = pm.distribution_of(plugin)
-                registrar = Registrar(registries[kind], plugin, dist)
                 try:
-                    impl.function(registrar=registrar)
-                except PluginError:
-                    raise
+                    impl.function(registrar=Registrar(registries[kind], plugin, dist))
                 except Exception as exc:
-                    raise PluginError(
-                        f"plugin {plugin!r} ({dist}) failed in {hook_name}: "
-                        f"{type(exc).__name__}: {exc}"
-                    ) from exc
+                    message = str(exc) if isinstance(exc, PluginError) else (
+                        f"plugin {plugin!r} ({dist}) failed in {hook_name}: {type(exc).__name__}: {exc}"
+                    )
+                    if pm.strict or dist == BUILTIN_DISTRIBUTION:
+                        hint = "" if dist == BUILTIN_DISTRIBUTION else f"; disable it with HARNESS_DISABLE_PLUGINS={plugin}"
+                        raise PluginError(message + hint) from exc
+                    failed.add(plugin)
+                    for registry in registries.by_kind.values():
+                        registry.discard_plugin(plugin)
+                    pm.skipped.append(f"{message}; skipped (--strict-plugins makes this an error)")
         return registries

@@ -372,7 +372,7 @@ def _requests(registries: Registries, loaded: LoadedSuite, ctx: RunContext, loc:
     src = spec.requests if loc[-1] == "requests" else spec.offline_set
     assert src is not None
     read = read_source(plan_source(registries, loaded, ctx, loc, src))
-    chosen, select_stage = select(src, read.records)
+    chosen, select_stage = select(src, read.records, loaded.where(loc + ("sample",)))
     notes.append(
         f"{'.'.join(map(str, loc))}: read {read.stage.n_in}, quarantined {len(read.quarantined)}, "
         f"kept {len(chosen)} ({', '.join(f'{k}: {v}' for k, v in select_stage.reasons.items()) or 'all'})"

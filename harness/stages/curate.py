@@ -27,6 +27,7 @@ from harness.lib.data import in_split, seeded_sample
 from harness.lib.refs import DataSource
 from harness.plugin.components import Filter, Reader
 from harness.stages.curate_report import Examples, InputSummary, LineCount, filter_quarantine_reason, read_reason
+from harness.suite.preflight import check_sample_size
 from harness.suite.yamlpos import Loc
 from harness.types import Conversation, Ledger, Quarantined, StageLedger
 
@@ -145,14 +146,18 @@ def read_records(reader: Reader, path: Path, source: str, origin: str) -> ReadRe
 # ------------------------------------------------------------------------------ selection
 
 
-def select(src: DataSource, records: list[Conversation]) -> tuple[list[Conversation], StageLedger]:
-    """Keep ``src``'s split, then its seeded sample; the ledger counts what was left out."""
+def select(src: DataSource, records: list[Conversation], where: str = "") -> tuple[list[Conversation], StageLedger]:
+    """Keep ``src``'s split, then its seeded sample; the ledger counts what was left out.  A
+    sample larger than what the split holds is a ``DataError`` (at ``where``, the suite's line)."""
     stage = StageLedger(f"select {Path(src.path).name} (split={src.split}, sample={src.sample})")
     stage.n_in = len(records)
     chosen = [r for r in records if in_split(r.source_id, src.split, src.holdout_fraction, src.seed)]
     if len(chosen) < len(records):
         stage.reasons[f"not in {src.split} split"] = len(records) - len(chosen)
-    if src.sample is not None and src.sample < len(chosen):
+    too_large = check_sample_size(src.sample, len(chosen), where=where or src.path, path=src.path, split=src.split)
+    if too_large:
+        raise DataError(str(too_large[0]))
+    if isinstance(src.sample, int) and src.sample < len(chosen):
         sampled = seeded_sample(chosen, src.sample, src.seed, key=lambda r: r.source_id)
         stage.reasons["not sampled"] = len(chosen) - len(sampled)
         chosen = sampled
@@ -273,7 +278,7 @@ def read_selected(source: SourcePlan, max_quarantined_fraction: float, setting: 
     """The records of one source after its split and sample (a trainer's replay data, say)."""
     read = read_source(source)
     check_quarantined(read.quarantined, read.stage.n_in, max_quarantined_fraction, setting)
-    return select(source.source, read.records)[0]
+    return select(source.source, read.records, source.where)[0]
 
 
 def curate(plan: CuratePlan, examples: Examples | None = None) -> CurateOutcome:
@@ -292,7 +297,7 @@ def curate(plan: CuratePlan, examples: Examples | None = None) -> CurateOutcome:
             examples.quarantined(read.stage, read.quarantined)
         src = source.source
         inputs.append(InputSummary(src.path, src.format, len(read.records), len(read.quarantined), read.lines))
-        chosen, select_stage = select(src, read.records)
+        chosen, select_stage = select(src, read.records, source.where)
         ledger.stages.append(select_stage)
         records.extend(chosen)
     check_quarantined(ledger.quarantined, total_in, plan.max_quarantined_fraction, "curate.max_quarantined_fraction")

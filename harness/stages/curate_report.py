@@ -101,8 +101,8 @@ def read_reason(q: Quarantined) -> str:
 
 
 def filter_quarantine_reason(q: Quarantined) -> str:
-    """The ledger key of a record a filter quarantined (``name: reason (detail)``)."""
-    return f"quarantined: {q.reason.split(' (')[0]}"
+    """The ledger key of a record a filter quarantined (``filter: reason``)."""
+    return f"quarantined: {q.filter}: {q.reason}" if q.filter else read_reason(q)
 
 
 class Examples:

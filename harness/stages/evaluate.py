@@ -4,12 +4,19 @@ The cache key is the model fingerprint (weights, tokenizer, chat template, gener
 adapter), the backend and its precision, the benchmark's name and config, the digest of its items,
 and the harness version.  Results are cached per item as soon as each chunk is scored, so a killed
 run resumes where it stopped; errors are recorded per (benchmark, model) and never cached.
+
+Chunks are sized by time: after the first one (a few items), a chunk holds as many items as take
+about ``COMMIT_SECONDS`` to score (never more than the benchmark's ``chunk_size``), so an
+interruption loses at most that much work however slow the items are.  A run holds the
+evaluation key's lock while it scores, so a second run of the same evaluation on the same store
+waits and then reuses the items instead of scoring them again.
 """
 
 from __future__ import annotations
 
 import gc
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -19,6 +26,21 @@ from harness.lib.console import RunConsole
 from harness.lib.models import LoadedModel, ModelRef
 from harness.lib.store import Store, cache_key
 from harness.types import BenchmarkResult, ItemResult
+
+
+COMMIT_SECONDS = 5.0
+"""Target time between two commits of evaluated items."""
+FIRST_CHUNK = 4
+"""Items in the first chunk of a benchmark, which measures how long an item takes."""
+
+
+def next_chunk_size(limit: int, seconds_per_item: float, target: float = COMMIT_SECONDS) -> int:
+    """How many items the next chunk holds: about ``target`` seconds of work, at least 1 and at
+    most ``limit``; from 8 up, a multiple of 8 (the backends' usual batch size)."""
+    if seconds_per_item <= 0:
+        return limit
+    n = max(1, min(limit, int(target / seconds_per_item)))
+    return n - n % 8 if n >= 8 and n != limit else n
 
 
 def _validate(items: Sequence[Item], results: list[ItemResult]) -> None:
@@ -69,21 +91,15 @@ class Evaluator:
         cached = self.store.cached_items("evaluate", material) if self.use_cache else {}
         todo = [item for item in items if item["id"] not in cached]
         if todo:
-            with self.console.progress(f"{label} / {self.ref.label}") as progress:
-                done = 0
 
-                def chunk_progress(offset: int) -> Callable[[int, int, str], None]:
-                    return lambda d, _t, msg: progress(offset + d, len(todo), msg)
+            def waiting() -> None:
+                self.console.stage("evaluate", f"{label} / {self.ref.label}: waiting for another run that is evaluating it", style="yellow")
 
-                for start in range(0, len(todo), bench.chunk_size):
-                    chunk = todo[start : start + bench.chunk_size]
-                    results = bench.evaluate(self.model(), chunk, chunk_progress(done))
-                    _validate(chunk, results)
-                    values = {r.item_id: r.__dict__ for r in results}
-                    self.store.put_items("evaluate", material, values)
-                    cached.update(values)
-                    done += len(chunk)
-                    progress(done, len(todo), "")
+            with self.store.lock("evaluate", key, on_wait=waiting):
+                if self.use_cache:  # the run this one waited for may have scored them
+                    cached = self.store.cached_items("evaluate", material)
+                    todo = [item for item in items if item["id"] not in cached]
+                self._score(label, bench, material, todo, cached)
         ordered = tuple(_with_prompt(ItemResult(**cached[item["id"]]), bench, item) for item in items)
         return BenchmarkResult(
             bench.name,
@@ -95,6 +111,32 @@ class Evaluator:
             cached_items=len(items) - len(todo),
             summary=bench.summary(ordered),
         )
+
+    def _score(
+        self, label: str, bench: Benchmark, material: dict[str, Any], todo: list[Item], cached: dict[str, Any]
+    ) -> None:
+        """Score ``todo`` in time-sized chunks, committing each chunk's items as it is done."""
+        if not todo:
+            return
+        with self.console.progress(f"{label} / {self.ref.label}") as progress:
+            done, size = 0, min(bench.chunk_size, FIRST_CHUNK)
+
+            def chunk_progress(offset: int) -> Callable[[int, int, str], None]:
+                return lambda d, _t, msg: progress(offset + d, len(todo), msg)
+
+            while done < len(todo):
+                chunk = todo[done : done + size]
+                model = self.model()
+                started = time.perf_counter()
+                results = bench.evaluate(model, chunk, chunk_progress(done))
+                elapsed = time.perf_counter() - started
+                _validate(chunk, results)
+                values = {r.item_id: r.__dict__ for r in results}
+                self.store.put_items("evaluate", material, values)
+                cached.update(values)
+                done += len(chunk)
+                progress(done, len(todo), "")
+                size = next_chunk_size(bench.chunk_size, elapsed / len(chunk))
 
 
 def describe(label: str, res: BenchmarkResult) -> str:

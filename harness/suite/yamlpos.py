@@ -1,4 +1,8 @@
-"""Safe YAML loading that remembers the line of every key, so errors can name ``file:line``."""
+"""Safe YAML loading that remembers the line of every key, so errors can name ``file:line``.
+
+Loading is strict: a key written twice in the same mapping is an error naming both lines (the
+YAML loaders silently keep the last one, so ``seed: 1`` then ``seed: 2`` would run seed 2).
+"""
 
 from __future__ import annotations
 
@@ -32,16 +36,30 @@ class Positions:
         return f"{self.path}:{self.line(loc)}"
 
 
-def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
+def _dotted(loc: Loc) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int], path: Path) -> None:
     if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
         for key_node, value_node in node.value:
+            line = key_node.start_mark.line + 1
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                name = str(key_node.value)
+                if name in seen:
+                    raise ConfigError(
+                        f"{path}:{line}: duplicate key {_dotted(loc + (name,))!r} "
+                        f"(first at line {seen[name]}); keep one of them"
+                    )
+                seen[name] = line
             key = loc + (str(key_node.value),)
-            lines[key] = key_node.start_mark.line + 1
-            _walk(value_node, key, lines)
+            lines[key] = line
+            _walk(value_node, key, lines, path)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             lines[loc + (index,)] = item.start_mark.line + 1
-            _walk(item, loc + (index,), lines)
+            _walk(item, loc + (index,), lines, path)
 
 
 def load_yaml(path: Path) -> tuple[Any, Positions]:
@@ -62,5 +80,5 @@ def load_yaml(path: Path) -> tuple[Any, Positions]:
         raise ConfigError(f"{path}:{line}: invalid YAML: {problem}") from None
     lines: dict[Loc, int] = {}
     if node is not None:
-        _walk(node, (), lines)
+        _walk(node, (), lines, path)
     return data, Positions(path, lines)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 import harness
 from harness.plugin.components import TrainContext, Trainer
@@ -34,6 +34,12 @@ class LoRAConfig(TrainingConfig):
     alpha: int = Field(16, ge=1, description="LoRA scaling numerator (lora_alpha)")
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
+
+    @field_validator("target_modules")
+    @classmethod
+    def _as_set(cls, value: list[str]) -> list[str]:
+        """A set of module names: sorted, so its order never changes a cache key."""
+        return sorted(set(value))
 
 
 class LoRATrainer(Trainer):

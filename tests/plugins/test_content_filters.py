@@ -496,7 +496,7 @@ def test_pii_quarantine_names_kinds_and_counts_never_values(ctx):
     assert_ledger(records, result)
     assert [r.source_id for r in result.kept] == ["t:2"]
     (entry,) = result.quarantined
-    assert entry.reason == "pii: pii (email x2, phone x1)"
+    assert (entry.filter, entry.reason, entry.detail) == ("pii", "pii", "email x2, phone x1")
     assert "example" not in entry.reason and "555" not in entry.reason
     dropped = PiiFilter(PiiFilter.Config(action="drop"), ctx).apply(records)
     assert_ledger(records, dropped)
@@ -625,7 +625,8 @@ def test_repetition_only_judges_configured_roles_and_quarantines(ctx):
     ).apply([record])
     assert_ledger([record], result)
     (entry,) = result.quarantined
-    assert entry.reason.startswith("repetition: repeated_lines (turn 1 (user): repeated lines 0.83")
+    assert (entry.filter, entry.reason) == ("repetition", "repeated_lines")
+    assert entry.detail.startswith("turn 1 (user): repeated lines 0.83")
 
 
 # ============================================================================== language
@@ -741,9 +742,8 @@ def test_language_short_and_expected_turns_are_kept(ctx, language_filter):
     )
     result = only_assistant.apply([german])
     assert_ledger([german], result)
-    assert result.quarantined[0].reason.startswith(
-        "language: wrong_language (turn 2 (assistant): de "
-    )
+    assert (result.quarantined[0].filter, result.quarantined[0].reason) == ("language", "wrong_language")
+    assert result.quarantined[0].detail.startswith("turn 2 (assistant): de ")
 
 
 def test_language_config_is_validated(ctx):

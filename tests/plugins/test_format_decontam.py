@@ -141,9 +141,8 @@ def outcomes(result: FilterResult, name: str) -> dict[str, tuple[str, str]]:
     """``source_id -> (reason, detail)`` of every removed record, dropped or quarantined."""
     out = {d.source_id: (d.reason, d.detail) for d in result.dropped}
     for q in result.quarantined:
-        match = re.fullmatch(rf"{name}: (\w+)(?: \((.*)\))?", q.reason, re.DOTALL)
-        assert match, q.reason
-        out[q.source_id] = (match.group(1), match.group(2) or "")
+        assert q.filter == name, q
+        out[q.source_id] = (q.reason, q.detail)
     return out
 
 
@@ -520,9 +519,9 @@ def test_format_check_chat_template_file_and_quarantine(format_check, ctx: RunCo
     result = flt.apply(records)
     assert_ledger(records, result)
     assert [r.source_id for r in result.kept] == ["q:1"] and result.dropped == []
-    assert [q.reason for q in result.quarantined] == [
-        "format_check: template_error (System role not supported)",
-        "format_check: empty_response (message 2 of 2 (assistant) is empty)",
+    assert [(q.filter, q.reason, q.detail) for q in result.quarantined] == [
+        ("format_check", "template_error", "System role not supported"),
+        ("format_check", "empty_response", "message 2 of 2 (assistant) is empty"),
     ]
     assert json.loads(result.quarantined[0].raw)["source_id"] == "q:2"
 
@@ -688,13 +687,12 @@ def test_decontaminate_against_own_files_and_quarantine(decontaminate, ctx: RunC
     result = flt.apply(records)
     assert_ledger(records, result)
     assert [r.source_id for r in result.kept] == ["f:3"]
-    reasons = {q.source_id: q.reason for q in result.quarantined}
-    assert reasons["f:1"].startswith(
-        "decontaminate: contaminated (internal: 4 shared 13-grams, e.g. '"
-    )
-    assert reasons["f:1"].endswith("(item held_out.jsonl:1))")
-    assert reasons["f:2"].startswith("decontaminate: contaminated (faq: 4 shared 13-grams")
-    assert reasons["f:2"].endswith("(item faq.csv:2))")
+    entries = {q.source_id: q for q in result.quarantined}
+    assert (entries["f:1"].filter, entries["f:1"].reason) == ("decontaminate", "contaminated")
+    assert entries["f:1"].detail.startswith("internal: 4 shared 13-grams, e.g. '")
+    assert entries["f:1"].detail.endswith("(item held_out.jsonl:1)")
+    assert entries["f:2"].detail.startswith("faq: 4 shared 13-grams")
+    assert entries["f:2"].detail.endswith("(item faq.csv:2)")
 
 
 def test_eval_file_without_usable_items_is_an_error(decontaminate, ctx: RunContext) -> None:

@@ -177,7 +177,7 @@ def test_every_input_appears_exactly_once(run, ctx):
     assert [r.source_id for r in quarantined.kept] == kept_ids
     assert [q.source_id for q in quarantined.quarantined] == [d.source_id for d in result.dropped]
     first = quarantined.quarantined[0]
-    assert first.reason == f"near_dedup: near_duplicate ({result.dropped[0].detail})"
+    assert (first.filter, first.reason, first.detail) == ("near_dedup", "near_duplicate", result.dropped[0].detail)
     assert first.source_id in first.raw
 
 

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,13 +171,19 @@ class TrainLoop:
         )
 
     def _restore(self) -> tuple[int, int, int, dict[str, Any]] | None:
-        """(step, epoch, batch index, meta) of the newest complete state, restored into the engine."""
+        """(step, epoch, batch index, meta) of the newest complete state, restored into the engine.
+
+        Rank 0 also draws this run's token, which names its temporary checkpoint folders: every
+        rank uses the same one, and no other process (another run, a killed earlier one) does."""
         found = None
         if self.engine.rank == 0:
             found = checkpoint.latest(self.state_root, self.digest) if self.resume else None
-            (self.output_dir / "resume.json").write_text(json.dumps({"path": str(found.path) if found else None}))
+            token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            info = {"path": str(found.path) if found else None, "token": token}
+            (self.output_dir / "resume.json").write_text(json.dumps(info))
         self.engine.barrier()
         info = json.loads((self.output_dir / "resume.json").read_text())
+        self.token = str(info["token"])
         self.engine.barrier()
         if info["path"] is None:
             return None
@@ -185,9 +193,14 @@ class TrainLoop:
         checkpoint.load_rng(folder, self.engine.rank, self.torch)
         return meta["step"], meta["epoch"], meta["batch"], meta
 
+    def _portable(self, event: dict[str, Any]) -> dict[str, Any]:
+        """A checkpoint event as saved in the state: its path relative to the output folder, so a
+        copied store resumes with paths into the copy (an absolute one is kept as it is)."""
+        path = Path(event["path"])
+        return {**event, "path": str(path.relative_to(self.output_dir)) if path.is_relative_to(self.output_dir) else str(path)}
+
     def _save_state(self, step: int, epoch: int, batch: int, meta: dict[str, Any]) -> None:
-        token = f"{self.digest[:8]}"
-        staging = checkpoint.staging_dir(self.state_root, step, token)
+        staging = checkpoint.staging_dir(self.state_root, step, self.token)
         if self.engine.rank == 0:
             import shutil
 
@@ -213,7 +226,8 @@ class TrainLoop:
         restored = self._restore()
         if restored is not None:
             step, epoch0, batch0, meta = restored
-            losses, tokens, events = list(meta["losses"]), int(meta["tokens"]), list(meta["checkpoints"])
+            losses, tokens = list(meta["losses"]), int(meta["tokens"])
+            events = [{**e, "path": str(self.output_dir / e["path"])} for e in meta["checkpoints"]]
             self.emit("resumed", {"step": step, "total": total})
             for event in events:
                 self.emit("checkpoint", event)
@@ -243,7 +257,7 @@ class TrainLoop:
                     events.append(event)
                     self.emit("checkpoint", event)
                 if step % cfg.state_every == 0 and step < total:
-                    meta = {"losses": losses, "tokens": tokens, "checkpoints": events}
+                    meta = {"losses": losses, "tokens": tokens, "checkpoints": [self._portable(e) for e in events]}
                     self._save_state(step, *position, meta)
             epoch += 1
         final = self.output_dir / self.final_name
