@@ -11,10 +11,15 @@ TORCH_SPEC ?= torch==2.13.0
 setup: $(STAMP) system-deps
 
 # bubblewrap isolates model-generated code (HumanEval); code benchmarks refuse to run without it.
+# chromium: the report tests open report.html in it (headless, network off); shellcheck: actionlint
+# checks the shell steps of action.yml and the example workflow with it.
+SYSTEM_PACKAGES := bwrap:bubblewrap chromium:chromium shellcheck:shellcheck
 system-deps:
-	@command -v bwrap >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; \
-	  else echo "bubblewrap is missing: sudo apt-get install bubblewrap"; exit 1; fi; }
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing system packages: sudo apt-get install$$missing"; exit 1; fi; fi
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)

@@ -6,6 +6,8 @@ plugin through the ``pytest11`` entry point).
 * ``tiny_model_dir``: a randomly initialised 2-layer Llama with SmolLM2's tokenizer and chat
   template, for fast unit tests of trainers and backends.
 * ``write_suite``: writes a suite YAML into ``tmp_path`` and returns its path.
+* ``synthetic_run()`` (a function): a finished run without a model, for reporter tests.
+* ``pytest --harness-suite SUITE`` (``harness.gate_items``): a suite's gates as test items.
 * ``readonly_folder``: an empty folder no one may write in, reachable by every user; with
   ``unprivileged_python(code)``, which runs Python code as an unprivileged user (root ignores
   permission bits), for tests of read-only stores and report folders.
@@ -30,6 +32,9 @@ import yaml
 
 if TYPE_CHECKING:
     from harness.lib.serving import VllmServer
+    from harness.types import RunResult
+
+pytest_plugins = ("harness.gate_items",)  # --harness-suite: a suite's gates as test items
 
 
 @pytest.fixture
@@ -154,3 +159,46 @@ def vllm_server(embedded_model_dir: Path, tmp_path_factory: pytest.TempPathFacto
         yield server
     finally:
         server.stop()
+
+
+def synthetic_run(items: int = 200, gates: int = 3, seed: int = 0, run_id: str = "synthetic-run") -> RunResult:
+    """A finished run without a model, for reporter tests and benchmarks: ``gates`` gates over as
+    many benchmarks (every verdict, advisory and blocking), ``items`` items spread over them with
+    baseline and candidate answers (some won, some lost), a curation ledger and a training."""
+    import random
+
+    from harness.types import (
+        BenchmarkResult, CheckpointEvent, Comparison, Decision, Dropped, ItemResult, Ledger,
+        RunResult, StageLedger, TrainOutput, Verdict,
+    )
+
+    rng = random.Random(seed)
+    verdicts = [Verdict.PASS, Verdict.FAIL, Verdict.INCONCLUSIVE, Verdict.ERROR]
+    result = RunResult(run_id, "synthetic", Path("suites/synthetic.yaml"), 1_700_000_000.0, duration_s=42.0)
+    result.models = {"baseline": "tiny [0123456789ab]", "candidate": "tiny + adapter [ba9876543210]"}
+    labels = [f"bench_{g:02d}" for g in range(max(gates, 1))]
+    per_bench = [items // len(labels) + (1 if g < items % len(labels) else 0) for g in range(len(labels))]
+    for label, n in zip(labels, per_bench):
+        base, cand = [], []
+        for i in range(n):
+            ref = rng.choice(["refund", "cancel_order", "track_order", "<b>html</b> & | pipes"])
+            b, c = rng.random() < 0.5, rng.random() < 0.6
+            prompt = f"Classify the intent of message {i}: " + "word " * rng.randint(3, 40)
+            base.append(ItemResult(f"{label}/{i}", ref if b else "other", ref, float(b), prompt=prompt, raw=f" {ref if b else 'other'}\n"))
+            cand.append(ItemResult(f"{label}/{i}", ref if c else "wrong", ref, float(c), prompt=prompt, raw=f"{ref if c else 'wrong'}"))
+        result.benchmarks[label] = {
+            "baseline": BenchmarkResult(label, "baseline", "exact_match", tuple(base), "k1"),
+            "candidate": BenchmarkResult(label, "candidate", "exact_match", tuple(cand), "k2"),
+        }
+    for g, label in enumerate(labels[:gates]):
+        verdict = verdicts[g % len(verdicts)]
+        diff = rng.uniform(-0.1, 0.1)
+        cmp = Comparison("mcnemar", per_bench[g], 0.5, 0.5 + diff, diff, diff - 0.05, diff + 0.05, rng.random(), 0.04, 0.05)
+        result.decisions.append(Decision(label, label, "non_inferior(margin=0.02)", verdict, f"{verdict.value} because of the numbers",
+                                         blocking=g % 5 != 4, comparison=None if verdict is Verdict.ERROR else cmp))
+    result.ledger = Ledger([StageLedger("read data.csv", 10, 9, 1, 0), StageLedger("filter exact_dedup", 9, 8, 1, 0)],
+                           dropped=[Dropped("data.csv:3", "exact_dedup", "duplicate", "same as data.csv:2 (mail jane@example.com)")])
+    result.train = TrainOutput(Path("adapter"), 4, 9, 900, 2.5, 1.5, 3.0)
+    result.checkpoints = [CheckpointEvent("lora", 2, 4, Path("ckpt-2"), 2.0), CheckpointEvent("lora", 4, 4, Path("ckpt-4"), 1.5, final=True)]
+    result.exit_code = 3 if any(d.verdict is Verdict.ERROR and d.blocking for d in result.decisions) else 1
+    return result

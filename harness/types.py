@@ -149,6 +149,11 @@ class ItemResult:
     score: float
     weight: float = 1.0
     """How much the item counts in a weighted summary (e.g. its token count for perplexity)."""
+    raw: str = ""
+    """The model's raw output before the benchmark extracted ``prediction`` from it (generation
+    benchmarks), so a report can show what the model really said; empty when there is none."""
+    prompt: str = ""
+    """What the model was asked (filled from the benchmark item by the evaluate stage)."""
 
 
 @dataclass(frozen=True)
@@ -395,6 +400,17 @@ class EvalError:
     message: str
 
 
+@dataclass(frozen=True)
+class RunSummary:
+    """An earlier run of the same suite, as the report's history shows it: each benchmark's
+    score per model (``scores[label][model]``) and the run's exit code."""
+
+    run_id: str
+    started_at: str
+    exit_code: int | None
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
 @dataclass
 class RunResult:
     """Everything a reporter needs about a finished run."""
@@ -426,3 +442,7 @@ class RunResult:
     plugin_errors: list[str] = field(default_factory=list)
     """Failures of reporters and lifecycle hooks, each naming the plugin: recorded, the other
     reporters and hooks still run, and the run exits 3 unless a gate already failed it."""
+    history: list[RunSummary] = field(default_factory=list)
+    """Earlier runs of the same suite (oldest first), recorded when the report is written."""
+    provenance: dict[str, Any] = field(default_factory=dict)
+    """Suite digest, seed, command line and versions, recorded when the report is written."""

@@ -35,7 +35,7 @@ def test_builtins_are_registered_with_their_origin(registries: Registries) -> No
         "benchmark": {"mmlu", "support_intent", "humaneval", "hellaswag", "perplexity", "lm_eval_task"},
         "statistic": {"mcnemar", "paired_bootstrap"},
         "backend": {"hf"},
-        "reporter": {"terminal", "json", "junit", "curve"},
+        "reporter": {"terminal", "json", "junit", "curve", "html", "markdown"},
         "parity_check": {"template", "sampling", "preprocessing", "postprocessing", "traffic_shift", "replay"},
     }
     for kind, names in expected.items():

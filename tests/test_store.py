@@ -179,3 +179,21 @@ def test_starting_the_same_run_twice_fails(store):
     store.start_run("r1", "demo", Path("a.yaml"))
     with pytest.raises(sqlite3.IntegrityError):
         store.start_run("r1", "demo", Path("a.yaml"))
+
+
+def test_item_cache_round_trips_raw_output_and_prompt(store):
+    item = ItemResult("q1", "refund", "refund", 1.0, raw=" refund\n", prompt="Classify: money back")
+    store.put_items("evaluate", {"m": 1}, {"q1": item.__dict__})
+    assert ItemResult(**store.cached_items("evaluate", {"m": 1})["q1"]) == item
+
+
+def test_result_documents_are_kept_per_run(store, tmp_path):
+    store.start_run("r1", "demo", tmp_path / "demo.yaml")
+    store.start_run("r2", "other", tmp_path / "other.yaml")
+    doc = {"schema": "x", "score": float("nan"), "text": "héllo"}
+    store.save_result("r1", "demo", doc)
+    loaded = store.load_result("r1")
+    assert loaded["text"] == "héllo" and loaded["score"] != loaded["score"]  # NaN survives
+    assert store.load_result("r2") is None
+    assert [(r["run_id"], r["has_result"]) for r in store.list_runs()] == [("r1", True), ("r2", False)]
+    assert [r["run_id"] for r in store.list_runs("other")] == ["r2"]

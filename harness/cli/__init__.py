@@ -21,12 +21,14 @@ from types import ModuleType
 from rich.console import Console
 
 from harness import __version__
-from harness.cli import audit, common, curate, memory, parity, plugins, run, store, validate
+from harness.cli import audit, common, compare, curate, memory, parity, plugins, report, run, runs, store, validate
 from harness.errors import EXIT_CHECK_ERRORED, HarnessError
 from harness.lib.console import make_console
 from harness.lib.interrupt import Interrupted, handle_signals
 
-COMMANDS: tuple[ModuleType, ...] = (run, parity, validate, curate, plugins, audit, memory, store)
+COMMANDS: tuple[ModuleType, ...] = (
+    run, parity, validate, curate, plugins, audit, memory, store, runs, report, compare
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -60,6 +60,7 @@ CREATE TABLE IF NOT EXISTS cache (
 CREATE TABLE IF NOT EXISTS item_cache (
     key TEXT, item_id TEXT, result TEXT, PRIMARY KEY (key, item_id)
 );
+CREATE TABLE IF NOT EXISTS results (run_id TEXT PRIMARY KEY, suite TEXT, document TEXT);
 """
 
 TABLES = ("runs", "ledgers", "items", "decisions", "cache", "item_cache")
@@ -308,3 +309,27 @@ class Store:
                 "UPDATE runs SET finished = ?, exit_code = ?, status = ? WHERE run_id = ? AND status = 'running'",
                 (time.time(), exit_code, status, run_id),
             )
+
+    # ------------------------------------------------------------------ result documents
+
+    def save_result(self, run_id: str, suite: str, document: dict[str, Any]) -> None:
+        """Keep a run's full result document (``harness report`` re-renders it from here)."""
+        text = json.dumps(document, ensure_ascii=False)
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO results VALUES (?,?,?)", (run_id, suite, text))
+
+    def load_result(self, run_id: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT document FROM results WHERE run_id = ?", (run_id,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def list_runs(self, suite: str | None = None) -> list[dict[str, Any]]:
+        """Every run (of ``suite``, when given), oldest first, with whether its result
+        document is kept (runs from before documents were stored, or killed, have none)."""
+        rows = self.db.execute(
+            "SELECT r.run_id, r.suite, r.started, r.finished, r.exit_code, r.report_dir,"
+            " d.run_id IS NOT NULL FROM runs r LEFT JOIN results d ON d.run_id = r.run_id"
+            " WHERE ? IS NULL OR r.suite = ? ORDER BY r.started, r.run_id",
+            (suite, suite),
+        )
+        keys = ("run_id", "suite", "started", "finished", "exit_code", "report_dir", "has_result")
+        return [{**dict(zip(keys, row)), "has_result": bool(row[6])} for row in rows]

@@ -187,6 +187,9 @@ class Trainer(Component):
 Item = dict[str, Any]
 """One benchmark item: JSON-serialisable, with a unique string ``"id"``."""
 
+PROMPT_CHARS = 4000
+"""How much of an item's prompt a per-item result keeps for reports."""
+
 
 class Benchmark(Component):
     """Scores a model item by item.
@@ -222,6 +225,15 @@ class Benchmark(Component):
     ) -> list[ItemResult]:
         """Score exactly ``items`` (a chunk of ``items()``), one result per item, same order."""
         raise NotImplementedError
+
+    def item_prompt(self, item: Item) -> str:
+        """What the model is asked on ``item``, as reports show it: its ``prompt`` field, else
+        the item's other fields as compact JSON; cut to ``PROMPT_CHARS`` characters."""
+        text = item.get("prompt")
+        if not isinstance(text, str):
+            rest = {k: v for k, v in item.items() if k != "id"}
+            text = json.dumps(rest, ensure_ascii=False, sort_keys=True, default=str)
+        return text if len(text) <= PROMPT_CHARS else text[: PROMPT_CHARS - 1] + "…"
 
     def summary(self, results: Sequence[ItemResult]) -> dict[str, float]:
         """Headline figures of a whole result (default: the weighted mean of the scores)."""
@@ -263,5 +275,16 @@ class Reporter(Component):
 
     def report(self, result: RunResult, out_dir: Path) -> list[Path]:
         raise NotImplementedError
+
+    def render(self, document: dict[str, Any]) -> dict[str, str]:
+        """The files (name -> text) this reporter makes from a run's result document (see
+        ``harness.lib.resultdoc``), so that ``harness report`` re-renders a stored run without
+        recomputing it.  Reporters that only render live runs (the terminal) do not override it."""
+        raise NotImplementedError(f"reporter {self.name!r} cannot render a stored run")
+
+    @classmethod
+    def renders_documents(cls) -> bool:
+        """Whether ``render`` is implemented (``harness report --format`` offers only these)."""
+        return cls.render is not Reporter.render
 
 

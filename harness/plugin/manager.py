@@ -49,6 +49,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "harness_plugins.reporters.terminal",
     "harness_plugins.reporters.files",
     "harness_plugins.reporters.curve",
+    "harness_plugins.reporters.html",
+    "harness_plugins.reporters.markdown",
 )
 """Built-in plugin modules, registered under their module name."""
 

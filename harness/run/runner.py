@@ -23,6 +23,7 @@ from harness.errors import EXIT_CHECK_ERRORED, ConfigError, HarnessError
 from harness.lib.console import RunConsole
 from harness.lib.models import ModelRef, resolve_model
 from harness.lib.refs import DataSource
+from harness.lib.resultdoc import record_result
 from harness.lib.store import Store
 from harness.plugin.components import Benchmark, Trainer
 from harness.plugin.manager import HarnessPluginManager
@@ -332,6 +333,9 @@ class Runner:
                 self.report_dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 self._plugin_error("the report folder", f"cannot create {self.report_dir}: {exc}")
+            # Reports: the suite's history and the run's result document, kept in the store so that
+            # `harness report RUN` renders this run again without recomputing it.
+            record_result(self.store, self.result, self.loaded.suite.seed)
             for reporter in plan.reporters:
                 try:
                     reporter.report(self.result, self.report_dir)

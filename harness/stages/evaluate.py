@@ -18,7 +18,7 @@ import gc
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from harness.plugin.components import Backend, Benchmark, Item
@@ -48,6 +48,11 @@ def _validate(items: Sequence[Item], results: list[ItemResult]) -> None:
         raise ValueError("the benchmark did not return one result per item, in order")
     if not all(math.isfinite(r.score) and math.isfinite(r.weight) for r in results):
         raise ValueError("the benchmark returned a non-finite score")
+
+
+def _with_prompt(result: ItemResult, bench: Benchmark, item: Item) -> ItemResult:
+    """The result with the item's prompt, for reports (not cached: the item holds it)."""
+    return result if result.prompt else replace(result, prompt=bench.item_prompt(item))
 
 
 @dataclass
@@ -95,7 +100,7 @@ class Evaluator:
                     cached = self.store.cached_items("evaluate", material)
                     todo = [item for item in items if item["id"] not in cached]
                 self._score(label, bench, material, todo, cached)
-        ordered = tuple(ItemResult(**cached[item["id"]]) for item in items)
+        ordered = tuple(_with_prompt(ItemResult(**cached[item["id"]]), bench, item) for item in items)
         return BenchmarkResult(
             bench.name,
             self.ref.label,

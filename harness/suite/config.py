@@ -108,7 +108,9 @@ class Suite(StrictModel):
     gates: dict[str, GateSpec] = Field(default_factory=dict)
     gating: GatingSpec = Field(default_factory=GatingSpec)
     report: list[ComponentRef] = Field(
-        default_factory=lambda: [ComponentRef(name=n) for n in ("terminal", "json", "junit", "curve")]
+        default_factory=lambda: [
+            ComponentRef(name=n) for n in ("terminal", "json", "junit", "curve", "html", "markdown")
+        ]
     )
     parity: ParitySpec | None = Field(None, description="compare the offline pipeline with production")
     store: str | None = Field(None, description="store folder; default '.harness' beside the suite")

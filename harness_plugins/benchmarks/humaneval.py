@@ -114,7 +114,8 @@ class HumanEval(Benchmark):
             first = completions[i * cfg.samples]
             prediction = f"[{mine[0].status}: {mine[0].detail}] {first[:1000]}"
             score = pass_at_k(cfg.samples, passed, cfg.k)
-            results.append(ItemResult(item["id"], prediction, f"{passed}/{cfg.samples} passed", score))
+            reference = f"{passed}/{cfg.samples} passed"
+            results.append(ItemResult(item["id"], prediction, reference, score, raw=first))
         progress(len(items), len(items), "done")
         return results
 

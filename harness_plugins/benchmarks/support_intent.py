@@ -103,7 +103,8 @@ class SupportIntent(Benchmark):
             raw = sample["filtered_resps"][0]
             text = raw if isinstance(raw, str) else str(raw[0])
             prediction = text.strip()
-            results.append(ItemResult(doc["id"], prediction, doc["intent"], float(prediction == doc["intent"])))
+            score = float(prediction == doc["intent"])
+            results.append(ItemResult(doc["id"], prediction, doc["intent"], score, raw=text))
         progress(len(items), len(items), "done")
         return results
 

@@ -24,7 +24,7 @@ def _run(suite: Path, tmp: Path) -> tuple[subprocess.CompletedProcess[str], dict
         capture_output=True,
         text=True,
         env={**os.environ, "COLUMNS": "200"},
-        timeout=900,
+        timeout=1800,  # generous: the first run trains and evaluates on a shared 2-core machine
     )
     assert proc.returncode in (0, 1), proc.stdout + proc.stderr
     newest = max((tmp / "reports").iterdir(), key=lambda p: p.stat().st_mtime)
@@ -65,9 +65,18 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, embedded_model_dir: Path):
     return first, second
 
 
+def _report_dir(result: dict) -> Path:
+    return Path(result["suite"]["path"]).parent / "reports" / result["run_id"]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "250"}, timeout=300)
+
+
 def test_first_run_trains_evaluates_gates_and_reports(e2e) -> None:
     (proc, result), _ = e2e
-    assert result["schema"] == "finetune-harness/result/v1"
+    assert result["schema"] == "finetune-harness/result/v2"
     assert result["exit_code"] == proc.returncode
     ledger = result["ledger"]
     assert ledger["balanced"]
@@ -111,3 +120,64 @@ def test_second_run_comes_from_the_store(e2e) -> None:
     assert [d["verdict"] for d in second["decisions"]] == [d["verdict"] for d in first["decisions"]]
     assert proc.stdout.count("items (from cache)") == 4
     assert "train from cache:" in proc.stdout and "Training (from cache)" in proc.stdout
+
+
+def test_reports_show_raw_answers_and_render_again_from_the_store(e2e, tmp_path: Path) -> None:
+    (_, first), _ = e2e
+    folder = _report_dir(first)
+    assert {"report.html", "report.md", "result.json", "junit.xml"} <= {p.name for p in folder.iterdir()}
+    items = first["benchmarks"]["support_intent"]["candidate"]["items"]
+    assert all(i["raw"] and i["raw"].strip() == i["prediction"] for i in items)  # what the model said
+    assert all(i["prompt"].startswith("Classify the intent") for i in items)
+    md = (folder / "report.md").read_text()
+    assert len(md) < 65_000 and md.startswith("<!-- finetune-harness report: e2e -->")
+    store = str(Path(first["suite"]["path"]).parent / "store")
+    proc = _cli("report", first["run_id"], "--store", store, "--out", str(tmp_path), "--format", "html", "--format", "md")
+    assert proc.returncode == 0, proc.stderr
+    for name in ("report.html", "report.md"):
+        assert (tmp_path / name).read_bytes() == (folder / name).read_bytes()
+
+
+def test_report_opens_in_chromium_with_the_network_off(e2e, tmp_path: Path) -> None:
+    from harness.lib.browser import open_report
+
+    (_, first), _ = e2e
+
+    def inspect(page) -> dict:
+        page.select_option("#f-outcome", "")
+        page.locator("#items .row").first.click()
+        return {"gates": page.locator("#gates tbody tr").count(), "detail": page.inner_text("#item-detail")}
+
+    shots = os.environ.get("HARNESS_SCREENSHOTS")
+    shot = Path(shots) / "e2e-report.png" if shots else tmp_path / "report.png"
+    report = open_report(_report_dir(first) / "report.html", inspect, screenshot=shot)
+    assert report.console_errors == [] and report.failed_requests == [] and report.outside_requests == []
+    assert report.values["gates"] == len(first["decisions"]) == 2
+    item = first["benchmarks"]["support_intent"]["baseline"]["items"][0]
+    assert item["item_id"] in report.values["detail"] and "Classify the intent" in report.values["detail"]
+    assert shot.stat().st_size > 10_000
+
+
+def test_compare_with_another_seed_lists_the_flipped_items(e2e) -> None:
+    (_, first), (_, second) = e2e
+    suite = Path(first["suite"]["path"])
+    other = suite.with_name("other-seed.yaml")
+    other.write_text(json.dumps({**json.loads(suite.read_text()), "seed": 4}))
+    third = _run(other, suite.parent)[1]
+    store = str(suite.parent / "store")
+    listed = _cli("runs", "--store", store)
+    assert listed.returncode == 0 and all(r["run_id"] in listed.stdout for r in (first, second, third))
+    expected = sorted(
+        (label, model, a["item_id"])
+        for label, per_model in first["benchmarks"].items()
+        for model, res in per_model.items()
+        for a, b in zip(res["items"], third["benchmarks"][label][model]["items"])
+        if a["score"] != b["score"]
+    )
+    proc = _cli("compare", first["run_id"], third["run_id"], "--store", store, "--limit", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert f"Items that flipped: {len(expected)}" in proc.stdout
+    for _label, _model, item_id in expected:
+        assert item_id in proc.stdout
+    same = _cli("compare", first["run_id"], second["run_id"], "--store", store)
+    assert "Items that flipped: 0" in same.stdout  # the second run came from the store

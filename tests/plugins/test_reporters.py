@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 from harness_plugins.reporters.curve import CurveReporter
-from harness_plugins.reporters.files import RESULT_SCHEMA, JsonReporter, JUnitReporter
+from harness_plugins.reporters.files import JsonReporter, JUnitReporter
 from harness_plugins.reporters.terminal import TerminalReporter
 from rich.console import Console
 
+from harness.lib.resultdoc import RESULT_SCHEMA
 from harness.plugin.components import ComponentConfig, RunContext
 from harness.types import CurvePoint, ForgettingResult
 from harness.types import (
@@ -95,7 +96,9 @@ def test_json_reporter_writes_result(ctx, out_dir):
     assert sorted(p.name for p in out_dir.iterdir()) == ["quarantine.jsonl", "result.json"]  # no temp files
     data = json.loads((out_dir / "result.json").read_text(encoding="utf-8"))
 
-    assert data["schema"] == RESULT_SCHEMA == "finetune-harness/result/v1"
+    assert data["schema"] == RESULT_SCHEMA == "finetune-harness/result/v2"
+    assert data["gating"] == {"inconclusive": "fail"}
+    assert data["history"] == [] and data["provenance"] == {}
     assert data["run_id"] == "run-1"
     assert data["suite"] == {"name": "demo", "path": "suites/demo.yaml"}
     assert data["started_at"] == "2023-11-14T22:13:20+00:00"
@@ -104,7 +107,9 @@ def test_json_reporter_writes_result(ctx, out_dir):
 
     candidate = data["benchmarks"]["intent"]["candidate"]
     assert candidate["score"] == 0.75 and candidate["n"] == 4
-    assert candidate["items"][1] == {"item_id": "q1", "prediction": "A", "reference": "A", "score": 1, "weight": 1.0}
+    assert candidate["items"][1] == {
+        "item_id": "q1", "prediction": "A", "reference": "A", "score": 1, "weight": 1.0, "raw": "", "prompt": "",
+    }
     assert data["benchmarks"]["intent"]["baseline"]["score"] == 0.5
     assert data["eval_errors"] == [{"benchmark": "mmlu", "model": "candidate", "message": "RuntimeError: boom"}]
 
