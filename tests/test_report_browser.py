@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import pytest
 
 from harness.lib.browser import open_report
 from harness.lib.resultdoc import result_document

@@ -23,7 +23,7 @@ from harness.errors import EXIT_CHECK_ERRORED, ConfigError, HarnessError
 from harness.lib.console import RunConsole
 from harness.lib.models import ModelRef, resolve_model
 from harness.lib.refs import DataSource
-from harness.lib.resultdoc import record_result
+from harness.lib.resultdoc import record_result, result_document
 from harness.lib.store import Store
 from harness.plugin.components import Benchmark, Trainer
 from harness.plugin.manager import HarnessPluginManager
@@ -343,6 +343,8 @@ class Runner:
                     origin = plan.registries.get("reporter", reporter.name).origin
                     self._plugin_error(f"reporter {reporter.name!r} from {origin}", f"{type(exc).__name__}: {exc}")
             if self.result.plugin_errors:
+                # the stored document says what failed, even if files written before it cannot
+                self.store.save_result(self.run_id, self.result.suite_name, result_document(self.result))
                 done("error", "; ".join(self.result.plugin_errors))
         self._notify("harness_on_run_end", RunEndEvent(self.run_id, self.result.exit_code, self.report_dir))
         self.store.finish_run(self.run_id, self.result.exit_code, self.report_dir)
