@@ -226,11 +226,14 @@ def ratios(row: Row, reference: Row | None) -> list[float]:
     return [ref.seconds / mine.seconds for ref, mine in zip(reference.runs, row.runs)]
 
 
-def span(values: Sequence[float], fmt: str = "{:.2f}") -> str:
+def span(values: Sequence[float], fmt: str = "{:.2f}", unit: str = "") -> str:
+    """``low-high`` of ``values`` (one figure when they agree), ``-`` when there are none."""
     if not values:
         return "-"
     low, high = min(values), max(values)
-    return fmt.format(low) if len(values) == 1 or fmt.format(low) == fmt.format(high) else f"{fmt.format(low)}-{fmt.format(high)}"
+    if len(values) == 1 or fmt.format(low) == fmt.format(high):
+        return fmt.format(low) + unit
+    return f"{fmt.format(low)}-{fmt.format(high)}{unit}"
 
 
 def table(rows: Sequence[Row]) -> list[str]:
@@ -244,12 +247,12 @@ def table(rows: Sequence[Row]) -> list[str]:
         by_name = {r.name: r for r in mine}
         lines.append(f"[{group}]")
         for r in mine:
-            vs = span(ratios(r, by_name.get(HF_DEFAULT)))
-            vs_grouped = span(ratios(r, by_name.get(HF_GROUPED)))
+            vs = span(ratios(r, by_name.get(HF_DEFAULT)), unit="x")
+            vs_grouped = span(ratios(r, by_name.get(HF_GROUPED)), unit="x")
             lines.append(
                 f"{r.name:30s} {r.runs[0].steps:5d} {span([x.seconds for x in r.runs], '{:.1f}'):>15s} "
                 f"{r.median(lambda x: x.cpu_seconds):7.1f} {r.median(lambda x: x.tokens_per_second):7.1f} "
-                f"{r.runs[0].padding_share:7.1%} {vs + 'x':>14s} {vs_grouped + 'x':>10s} "
+                f"{r.runs[0].padding_share:7.1%} {vs:>14s} {vs_grouped:>10s} "
                 f"{r.median(lambda x: x.mean_loss):9.3f}"
             )
     return lines
@@ -271,7 +274,7 @@ def checks(rows: Sequence[Row]) -> list[str]:
         best = max(ours, key=lambda r: statistics.median(ratios(r, by_name[HF_DEFAULT])))
         got = ratios(best, by_name[HF_DEFAULT])
         verdict = "PASS" if min(got) >= target else ("PASS on the median" if statistics.median(got) >= target else "FAIL")
-        lines.append(f"{label}: {best.name} {span(got)}x over {len(got)} round(s): {verdict}")
+        lines.append(f"{label}: {best.name} {span(got, unit='x')} over {len(got)} round(s): {verdict}")
     for group in dict.fromkeys(r.group for r in rows):
         by_name = {r.name: r for r in rows if r.group == group}
         if HF_DEFAULT not in by_name:

@@ -63,12 +63,22 @@ def adamw(torch: Any, params: list[Any], *, learning_rate: float, weight_decay: 
 def freeze_in_dtype(torch: Any, model: Any, dtype: Any) -> int:
     """Store the frozen weights (and biases) of ``model``'s ``Linear`` layers in ``dtype``; returns
     how many modules changed.  Only for a model run under autocast to ``dtype``, which casts those
-    weights to ``dtype`` at every forward anyway: the outputs stay the same, the casts go."""
+    weights to ``dtype`` at every forward anyway: the outputs stay the same, the casts go.  The
+    output head and any weight another module shares (tied embeddings) keep their dtype: an
+    embedding is not autocast, and its output feeds the float32 residual stream."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    shared = {
+        id(param)
+        for module in model.modules()
+        if type(module) is not torch.nn.Linear or module is head
+        for param in module.parameters(recurse=False)
+    }
     changed = 0
     for module in model.modules():
-        if type(module) is not torch.nn.Linear or module.weight.requires_grad or module.weight.dtype == dtype:
+        if type(module) is not torch.nn.Linear or module is head:
             continue
-        if module.bias is not None and module.bias.requires_grad:
+        params = list(module.parameters(recurse=False))
+        if any(p.requires_grad or id(p) in shared for p in params) or module.weight.dtype == dtype:
             continue
         module.to(dtype)
         changed += 1
