@@ -54,7 +54,8 @@ import numpy as np
 from harness.plugin.components import RunContext
 from harness.lib.data import data_dir
 from harness.types import Conversation, Message
-from harness_plugins.filters.near_dedup import NearDedup, NearDupIndex, choose_bands, jaccard, shingle_strings
+from harness.lib.minhash import NearDupIndex, choose_bands, jaccard, shingle_strings
+from harness_plugins.filters.near_dedup import NearDedup
 from harness_plugins.readers.formats import CsvReader, ShareGPTReader
 
 METHODS = ("near_dedup", "datasketch", "rensa")

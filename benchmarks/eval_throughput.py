@@ -33,7 +33,8 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's progress bars, read when
 
 from harness.plugin.components import Benchmark, ComponentConfig, Item, RunContext
 from harness.lib.models import EMBEDDED, LoadedModel, ModelRef, materialize_embedded
-from harness_plugins.backends.hf import HFBackend, resolve_dtype
+from harness.lib.device import resolve_dtype
+from harness_plugins.backends.hf import HFBackend
 from harness_plugins.backends.hf_scoring import Request
 from harness_plugins.benchmarks.hellaswag import HellaSwag, HellaSwagConfig, predictions
 from harness_plugins.benchmarks.mmlu import LETTERS, MMLU, MMLUConfig, prompt

@@ -21,13 +21,14 @@ from unittest import mock
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 from harness.lib.data import data_dir
+from harness.lib.device import native_bf16
 from harness.lib.models import LoadedModel, ModelRef
 from harness.lib.training import run as run_module
 from harness.lib.training.batching import packing_efficiency, plan_epoch
 from harness.lib.training.examples import Example, encode_conversations
 from harness.plugin.components import ComponentConfig, RunContext, TrainContext
 from harness.types import Conversation
-from harness_plugins.backends.hf import HFBackend, native_bf16
+from harness_plugins.backends.hf import HFBackend
 from harness_plugins.readers.formats import CsvReader
 from harness_plugins.trainers import full as full_module
 from harness_plugins.trainers import lora as lora_module

@@ -199,9 +199,9 @@ def main() -> None:
     import torch
 
     from harness.lib.data import data_dir, seeded_sample
+    from harness.lib.device import native_bf16
     from harness.lib.training.examples import encode_conversations
     from harness.plugin.components import RunContext
-    from harness_plugins.backends.hf import native_bf16
     from harness_plugins.readers.formats import CsvReader
 
     bf16 = native_bf16()

@@ -191,7 +191,7 @@ def machine(threads: int) -> str:
     """One line: CPU model, cores, bf16 support, memory, load; the GPU when there is one."""
     import torch
 
-    from harness_plugins.backends.hf import native_bf16
+    from harness.lib.device import native_bf16
 
     if torch.cuda.is_available():
         return f"GPU {torch.cuda.get_device_name(0)}, bf16 {'native' if native_bf16() else 'no'}"
@@ -357,7 +357,7 @@ def main() -> None:
     }
     lora_records, lora_examples = data["lora"]
     lengths = sorted(len(e) for e in lora_examples)
-    from harness_plugins.backends.hf import native_bf16
+    from harness.lib.device import native_bf16
 
     precision = "bf16 autocast" if native_bf16() else "fp32"
     print(f"machine: {machine(torch.get_num_threads())}")

@@ -12,12 +12,14 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
-
-if TYPE_CHECKING:
-    from harness.stages.forgetting import ForgettingResult
+from collections.abc import Callable
+from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant"]
+
+ProgressFn = Callable[[int, int, str], None]
+"""``progress(done, total, message)``: report progress of a long step to the terminal."""
+
 
 
 @dataclass(frozen=True)
@@ -276,6 +278,47 @@ class ParityResult:
         return [f for c in self.checks for f in c.findings]
 
 
+# ------------------------------------------------------------------------------- forgetting
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """One probe at one step: its score, its headline figures and its change against step 0."""
+
+    step: int
+    score: float
+    summary: dict[str, float]
+    comparison: Comparison | None = None
+    within_bound: bool | None = None
+    note: str = ""
+
+
+@dataclass
+class ForgettingResult:
+    domain: str
+    bounds: dict[str, float]
+    selection: str
+    steps: list[int] = field(default_factory=list)
+    series: dict[str, list[CurvePoint]] = field(default_factory=dict)
+    selected_step: int | None = None
+    selected_path: Path | None = None
+    reasons: dict[int, str] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "domain": self.domain,
+            "bounds": self.bounds,
+            "selection": self.selection,
+            "steps": self.steps,
+            "series": {label: [asdict(p) for p in points] for label, points in self.series.items()},
+            "selected_step": self.selected_step,
+            "selected_path": str(self.selected_path) if self.selected_path else None,
+            "reasons": {str(k): v for k, v in self.reasons.items()},
+            "errors": self.errors,
+        }
+
+
 # ---------------------------------------------------------------- lifecycle event payloads
 
 
@@ -376,3 +419,6 @@ class RunResult:
     stages: list[StageEndEvent] = field(default_factory=list)
     inconclusive_fails: bool = True
     exit_code: int = 0
+    plugin_errors: list[str] = field(default_factory=list)
+    """Failures of reporters and lifecycle hooks, each naming the plugin: recorded, the other
+    reporters and hooks still run, and the run exits 3 unless a gate already failed it."""

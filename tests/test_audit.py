@@ -388,7 +388,7 @@ def test_hf_disk_round_trip_with_templates_and_messages(sample_rows, ctx, tmp_pa
         Message("assistant", sample_rows[0]["response"]),
     )
     assert [(q.source_id, q.reason) for q in quarantined] == [
-        ("chats:5", "message 1 content must be a string, got NoneType")
+        ("chats:5", "wrong type: messages[1].content must be a string, got null")
     ]
 
 

@@ -9,7 +9,8 @@ import pytest
 
 from harness.cli import main
 from harness.plugin.components import RunContext
-from harness.suite.config import build_component, load_suite
+from harness.run.plan import build_component
+from harness.suite.config import load_suite
 from harness.errors import ConfigError, UnknownComponentError
 
 DEMO = Path(__file__).parents[1] / "suites" / "demo.yaml"

@@ -11,10 +11,15 @@ import pytest
 import harness
 from harness.plugin.components import Filter, FilterResult, RunContext
 from harness.suite.config import load_suite
-from harness.stages.curate import curate
+from harness.run.plan import curate_suite
 from harness.errors import DataError, PluginError
 from harness.plugin.registry import Registries
 from harness.types import Dropped
+
+
+def curate(loaded, registries, ctx, examples=None):
+    """The curate stage on the suite's run plan (its readers and filters built once)."""
+    return curate_suite(loaded, registries, ctx.work_dir, examples)
 
 
 def alpaca(instruction: str, output: str) -> str:
@@ -93,7 +98,7 @@ def test_curate_accounts_for_every_record(suite_for, data_file, registries, ctx)
     ]
     assert [s.name for s in ledger.stages[2:]] == ["filter exact_dedup", "filter min_response_length"]
     assert ledger.stages[0].reasons == Counter(
-        {"quarantined: invalid JSON": 1, "quarantined: alpaca record has no 'output' field": 1}
+        {"quarantined: invalid JSON": 1, "quarantined: missing output": 1}
     )
     assert ledger.stages[3].reasons == Counter({"empty_response": 2, "response_too_short": 1})
 

@@ -24,13 +24,9 @@ import pytest
 import harness
 from harness.cli import main
 from harness.plugin.components import Filter, FilterResult, Reader
-from harness.stages.curate import (
-    EXAMPLES_PER_REASON,
-    EXCERPT_CHARS,
-    UnbalancedLedgerError,
-    parse_filters,
-    select,
-)
+from harness.stages.curate import UnbalancedLedgerError, select
+from harness.stages.curate_report import EXAMPLES_PER_REASON, EXCERPT_CHARS
+from harness.tools.curate_file import parse_filters
 from harness.lib.data import data_dir
 from harness.errors import EXIT_CHECK_ERRORED, PluginError
 from harness.lib.refs import DataSource
@@ -95,7 +91,7 @@ def build_corpus() -> list[Line]:
     lines += [
         Line(b"", "blank"),
         Line(json.dumps({"instruction": f"Mail {JSON_EMAIL} the invoice", "output": "Sent."})[:-12].encode(), "quarantined", "invalid JSON"),
-        Line(messages("How many?", 42).encode(), "quarantined", "message 1 content must be a string, got int"),
+        Line(messages("How many?", 42).encode(), "quarantined", "messages[1].content must be a string, got int"),
         Line(latin1.encode("latin-1"), "quarantined", "not UTF-8"),
     ]
     lines += [real(t) for t in si]
@@ -103,8 +99,8 @@ def build_corpus() -> list[Line]:
         Line(json.dumps({**alpaca, "instruction": f"  {alpaca['instruction'].upper()}  "}).encode(), "dropped", "exact_dedup:duplicate"),
         Line(json.dumps({"instruction": "List three colours", "input": "", "output": ["red", "blue"]}).encode(), "quarantined", "output must be a string, got list"),
         Line(json.dumps({"instruction": "No answer here"}).encode(), "quarantined", "alpaca record has no 'output' field"),
-        Line(json.dumps({"conversations": [{"from": "human"}, {"from": "gpt", "value": "Hi"}]}).encode(), "quarantined", "turn 0 needs 'from' and 'value'"),
-        Line(json.dumps({"messages": [{"content": "hi"}, {"role": "assistant", "content": "Hello"}]}).encode(), "quarantined", "message 0 needs a role"),
+        Line(json.dumps({"conversations": [{"from": "human"}, {"from": "gpt", "value": "Hi"}]}).encode(), "quarantined", "conversations[0] needs 'from' and 'value'"),
+        Line(json.dumps({"messages": [{"content": "hi"}, {"role": "assistant", "content": "Hello"}]}).encode(), "quarantined", "messages[0].role must be a string, got null"),
         Line(b"[1, 2, 3]", "quarantined", "expected a JSON object, got list"),
         Line(json.dumps({"prompt": "x", "completion": "y"}).encode(), "quarantined", "unrecognised record"),
         Line(b"  \t ", "blank"),

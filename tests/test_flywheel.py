@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness_plugins.filters.near_dedup import jaccard, shingle_strings
+from harness.lib.minhash import jaccard, shingle_strings
 
 from harness.cli import main
 from harness.plugin.components import RunContext
-from harness.stages.curate import DataFile, Examples, build_filters
+from harness.stages.curate_report import Examples
+from harness.tools.curate_file import DataFile, build_filters
 from harness.lib.data import data_dir
 from harness.tools.flywheel import (
     FlywheelJob,
@@ -379,13 +380,13 @@ def test_run_flywheel_api(registries, files, tmp_path):
     assert result.report["balanced"] and result.curated_before == 0
 
 
-def test_novelty_falls_back_to_exact_match_without_near_dedup(monkeypatch):
+def test_novelty_falls_back_to_exact_match_without_minhash(monkeypatch):
     pool = [Conversation((Message("user", "How do I bake bread at home?"), Message("assistant", "Mix flour, water, yeast and salt, then bake.")), "train:1")]
     same = Conversation((Message("system", "Be kind."), Message("user", "how do I  bake bread at home?"), Message("assistant", "Mix flour, water, yeast and salt, then bake.")), "log:1")
     edited = Conversation((Message("user", "How do I bake bread at home?"), Message("assistant", "Mix flour, water, yeast and salt, then bake it.")), "log:2")
     hits, method = find_known([same, edited], pool, 0.5, "both")
     assert method == "minhash" and hits[0] == ("train:1", 1.0) and hits[1][0] == "train:1"
-    monkeypatch.setitem(sys.modules, "harness_plugins.filters.near_dedup", None)  # import fails
+    monkeypatch.setitem(sys.modules, "rensa", None)  # MinHash's library cannot be imported
     hits, method = find_known([same, edited], pool, 0.5, "both")
     assert method == "exact" and hits == {0: ("train:1", 1.0)}
 

@@ -17,6 +17,7 @@ from harness.stages.gate import (
     run_gates,
 )
 from harness.lib.stats import mcnemar
+from harness.run.plan import plan_gates
 from harness.types import (
     BenchmarkResult,
     Comparison,
@@ -239,6 +240,12 @@ def loaded(write_suite):
     return load_suite(path)
 
 
+def decide_gates(loaded, registries, ctx, result: RunResult) -> list[Decision]:
+    """The gate stage on the gates and statistics the run plan builds for ``loaded``."""
+    gates, statistics = plan_gates(registries, loaded, ctx)
+    return run_gates(gates, statistics, loaded.suite.gating, result)
+
+
 def run_result(loaded, benchmarks, eval_errors=()) -> RunResult:
     return RunResult(
         "run-1", loaded.suite.name, loaded.path, started_at=0.0,
@@ -258,7 +265,7 @@ def test_run_gates_identical_results_pass(loaded, registries, ctx):
         label: {"baseline": result("baseline", SCORES), "candidate": result("candidate", SCORES)}
         for label in ("intent", "mmlu")
     }
-    decisions = by_gate(run_gates(loaded, registries, ctx, run_result(loaded, benchmarks)))
+    decisions = by_gate(decide_gates(loaded, registries, ctx, run_result(loaded, benchmarks)))
 
     intent = decisions["intent"]
     assert intent.verdict is Verdict.PASS
@@ -275,7 +282,7 @@ def test_run_gates_candidate_error_is_error(loaded, registries, ctx):
         "intent": {"baseline": result("baseline", SCORES), "candidate": result("candidate", SCORES)},
     }
     errors = [EvalError("intent", "candidate", "RuntimeError: out of memory")]
-    decisions = by_gate(run_gates(loaded, registries, ctx, run_result(loaded, benchmarks, errors)))
+    decisions = by_gate(decide_gates(loaded, registries, ctx, run_result(loaded, benchmarks, errors)))
 
     assert decisions["intent"].verdict is Verdict.ERROR
     assert "candidate: RuntimeError: out of memory" in decisions["intent"].reason
@@ -283,7 +290,7 @@ def test_run_gates_candidate_error_is_error(loaded, registries, ctx):
 
 def test_run_gates_missing_candidate_is_error(loaded, registries, ctx):
     benchmarks = {label: {"baseline": result("baseline", SCORES)} for label in ("intent", "mmlu")}
-    decisions = run_gates(loaded, registries, ctx, run_result(loaded, benchmarks))
+    decisions = decide_gates(loaded, registries, ctx, run_result(loaded, benchmarks))
 
     assert [d.verdict for d in decisions] == [Verdict.ERROR, Verdict.ERROR]
     assert "no candidate" in decisions[0].reason
@@ -292,7 +299,7 @@ def test_run_gates_missing_candidate_is_error(loaded, registries, ctx):
 def test_run_gates_mismatched_items_is_error(loaded, registries, ctx):
     fewer = dict(list(SCORES.items())[:-1])
     benchmarks = {"intent": {"baseline": result("baseline", SCORES), "candidate": result("candidate", fewer)}}
-    decisions = by_gate(run_gates(loaded, registries, ctx, run_result(loaded, benchmarks)))
+    decisions = by_gate(decide_gates(loaded, registries, ctx, run_result(loaded, benchmarks)))
 
     assert decisions["intent"].verdict is Verdict.ERROR
     assert "not scored for both" in decisions["intent"].reason
@@ -302,7 +309,7 @@ def test_run_gates_chance_level_benchmark_is_inconclusive(loaded, registries, ct
     at_chance = {f"m{i:02d}": float(i % 4 == 0) for i in range(60)}  # 0.25 on 4-choice MMLU
     benchmarks = {"mmlu": {"baseline": result("baseline", at_chance, "mmlu"),
                            "candidate": result("candidate", at_chance, "mmlu")}}
-    decisions = by_gate(run_gates(loaded, registries, ctx, run_result(loaded, benchmarks)))
+    decisions = by_gate(decide_gates(loaded, registries, ctx, run_result(loaded, benchmarks)))
 
     assert decisions["knowledge"].verdict is Verdict.INCONCLUSIVE
     assert "chance" in decisions["knowledge"].reason
@@ -324,7 +331,7 @@ def test_run_gates_splits_alpha_over_blocking_gates(write_suite, registries, ctx
         "a": {"baseline": result("baseline", SCORES), "candidate": result("candidate", SCORES)},
         "b": {"baseline": result("baseline", graded), "candidate": result("candidate", graded)},
     }
-    decisions = by_gate(run_gates(loaded, registries, ctx, run_result(loaded, benchmarks)))
+    decisions = by_gate(decide_gates(loaded, registries, ctx, run_result(loaded, benchmarks)))
 
     assert decisions["a"].comparison.alpha == pytest.approx(0.025)
     assert decisions["b"].comparison.alpha == pytest.approx(0.025)

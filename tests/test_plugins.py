@@ -15,6 +15,7 @@ from harness.plugin.components import Filter, FilterResult, Trainer
 from harness.errors import PluginError, UnknownComponentError
 from harness.plugin.manager import BUILTIN_DISTRIBUTION, DEFAULT_PLUGINS, get_plugin_manager
 from harness.plugin.registry import Registries, Registry
+from harness.types import Conversation, Message
 
 FIXTURE = Path(__file__).parent / "fixtures" / "example_plugin"
 
@@ -93,6 +94,28 @@ def test_any_plugin_can_be_blocked(monkeypatch: pytest.MonkeyPatch) -> None:
     pm = get_plugin_manager(load_entrypoints=False)
     assert "lora" not in Registries.from_plugin_manager(pm)["trainer"]
     assert len(pm.get_plugins()) == len(DEFAULT_PLUGINS) - 1
+
+
+def test_blocking_a_plugin_removes_its_components_everywhere(write_suite, capsys, monkeypatch) -> None:
+    """A blocked benchmark plugin is gone for a suite that names it, and for the filter that
+    reads its items through the registries."""
+    from harness.cli import main
+    from harness.plugin.components import RunContext
+
+    suite = write_suite({"name": "b", "model": "smollm2-135m-instruct", "evaluate": {"m": {"name": "mmlu"}}})
+    monkeypatch.setenv("HARNESS_DISABLE_PLUGINS", "harness_plugins.benchmarks.mmlu")
+    assert main(["validate", str(suite)]) == 2
+    assert "unknown benchmark 'mmlu'" in capsys.readouterr().err
+    registries = Registries.from_plugin_manager(get_plugin_manager(load_entrypoints=False))
+    decontaminate = registries.build("filter", "decontaminate", {"against": ["mmlu"]}, RunContext(suite.parent, suite.parent, builder=registries))
+    record = Conversation((Message("user", "hi"), Message("assistant", "hello")), "x:1")
+    with pytest.raises(UnknownComponentError, match="unknown benchmark 'mmlu'"):
+        decontaminate.apply([record])
+
+
+def test_essential_plugins_cannot_be_blocked() -> None:
+    with pytest.raises(PluginError, match="'harness_plugins.statistics.paired' cannot be blocked"):
+        get_plugin_manager(load_entrypoints=False, block=["harness_plugins.statistics.paired"])
 
 
 # ------------------------------------------------------------------ a real third-party package

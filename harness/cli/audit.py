@@ -45,13 +45,12 @@ def run(args: argparse.Namespace, console: Console) -> int:
     registries = Registries.from_plugin_manager(get_plugin_manager())
     categories: dict[str, str] | None = {} if args.category_column else None
     if args.target.suffix.lower() in {".yaml", ".yml"}:
-        from harness.plugin.components import RunContext
         from harness.suite.config import load_suite
-        from harness.stages.curate import curate
+        from harness.run.plan import curate_suite as curate
 
         loaded = load_suite(args.target)
         seed = loaded.suite.seed if args.seed is None else args.seed
-        outcome = curate(loaded, registries, RunContext(loaded.dir, args.out, loaded.suite.seed))
+        outcome = curate(loaded, registries, args.out)
         records, quarantined = outcome.records, outcome.ledger.quarantined
         for i, src in enumerate(loaded.suite.data if categories is not None else ()):
             if categories is not None:

@@ -91,27 +91,20 @@ def run(args: argparse.Namespace, console: Console) -> int:
 def _filter_chain(args: argparse.Namespace, registries: Registries) -> list[FilterStep]:
     """The filter steps of ``--filters`` (default chain without it), built outside a suite."""
     from harness.plugin.components import RunContext
-    from harness.stages.curate import DEFAULT_FILTERS, build_filters, parse_filters
+    from harness.tools.curate_file import DEFAULT_FILTERS, build_filters, parse_filters
 
     refs, base = (list(DEFAULT_FILTERS), None) if args.filters is None else parse_filters(args.filters)
-    ctx = RunContext(base or Path.cwd(), args.out)
+    ctx = RunContext(base or Path.cwd(), args.out, builder=registries)
     return build_filters(registries, refs, ctx, "--filters" if args.filters is not None else "default filters")
 
 
 def _curate_suite(args: argparse.Namespace, console: Console) -> int:
-    from harness.plugin.components import RunContext
-    from harness.stages.curate import (
-        Examples,
-        build_report,
-        curate,
-        write_curated,
-        write_run_files,
-    )
+    from harness.run.plan import curate_suite
+    from harness.stages.curate_report import Examples, build_report, write_curated, write_run_files
 
     loaded, _pm, registries = load(args.target)
-    ctx = RunContext(loaded.dir, args.out, loaded.suite.seed)
     examples = Examples()
-    outcome = curate(loaded, registries, ctx, examples)
+    outcome = curate_suite(loaded, registries, args.out, examples)
     report = build_report(outcome.ledger, len(outcome.records), outcome.inputs, examples, suite=str(args.target))
     write_curated(args.out, outcome.records)
     write_run_files(args.out, outcome.ledger, report)
@@ -125,21 +118,15 @@ def _curate_file(args: argparse.Namespace, console: Console) -> int:
     written even when nothing is left (then exit 2), so the reasons can be read."""
     from harness.tools.audit import guess_format
     from harness.plugin.components import RunContext
-    from harness.stages.curate import (
-        DataFile,
-        Examples,
-        build_report,
-        curate_file,
-        write_curated,
-        write_run_files,
-    )
+    from harness.stages.curate_report import Examples, build_report, write_curated, write_run_files
+    from harness.tools.curate_file import DataFile, curate_file
 
     registries = common.registries()
     options = {k: getattr(args, k) for k in ("user", "assistant", "system") if getattr(args, k) is not None}
     data = DataFile(args.target, args.format or guess_format(args.target), options)
     steps = _filter_chain(args, registries)
     examples = Examples()
-    ctx = RunContext(args.target.parent, args.out)
+    ctx = RunContext(args.target.parent, args.out, builder=registries)
     limit = DEFAULT_MAX_QUARANTINED if args.max_quarantined_fraction is None else args.max_quarantined_fraction
     outcome = curate_file(registries, data, steps, ctx, limit, examples)
     report = build_report(outcome.ledger, len(outcome.records), outcome.inputs, examples)
@@ -156,7 +143,8 @@ def _curate_log(args: argparse.Namespace, console: Console) -> int:
     """The data flywheel: effective, novel, clean interactions of a log appended to curated.jsonl."""
     from harness.tools.audit import guess_format
     from harness.plugin.components import RunContext
-    from harness.stages.curate import DataFile, Examples, write_run_files
+    from harness.stages.curate_report import Examples, write_run_files
+    from harness.tools.curate_file import DataFile
     from harness.tools.flywheel import FlywheelJob, FlywheelOptions, run_flywheel
 
     registries = common.registries()
@@ -174,7 +162,7 @@ def _curate_log(args: argparse.Namespace, console: Console) -> int:
     steps = _filter_chain(args, registries)
     examples = Examples()
     job = FlywheelJob(args.from_log, train, args.out, fly)
-    result = run_flywheel(registries, job, steps, RunContext(Path.cwd(), args.out), examples)
+    result = run_flywheel(registries, job, steps, RunContext(Path.cwd(), args.out, builder=registries), examples)
     write_run_files(args.out, result.outcome.ledger, result.report)
     _print_report(console, result.report)
     novelty = result.report["flywheel"]["novelty"]

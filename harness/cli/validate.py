@@ -1,4 +1,8 @@
-"""``harness validate SUITE``: check a suite and its components without running anything."""
+"""``harness validate SUITE``: the run plan, without running anything.
+
+Every component is built and every check that needs no work runs (the same ``plan_run`` that
+``harness run`` executes), so a suite that validates fails later only on what needs work to know.
+"""
 
 from __future__ import annotations
 
@@ -17,28 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     from harness.cli.common import load
-    from harness.plugin.components import RunContext
-    from harness.suite.config import ComponentRef, build_component
+    from harness.run.plan import plan_run
 
     loaded, _pm, registries = load(args.suite)
-    suite = loaded.suite
-    ctx = RunContext(loaded.dir, loaded.dir / ".harness" / "work", suite.seed)
-    build_component(registries, "backend", ComponentRef(name=suite.model.backend), ("model",), loaded, ctx)
-    for i, src in enumerate(suite.data):
-        reader = ComponentRef(name=src.format, options=src.options)
-        build_component(registries, "reader", reader, ("data", i, "format"), loaded, ctx, ("data", i))
-    for i, ref in enumerate(suite.curate.filters):
-        build_component(registries, "filter", ref, ("curate", "filters", i), loaded, ctx)
-    if suite.train:
-        build_component(registries, "trainer", suite.train, ("train",), loaded, ctx)
-    for label, ref in suite.evaluate.items():
-        build_component(registries, "benchmark", ref, ("evaluate", label), loaded, ctx)
-    for i, ref in enumerate(suite.report):
-        build_component(registries, "reporter", ref, ("report", i), loaded, ctx)
-    if suite.parity:
-        from harness.stages.parity import plan_parity
-
-        plan_parity(loaded, registries, ctx)
-    console.print(f"{args.suite}: valid")
+    plan = plan_run(loaded, registries, loaded.dir / ".harness" / "work")
+    for note in plan.notes:
+        console.print(f"{args.suite}: warning: {note}", markup=False)
+    console.print(f"{args.suite}: valid", markup=False)
     return 0
-

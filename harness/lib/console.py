@@ -22,7 +22,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from harness.plugin.components import ProgressFn
+from harness.types import ProgressFn
 
 
 def make_console() -> Console:

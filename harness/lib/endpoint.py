@@ -36,7 +36,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from harness.errors import CheckError, HarnessError
-from harness.suite.parity import EndpointSpec
+from harness.lib.pipeline_spec import EndpointSpec
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 """Statuses that mean "try again later": rate limiting and server-side or gateway failures."""

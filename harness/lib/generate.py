@@ -9,13 +9,21 @@ request names (``temperature``, ``top_p``, ``top_k`` with -1 for off, ``max_toke
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from harness.errors import require
 
 if TYPE_CHECKING:
     from harness.lib.models import LoadedModel
-    from harness.plugin.parity import Generation
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One completion of a rendered prompt: its text and its token ids."""
+
+    text: str
+    token_ids: tuple[int, ...]
 
 
 def _left_pad(rows: Sequence[Sequence[int]], pad: int):
@@ -37,8 +45,6 @@ def generate_ids(
     seed: int = 0,
 ) -> list[list[Generation]]:
     """``samples`` completions for each prompt (one batch; the caller chunks)."""
-    from harness.plugin.parity import Generation
-
     torch = require("torch")
     tok = model.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id

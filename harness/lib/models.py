@@ -13,12 +13,13 @@ import importlib.util
 import json
 import os
 import shutil
+from functools import lru_cache
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.lib.data import file_digest
 from harness.errors import ConfigError, MissingExtraError
+from harness.lib.data import file_digest
 
 CACHE_ENV = "HARNESS_CACHE_DIR"
 
@@ -194,3 +195,10 @@ class LoadedModel:
     model: Any
     tokenizer: Any
     dtype: str
+
+
+@lru_cache(maxsize=8)
+def model_folder(model: str, base_dir: str) -> str:
+    """The folder of ``model`` (an embedded name or a folder relative to ``base_dir``), resolved
+    once per process: resolving an embedded model hashes its GGUF file."""
+    return str(resolve_model(model, "hf", "float32", base_dir=Path(base_dir)).path)

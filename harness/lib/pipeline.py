@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError, require
-from harness.suite.parity import PipelineSpec, PostprocessSpec
+from harness.lib.pipeline_spec import PipelineSpec, PostprocessSpec
 from harness.types import Conversation, Message
 
 SAMPLING_KEYS = ("temperature", "top_p", "top_k", "max_tokens", "stop", "repetition_penalty", "seed")

@@ -61,3 +61,9 @@ class DataSource(StrictModel):
 
 
 _DATA_KEYS = {"path", "format", "split", "holdout_fraction", "sample", "seed"}
+
+
+class ComponentConfig(BaseModel):
+    """Base of every component config: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)

@@ -10,19 +10,20 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from harness.lib.refs import ComponentConfig
+from harness.lib.training.context import TrainContext
 from harness.types import (
-    CheckpointEvent,
+    ProgressFn,
     Comparison,
     Conversation,
     Dropped,
-    Finding,
     ItemResult,
     Quarantined,
     TrainOutput,
@@ -30,24 +31,27 @@ from harness.types import (
 
 if TYPE_CHECKING:
     from harness.lib.models import LoadedModel, ModelRef
-    from harness.plugin.parity import ParityContext
-    from harness.lib.refs import DataSource
     from harness.types import RunResult
 
 
-class ComponentConfig(BaseModel):
-    """Base of every component config: unknown keys are errors, values are immutable."""
+class ComponentBuilder(Protocol):
+    """Builds a registered component by kind and name (``Registries`` is one)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    def build(self, kind: str, name: str, options: Mapping[str, Any], ctx: RunContext) -> Component: ...
 
 
 @dataclass(frozen=True)
 class RunContext:
-    """What a component may need from the run around it."""
+    """What a component may need from the run around it.
+
+    ``builder`` lets a component use another component through the registries (the
+    ``decontaminate`` filter reads the ``mmlu`` benchmark's items), never by importing its
+    plugin, so a blocked plugin is really gone."""
 
     suite_dir: Path
     work_dir: Path
     seed: int = 0
+    builder: ComponentBuilder | None = field(default=None, compare=False, repr=False)
 
     @property
     def data_dir(self) -> Path:
@@ -64,9 +68,13 @@ class RunContext:
             raise DataError(f"{what} not found: {path}")
         return path
 
+    def component(self, kind: str, name: str, options: Mapping[str, Any] | None = None) -> Component:
+        """Another registered component, built with ``options`` (errors name it and its plugin)."""
+        if self.builder is None:
+            from harness.errors import ConfigError
 
-ProgressFn = Callable[[int, int, str], None]
-"""``progress(done, total, message)``: report progress of a long step to the terminal."""
+            raise ConfigError(f"{kind} {name!r} is needed, but this context has no component registries")
+        return self.builder.build(kind, name, dict(options or {}), self)
 
 
 class Component:
@@ -151,34 +159,6 @@ class Filter(Component):
 
     def apply(self, records: Sequence[Conversation]) -> FilterResult:
         raise NotImplementedError
-
-
-def _no_reader(src: DataSource, loc: tuple) -> list[Conversation]:
-    from harness.errors import ConfigError
-
-    raise ConfigError(f"{src.path}: this trainer context cannot read data files (no suite)")
-
-
-def _plain_path(raw: str, loc: tuple) -> Path:
-    from harness.lib.data import resolve_data_path
-
-    return resolve_data_path(raw, Path.cwd())
-
-
-@dataclass(frozen=True)
-class TrainContext:
-    """What the runner gives a trainer: where to write, how to report progress, whether to
-    resume from the newest complete state in ``output_dir``, and how to read the extra data
-    sources a trainer's options name (``read_data(source, loc)`` reads through the suite's readers
-    and ``resolve_path(raw, loc)`` resolves ``${data}/...``; errors name the suite's line)."""
-
-    output_dir: Path
-    seed: int
-    on_checkpoint: Callable[[CheckpointEvent], None]
-    progress: ProgressFn
-    resume: bool = True
-    read_data: Callable[[DataSource, tuple], list[Conversation]] = _no_reader
-    resolve_path: Callable[[str, tuple], Path] = _plain_path
 
 
 class Trainer(Component):
@@ -270,26 +250,6 @@ class Backend(Component):
         return {**self.cache_material(), "dtype": ref.dtype}
 
 
-@dataclass
-class CheckOutput:
-    """What a parity check returns: its findings (none when the pipelines agree on what it
-    looks at) and its measurements, which reports show even when there is no finding."""
-
-    findings: list[Finding] = field(default_factory=list)
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-
-class ParityCheck(Component):
-    """Compares one aspect of the offline pipeline with production (see ``harness.parity``)."""
-
-    kind = "parity_check"
-
-    def run(self, ctx: ParityContext) -> CheckOutput:
-        """Look at ``ctx.requests`` through both pipelines; raise on what cannot be checked
-        (the stage records it as an ``error``, never as a pass)."""
-        raise NotImplementedError
-
-
 class Reporter(Component):
     """Renders a finished run; returns the files it wrote (if any)."""
 
@@ -299,13 +259,3 @@ class Reporter(Component):
         raise NotImplementedError
 
 
-COMPONENT_KINDS: dict[str, type[Component]] = {
-    "reader": Reader,
-    "filter": Filter,
-    "trainer": Trainer,
-    "benchmark": Benchmark,
-    "statistic": Statistic,
-    "backend": Backend,
-    "parity_check": ParityCheck,
-    "reporter": Reporter,
-}

@@ -97,14 +97,3 @@ def harness_on_run_end(event: RunEndEvent) -> None:
     """Called once when the run is over, with its exit code and report folder."""
 
 
-REGISTER_HOOKS: dict[str, str] = {
-    "reader": "harness_register_readers",
-    "filter": "harness_register_filters",
-    "trainer": "harness_register_trainers",
-    "benchmark": "harness_register_benchmarks",
-    "statistic": "harness_register_statistics",
-    "backend": "harness_register_backends",
-    "parity_check": "harness_register_parity_checks",
-    "reporter": "harness_register_reporters",
-}
-"""Which register hook fills which component registry."""

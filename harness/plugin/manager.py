@@ -51,6 +51,11 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
 )
 """Built-in plugin modules, registered under their module name."""
 
+ESSENTIAL_PLUGINS: dict[str, str] = {
+    "harness_plugins.statistics.paired": "the paired statistics every gate and the forgetting curve decide with",
+}
+"""Built-ins that cannot be blocked: without them no verdict could be reached at all."""
+
 BUILTIN_DISTRIBUTION = f"finetune-harness {__version__}"
 DISABLE_ENV = "HARNESS_DISABLE_PLUGINS"
 
@@ -88,6 +93,8 @@ def get_plugin_manager(
     program or a test, entry points, then ``check_pending()`` so that a misspelled hook
     implementation fails at start-up.  Each call builds a fresh manager."""
     blocked = _blocked(block)
+    for name in sorted(blocked & ESSENTIAL_PLUGINS.keys()):
+        raise PluginError(f"plugin {name!r} cannot be blocked: it provides {ESSENTIAL_PLUGINS[name]}")
     pm = HarnessPluginManager()
     pm.add_hookspecs(hookspecs)
     for module_name in DEFAULT_PLUGINS:

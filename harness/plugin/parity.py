@@ -14,23 +14,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from harness.plugin.components import ProgressFn
+from harness.plugin.components import Component
+from harness.lib.generate import Generation
 from harness.lib.pipeline import EffectiveSampling, Pipeline, Request
-from harness.types import CheckResult
+from harness.types import CheckResult, Finding, ProgressFn
 
 if TYPE_CHECKING:
     from harness.plugin.components import Backend
     from harness.lib.models import LoadedModel, ModelRef
     from harness.lib.endpoint import EndpointClient
     from harness.lib.store import Store
-
-
-@dataclass(frozen=True)
-class Generation:
-    """One completion of a rendered prompt: its text and its token ids."""
-
-    text: str
-    token_ids: tuple[int, ...]
 
 
 @dataclass
@@ -119,3 +112,23 @@ class ParityContext:
 
 def _prompt_key(ids: Sequence[int]) -> str:
     return hashlib.sha256(json.dumps(list(ids)).encode()).hexdigest()[:32]
+
+
+@dataclass
+class CheckOutput:
+    """What a parity check returns: its findings (none when the pipelines agree on what it
+    looks at) and its measurements, which reports show even when there is no finding."""
+
+    findings: list[Finding] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+class ParityCheck(Component):
+    """Compares one aspect of the offline pipeline with production (see ``harness.parity``)."""
+
+    kind = "parity_check"
+
+    def run(self, ctx: ParityContext) -> CheckOutput:
+        """Look at ``ctx.requests`` through both pipelines; raise on what cannot be checked
+        (the stage records it as an ``error``, never as a pass)."""
+        raise NotImplementedError

@@ -8,16 +8,52 @@ name is an error that lists the known ones (never a silent ``None``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from harness.plugin.components import COMPONENT_KINDS, Component
-from harness.errors import PluginError, UnknownComponentError
-from harness.plugin.hookspecs import REGISTER_HOOKS
+from pydantic import ValidationError
+
+from harness.errors import ConfigError, PluginError, UnknownComponentError
+from harness.plugin.components import (
+    Backend,
+    Benchmark,
+    Component,
+    Filter,
+    Reader,
+    Reporter,
+    RunContext,
+    Statistic,
+    Trainer,
+)
+from harness.plugin.parity import ParityCheck
 
 if TYPE_CHECKING:
     from harness.plugin.manager import HarnessPluginManager
+
+
+COMPONENT_KINDS: dict[str, type[Component]] = {
+    "reader": Reader,
+    "filter": Filter,
+    "trainer": Trainer,
+    "benchmark": Benchmark,
+    "statistic": Statistic,
+    "backend": Backend,
+    "parity_check": ParityCheck,
+    "reporter": Reporter,
+}
+
+REGISTER_HOOKS: dict[str, str] = {
+    "reader": "harness_register_readers",
+    "filter": "harness_register_filters",
+    "trainer": "harness_register_trainers",
+    "benchmark": "harness_register_benchmarks",
+    "statistic": "harness_register_statistics",
+    "backend": "harness_register_backends",
+    "parity_check": "harness_register_parity_checks",
+    "reporter": "harness_register_reporters",
+}
+"""Which register hook fills which component registry."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +142,18 @@ class Registries:
 
     def get(self, kind: str, name: str) -> ComponentInfo:
         return self.by_kind[kind].get(name)
+
+    def build(self, kind: str, name: str, options: Mapping[str, Any], ctx: RunContext) -> Component:
+        """Construct the ``kind`` component ``name`` with ``options`` validated by its config;
+        a bad option is a ``ConfigError`` naming the component and the plugin it came from."""
+        info = self.get(kind, name)
+        try:
+            config = info.cls.Config.model_validate(dict(options))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "options"
+            raise ConfigError(f"{kind} {name!r} from {info.origin}: {where}: {first['msg']}") from None
+        return info.cls(config, ctx)
 
     def all(self) -> Iterator[ComponentInfo]:
         for registry in self.by_kind.values():

@@ -14,57 +14,16 @@ evaluation and every point goes through the per-item cache.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from harness.plugin.components import Backend, Benchmark
-from harness.suite.config import ForgettingSpec
+from harness.lib.models import ModelRef
+from harness.plugin.components import Backend, Benchmark, Statistic
+from harness.stages.env import StageEnv
 from harness.stages.evaluate import Evaluator, describe
 from harness.stages.gate import Rule, decide, paired_comparison
-from harness.lib.models import ModelRef
-from harness.types import BenchmarkResult, CheckpointEvent, Comparison, Verdict
-
-if TYPE_CHECKING:
-    from harness.run.runner import Runner
-
-
-@dataclass(frozen=True)
-class CurvePoint:
-    """One probe at one step: its score, its headline figures and its change against step 0."""
-
-    step: int
-    score: float
-    summary: dict[str, float]
-    comparison: Comparison | None = None
-    within_bound: bool | None = None
-    note: str = ""
-
-
-@dataclass
-class ForgettingResult:
-    domain: str
-    bounds: dict[str, float]
-    selection: str
-    steps: list[int] = field(default_factory=list)
-    series: dict[str, list[CurvePoint]] = field(default_factory=dict)
-    selected_step: int | None = None
-    selected_path: Path | None = None
-    reasons: dict[int, str] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "domain": self.domain,
-            "bounds": self.bounds,
-            "selection": self.selection,
-            "steps": self.steps,
-            "series": {label: [asdict(p) for p in points] for label, points in self.series.items()},
-            "selected_step": self.selected_step,
-            "selected_path": str(self.selected_path) if self.selected_path else None,
-            "reasons": {str(k): v for k, v in self.reasons.items()},
-            "errors": self.errors,
-        }
+from harness.suite.config import ForgettingSpec
+from harness.types import BenchmarkResult, CheckpointEvent, CurvePoint, ForgettingResult, Verdict
 
 
 def _points(base: ModelRef, checkpoints: list[CheckpointEvent]) -> list[tuple[int, ModelRef, Path | None]]:
@@ -75,39 +34,36 @@ def _points(base: ModelRef, checkpoints: list[CheckpointEvent]) -> list[tuple[in
 
 
 def _score_all(
-    runner: Runner, backend: Backend, probes: dict[str, Benchmark], points: list[tuple[int, ModelRef, Path | None]]
+    env: StageEnv, backend: Backend, probes: Mapping[str, Benchmark], points: list[tuple[int, ModelRef, Path | None]]
 ) -> tuple[dict[tuple[str, int], BenchmarkResult], list[str]]:
     results: dict[tuple[str, int], BenchmarkResult] = {}
     errors: list[str] = []
     for step, ref, _path in points:
-        evaluator = Evaluator(runner.store, backend, ref, runner.console, runner.options.use_cache)
+        evaluator = Evaluator(env.store, backend, ref, env.console, env.use_cache)
         for label, probe in probes.items():
             try:
                 results[(label, step)] = res = evaluator.run(label, probe)
             except Exception as exc:  # a probe that cannot run makes its points unknown, not passing
                 errors.append(f"{label} at step {step}: {type(exc).__name__}: {exc}")
-                runner.console.stage("forgetting", errors[-1], style="red")
+                env.console.stage("forgetting", errors[-1], style="red")
                 continue
-            runner.console.stage("forgetting", describe(label, res))
+            env.console.stage("forgetting", describe(label, res))
         evaluator.release()
     return results, errors
 
 
-def _compare(runner: Runner, label: str, base: BenchmarkResult, point: BenchmarkResult) -> Comparison:
-    alpha = runner.loaded.suite.gating.alpha
-    loc = ("forgetting", "probes", label)
-    return paired_comparison(runner.registries, runner.loaded, runner.ctx, base, point, "auto", alpha, loc)
-
-
 def run_forgetting(
-    runner: Runner,
+    env: StageEnv,
     spec: ForgettingSpec,
     backend: Backend,
-    probes: dict[str, Benchmark],
+    probes: Mapping[str, Benchmark],
     base: ModelRef,
     checkpoints: list[CheckpointEvent],
+    statistics: Mapping[str, Statistic],
+    alpha: float,
 ) -> ForgettingResult:
-    """Score every probe at every point, draw the series, and select a checkpoint."""
+    """Score every probe at every point, draw the series, and select a checkpoint.  Each point
+    is compared with step 0 by the plan's ``statistics`` at one-sided level ``alpha``."""
     points = _points(base, checkpoints)
     result = ForgettingResult(
         domain=spec.domain,
@@ -115,7 +71,7 @@ def run_forgetting(
         selection=spec.selection,
         steps=[step for step, _, _ in points],
     )
-    scored, result.errors = _score_all(runner, backend, probes, points)
+    scored, result.errors = _score_all(env, backend, probes, points)
     eligible: dict[int, bool] = {}
     rejections: dict[int, list[str]] = {step: [] for step, _, _ in points[1:]}
     for label in probes:
@@ -130,7 +86,7 @@ def run_forgetting(
             if step == 0 or base_res is None:
                 series.append(CurvePoint(step, res.score, res.summary))
                 continue
-            cmp = _compare(runner, label, base_res, res)
+            cmp = paired_comparison(statistics, base_res, res, "auto", alpha)
             within: bool | None = None
             note = ""
             if label != spec.domain:

@@ -17,54 +17,14 @@ on it are ``inconclusive`` with that reason, never ``pass``.  A comparison that 
 
 from __future__ import annotations
 
-import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
 
-from harness.errors import ConfigError
 from harness.lib.stats import is_binary, wilson
+from harness.plugin.components import Statistic
+from harness.suite.config import GatingSpec
+from harness.suite.rules import Rule, parse_rule
 from harness.types import BenchmarkResult, Comparison, Decision, RunResult, Verdict
-
-if TYPE_CHECKING:
-    from harness.plugin.components import RunContext
-    from harness.suite.config import LoadedSuite
-    from harness.plugin.registry import Registries
-
-RuleKind = Literal["non_inferior", "superior", "no_regression"]
-_RULE_RE = re.compile(r"^\s*(\w+)\s*\((.*)\)\s*$")
-_ARGS = {"non_inferior": {"margin"}, "superior": {"margin"}, "no_regression": {"margin"}}
-
-
-@dataclass(frozen=True)
-class Rule:
-    kind: RuleKind
-    margin: float
-
-    def __str__(self) -> str:
-        return f"{self.kind}(margin={self.margin:g})"
-
-
-def parse_rule(text: str) -> Rule:
-    """Parse ``non_inferior(margin=0.02)``; only known rules and numeric arguments."""
-    match = _RULE_RE.match(text)
-    if not match or match.group(1) not in _ARGS:
-        known = ", ".join(f"{k}(margin=...)" for k in _ARGS)
-        raise ConfigError(f"unknown gate rule {text!r}; available: {known}")
-    kind, arg_text = match.group(1), match.group(2).strip()
-    args: dict[str, float] = {}
-    for part in filter(None, (p.strip() for p in arg_text.split(","))):
-        key, sep, value = part.partition("=")
-        key = key.strip()
-        if not sep or key not in _ARGS[kind]:
-            raise ConfigError(f"gate rule {text!r}: unknown argument {part!r}")
-        try:
-            args[key] = float(value)
-        except ValueError:
-            raise ConfigError(f"gate rule {text!r}: {key} must be a number") from None
-    margin = args.get("margin", 0.02 if kind == "non_inferior" else 0.0)
-    if margin < 0:
-        raise ConfigError(f"gate rule {text!r}: margin must not be negative")
-    return Rule(kind, margin)  # type: ignore[arg-type]
 
 
 def _fmt(x: float) -> str:
@@ -134,66 +94,66 @@ def errored(gate: str, benchmark: str, rule: str, reason: str, blocking: bool) -
     return Decision(gate, benchmark, rule, Verdict.ERROR, reason, blocking)
 
 
+@dataclass(frozen=True)
+class GatePlan:
+    """One gate as the run plan built it: the benchmark label it decides on, its rule, the
+    statistic (``auto`` or a name), and the benchmark's chance level (a guard rule on a
+    benchmark at chance is inconclusive)."""
+
+    name: str
+    label: str
+    rule: Rule
+    statistic: str
+    blocking: bool
+    chance: float | None
+    loc: tuple[str | int, ...]
+
+
 def paired_comparison(
-    registries: Registries,
-    loaded: LoadedSuite,
-    ctx: RunContext,
+    statistics: Mapping[str, Statistic],
     baseline: BenchmarkResult,
     candidate: BenchmarkResult,
     statistic: str,
     alpha: float,
-    loc: tuple[str, ...],
 ) -> Comparison:
     """Compare two results item by item with the named statistic (``auto``: McNemar for 0/1
-    scores, paired bootstrap otherwise)."""
-    from harness.plugin.components import Statistic
-    from harness.suite.config import ComponentRef, build_component
-
+    scores, paired bootstrap otherwise); ``statistics`` are the ones the run plan built."""
     base, cand = pair_scores(baseline, candidate)
     name = statistic if statistic != "auto" else auto_statistic(base, cand)
-    stat = build_component(registries, "statistic", ComponentRef(name=name), loc, loaded, ctx)
-    assert isinstance(stat, Statistic)
+    stat = statistics[name]
     if not stat.applies_to(base + cand):
         raise ValueError(f"statistic {name!r} does not apply to these scores")
     return stat.compare(base, cand, alpha)
 
 
 def run_gates(
-    loaded: LoadedSuite, registries: Registries, ctx: RunContext, result: RunResult
+    gates: Sequence[GatePlan], statistics: Mapping[str, Statistic], gating: GatingSpec, result: RunResult
 ) -> list[Decision]:
-    """Decide every gate of the suite on the run's paired per-item results."""
-    suite = loaded.suite
-    benchmarks = loaded.suite.evaluate
-    n_blocking = sum(1 for g in suite.gates.values() if g.blocking)
-    alpha = per_gate_alpha(suite.gating.alpha, n_blocking, suite.gating.correction)
+    """Decide every planned gate on the run's paired per-item results."""
+    n_blocking = sum(1 for g in gates if g.blocking)
+    alpha = per_gate_alpha(gating.alpha, n_blocking, gating.correction)
     errors = {(e.benchmark, e.model): e.message for e in result.eval_errors}
     decisions = []
-    for name, gate in suite.gates.items():
-        label = gate.benchmark or name
-        rule = parse_rule(gate.rule)
+    for gate in gates:
+        rule, label = str(gate.rule), gate.label
         per_model = result.benchmarks.get(label, {})
         problems = [f"{m}: {errors[(label, m)]}" for m in ("baseline", "candidate") if (label, m) in errors]
         if problems or "baseline" not in per_model or "candidate" not in per_model:
             reason = "; ".join(problems) or result.train_error or "no candidate was trained or evaluated"
-            decisions.append(errored(name, label, str(rule), reason, gate.blocking))
+            decisions.append(errored(gate.name, label, rule, reason, gate.blocking))
             continue
         try:
-            loc = ("gates", name, "statistic")
-            comparison = paired_comparison(
-                registries, loaded, ctx, per_model["baseline"], per_model["candidate"], gate.statistic, alpha, loc
-            )
-        except ConfigError:
-            raise
+            comparison = paired_comparison(statistics, per_model["baseline"], per_model["candidate"], gate.statistic, alpha)
         except Exception as exc:
-            decisions.append(errored(name, label, str(rule), f"{type(exc).__name__}: {exc}", gate.blocking))
+            decisions.append(errored(gate.name, label, rule, f"{type(exc).__name__}: {exc}", gate.blocking))
             continue
-        bench_cls = registries.get("benchmark", benchmarks[label].name).cls
-        verdict, reason = decide(rule, comparison, chance=getattr(bench_cls, "chance", None))
-        decisions.append(Decision(name, label, str(rule), verdict, reason, gate.blocking, comparison))
+        verdict, reason = decide(gate.rule, comparison, chance=gate.chance)
+        decisions.append(Decision(gate.name, label, rule, verdict, reason, gate.blocking, comparison))
     return decisions
 
 
 __all__ = [
+    "GatePlan",
     "Rule",
     "auto_statistic",
     "decide",

@@ -12,16 +12,13 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from harness.plugin.components import Backend, ParityCheck, RunContext
-from harness.suite.config import LoadedSuite, build_component
-from harness.stages.curate import read_source, select
 from harness.errors import ConfigError, HarnessError
-from harness.plugin.parity import ParityContext
 from harness.lib.pipeline import Pipeline, Request
+from harness.plugin.components import Backend
+from harness.plugin.parity import ParityCheck, ParityContext
+from harness.suite.config import LoadedSuite
 from harness.suite.parity import SEVERITY_RANK, ParitySpec
-from harness.plugin.registry import Registries
 from harness.types import CheckResult, Decision, ParityResult, Verdict
-from harness.suite.yamlpos import Loc
 
 if TYPE_CHECKING:
     from harness.lib.console import RunConsole
@@ -38,50 +35,6 @@ class ParityPlan:
     requests: list[Request]
     offline_set: list[Request] | None
     notes: list[str]
-
-
-def _requests(
-    loaded: LoadedSuite, registries: Registries, ctx: RunContext, loc: Loc, notes: list[str]
-) -> list[Request]:
-    spec = loaded.suite.parity
-    assert spec is not None
-    src = spec.requests if loc[-1] == "requests" else spec.offline_set
-    assert src is not None
-    records, quarantined, read_stage = read_source(loaded, registries, ctx, loc, src)
-    chosen, select_stage = select(src, records)
-    notes.append(
-        f"{'.'.join(map(str, loc))}: read {read_stage.n_in}, quarantined {len(quarantined)}, "
-        f"kept {len(chosen)} ({', '.join(f'{k}: {v}' for k, v in select_stage.reasons.items()) or 'all'})"
-    )
-    for q in quarantined:
-        notes.append(f"quarantined {q.source_id}: {q.reason}")
-    requests = []
-    for conv in chosen:
-        try:
-            requests.append(Request.from_conversation(conv))
-        except ConfigError as exc:
-            notes.append(f"left out {conv.source_id}: {exc}")
-    if not requests:
-        raise ConfigError(f"{loaded.where(loc)}: no usable requests in {src.path}")
-    return requests
-
-
-def plan_parity(loaded: LoadedSuite, registries: Registries, ctx: RunContext) -> ParityPlan:
-    """Build the checks and read the requests; config and data errors surface here, up front."""
-    spec = loaded.suite.parity
-    if spec is None:
-        raise ConfigError(f"{loaded.path}: the suite has no 'parity' section")
-    checks = {}
-    for label, ref in spec.checks.items():
-        check = build_component(registries, "parity_check", ref, ("parity", "checks", label), loaded, ctx)
-        assert isinstance(check, ParityCheck)
-        checks[label] = check
-    notes: list[str] = []
-    requests = _requests(loaded, registries, ctx, ("parity", "requests"), notes)
-    offline_set = (
-        _requests(loaded, registries, ctx, ("parity", "offline_set"), notes) if spec.offline_set else None
-    )
-    return ParityPlan(spec, checks, requests, offline_set, notes)
 
 
 def run_parity(

@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.plugin.components import Backend, TrainContext, Trainer, _no_reader, _plain_path
+from harness.lib.training.context import TrainContext, no_reader, plain_path
+from harness.plugin.components import Backend, Trainer
 from harness.lib.console import RunConsole
 from harness.stages.curate import CurateOutcome
 from harness.lib.models import LoadedModel, ModelRef, dir_fingerprint
@@ -41,8 +42,8 @@ class TrainStage:
     store: Store
     console: RunConsole
     use_cache: bool = True
-    read_data: Callable[[DataSource, tuple], list[Conversation]] = _no_reader
-    resolve_path: Callable[[str, tuple], Path] = _plain_path
+    read_data: Callable[[DataSource, tuple], list[Conversation]] = no_reader
+    resolve_path: Callable[[str, tuple], Path] = plain_path
 
     def _cached(self, material: dict[str, Any]) -> tuple[TrainOutput, list[CheckpointEvent]] | None:
         cached = self.store.cache_get("train", material) if self.use_cache else None

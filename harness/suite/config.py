@@ -1,8 +1,8 @@
-"""Suite configuration: pydantic models, YAML loading with positions, component resolution.
+"""Suite configuration: pydantic models and YAML loading with positions.
 
 Every error names ``file:line`` and the offending key.  Component options are validated by the
-component's own ``Config`` model, so a typo inside a trainer block is reported just like a typo
-at the top level.
+component's own ``Config`` model when the run plan builds it (``harness.run.plan``), with the same
+messages, so a typo inside a trainer block is reported just like a typo at the top level.
 """
 
 from __future__ import annotations
@@ -12,11 +12,9 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from harness.plugin.components import Component, RunContext
-from harness.errors import ConfigError, UnknownComponentError
+from harness.errors import ConfigError
 from harness.suite.parity import ParitySpec
 from harness.lib.refs import ComponentRef, DataSource, StrictModel
-from harness.plugin.registry import Registries
 from harness.suite.yamlpos import Loc, Positions, load_yaml
 
 
@@ -141,7 +139,7 @@ class LoadedSuite:
             raise ConfigError(f"{self.where(loc)}: {exc}") from None
 
 
-def _format_validation(exc: ValidationError, positions: Positions, prefix: Loc) -> str:
+def format_validation(exc: ValidationError, positions: Positions, prefix: Loc) -> str:
     # A typo shows up as an unknown key *and* a missing one: name the unknown key first.
     err = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
     loc: Loc = prefix + tuple(p for p in err["loc"] if p != "options")
@@ -158,7 +156,7 @@ def _format_validation(exc: ValidationError, positions: Positions, prefix: Loc) 
 
 def load_suite(path: Path | str) -> LoadedSuite:
     """Read and validate a suite file; raise ``ConfigError`` naming ``file:line`` on any problem."""
-    from harness.stages.gate import parse_rule
+    from harness.suite.rules import parse_rule
 
     path = Path(path)
     data, positions = load_yaml(path)
@@ -167,7 +165,7 @@ def load_suite(path: Path | str) -> LoadedSuite:
     try:
         suite = Suite.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation(exc, positions, ())) from None
+        raise ConfigError(format_validation(exc, positions, ())) from None
     loaded = LoadedSuite(suite, path, positions)
     if suite.forgetting is not None and suite.train is None:
         raise ConfigError(f"{loaded.where(('forgetting',))}: forgetting: needs a 'train' stage to draw a curve")
@@ -186,26 +184,3 @@ def load_suite(path: Path | str) -> LoadedSuite:
     return loaded
 
 
-def build_component(
-    registries: Registries,
-    kind: str,
-    ref: ComponentRef,
-    loc: Loc,
-    loaded: LoadedSuite,
-    ctx: RunContext,
-    options_loc: Loc | None = None,
-) -> Component:
-    """Look up ``ref.name`` among the ``kind`` components and construct it with its options.
-
-    ``loc`` is where the name stands in the suite; ``options_loc`` where the options do, when
-    that differs (a data source's reader options sit beside its ``format`` key)."""
-    try:
-        info = registries.get(kind, ref.name)
-    except UnknownComponentError as exc:
-        raise UnknownComponentError(f"{loaded.where(loc)}: {exc}") from None
-    try:
-        config = info.cls.Config.model_validate(ref.options)
-    except ValidationError as exc:
-        message = _format_validation(exc, loaded.positions, loc if options_loc is None else options_loc)
-        raise ConfigError(f"{message} (in {kind} {ref.name!r} from {info.origin})") from None
-    return info.cls(config, ctx)

@@ -10,14 +10,14 @@ do not alternate user/assistant (or end on a user turn) train the model on the w
     e.g. from a CSV column): the count and share of each category; a category whose share is
     below ``min_share`` (default: half the uniform share, ``0.5 / n_categories``) is flagged,
     and the smallest ones are always listed;
-(b) **diversity**: all-MiniLM-L6-v2 embeddings of the user turns (``traffic.embed``), seeded
-    KMeans (``traffic.topic_clusters``) into ``clusters`` groups; each cluster has its size,
+(b) **diversity**: all-MiniLM-L6-v2 embeddings of the user turns (``harness.lib.embed``), seeded
+    KMeans (``topic_clusters``) into ``clusters`` groups; each cluster has its size,
     three example texts (the members nearest its centre), a name (its most distinctive words,
     TF-IDF over the clusters), and is *under-represented* when its size is below half the mean
     cluster size.  Embedding costs about 12 ms a text on two CPU cores, so ``embed_sample``
     embeds a seeded sample; every other measurement covers all records;
 (c) **near duplicates**: groups of records whose text is equal after
-    ``harness_plugins.filters.basic.normalise`` (whole conversations, and prompts alone), and
+    ``harness.lib.text.normalise`` (whole conversations, and prompts alone), and
     how many records sit in groups of more than one;
 (d) **lengths** of the turns of each role in characters, and in tokens when a tokenizer is
     given: min, median, p90, max;
@@ -48,8 +48,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from harness.lib.data import csv_rows, seeded_sample
 from harness.errors import ConfigError, DataError, require
+from harness.lib.data import csv_rows, seeded_sample
+from harness.lib.text import clip, normalise, token_counts
 from harness.types import Conversation, Quarantined
 
 if TYPE_CHECKING:
@@ -303,7 +304,7 @@ def diversity(
 ) -> Diversity:
     """(b) Seeded KMeans topic clusters of the user turns (see the module docstring)."""
     np = require("numpy")
-    from harness_plugins.parity import traffic
+    from harness.lib.embed import EMBEDDER_ID, embed, topic_clusters
 
     eligible = [r for r in records if user_text(r).strip()]
     if not eligible:
@@ -315,10 +316,10 @@ def diversity(
         if progress is not None:
             progress(done, total, "embedding user turns")
 
-    vectors = (embedder or traffic.embed)(texts, embed_progress)
+    vectors = (embedder or embed)(texts, embed_progress)
     # topic_clusters with every text "covered" (similarity 1 >= 0) is plain seeded KMeans
     # (n_init=3, k capped at the number of distinct vectors): its coverage refinement is a no-op.
-    labels, centres, _ = traffic.topic_clusters(
+    labels, centres, _ = topic_clusters(
         vectors, np.ones(len(texts)), clusters, seed, coverage=0.0
     )
     k = int(centres.shape[0])
@@ -331,7 +332,7 @@ def diversity(
         examples: list[str] = []
         example_ids: list[str] = []
         for i in idx[distance.argsort()]:
-            clipped = traffic.clip(texts[i])
+            clipped = clip(texts[i])
             if clipped not in examples:
                 examples.append(clipped)
                 example_ids.append(chosen[i].source_id)
@@ -358,7 +359,7 @@ def diversity(
         )
     out.sort(key=lambda cl: (-cl.size, cl.id))
     return Diversity(
-        model=traffic.EMBEDDER_ID["model"],
+        model=EMBEDDER_ID["model"],
         embedded=len(texts),
         eligible=len(eligible),
         requested_clusters=clusters,
@@ -372,8 +373,6 @@ def diversity(
 def duplicates(records: Sequence[Conversation], scope: str = "conversation") -> Duplicates:
     """(c) Groups of records whose normalised text is equal: whole conversations (``scope``
     ``conversation``, the key of the ``exact_dedup`` filter) or the user turns (``prompt``)."""
-    from harness_plugins.filters.basic import normalise
-    from harness_plugins.parity.traffic import clip
 
     groups: dict[str, list[Conversation]] = defaultdict(list)
     for record in records:
@@ -410,8 +409,6 @@ def lengths(records: Sequence[Conversation], tokenizer: Any | None = None) -> li
             continue
         tokens = None
         if tokenizer is not None:
-            from harness_plugins.parity.traffic import token_counts
-
             tokens = distribution(token_counts(tokenizer, items))
         out.append(LengthStats(role, len(items), distribution(len(t) for t in items), tokens))
     return out
@@ -499,7 +496,7 @@ def audit(
     uncategorised); ``clusters=0`` skips the embedding step (b); ``embed_sample`` embeds a
     seeded sample of that many records for (b); ``tokenizer`` (a Hugging Face tokenizer)
     adds token lengths to (d); ``loss_fn`` turns on (e); ``quarantined`` are the records the
-    reader could not parse, counted by reason; ``embedder`` replaces ``traffic.embed``
+    reader could not parse, counted by reason; ``embedder`` replaces ``harness.lib.embed.embed``
     (``embed(texts, progress)``); ``progress(done, total, message)`` reports embedding.
     """
     if not records:
@@ -682,7 +679,7 @@ def read_data(
     folder = bool(getattr(info.cls, "reads_folder", False))
     if not (path.is_dir() if folder else path.is_file()):
         raise DataError(f"{source}: data {'folder' if folder else 'file'} not found: {path}")
-    reader = info.cls(config, RunContext(path.parent, path.parent))
+    reader = info.cls(config, RunContext(path.parent, path.parent, builder=registries))
     records: list[Conversation] = []
     quarantined: list[Quarantined] = []
     for item in reader.read(path, source):
@@ -725,12 +722,9 @@ def read_categories(
             raise DataError(f"{source}: Parquet file has no column {column!r}; columns: {names}")
         values = pq.read_table(str(path), columns=[column]).column(column).to_pylist()
     elif fmt == "hf_disk":
-        from harness_plugins.readers.tabular import HfDiskReader
+        from harness.lib.records import load_saved_dataset
 
-        from harness.plugin.components import RunContext
-
-        reader = HfDiskReader(HfDiskReader.Config.model_validate(options), RunContext(path.parent, path.parent))
-        data = reader.dataset(path, source)
+        data = load_saved_dataset(path, source, options.get("dataset_split"))
         if column not in data.column_names:
             raise DataError(f"{source}: dataset has no column {column!r}; columns: {data.column_names}")
         values = data[column]

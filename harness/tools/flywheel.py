@@ -40,46 +40,40 @@ import hashlib
 import json
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from harness.errors import ConfigError, DataError
+from harness.lib.records import RecordError, parse_message, request_body, type_name
+from harness.lib.text import normalise
 from harness.plugin.components import RunContext
+from harness.plugin.registry import Registries
 from harness.stages.curate import (
-    DataFile,
-    Examples,
     FilterStep,
-    InputSummary,
-    LineCount,
     ReadResult,
     UnbalancedLedgerError,
-    build_report,
     check_quarantined,
     curate_records,
-    jsonl,
-    read_file,
-    read_reason,
     verify_ledger,
 )
-from harness.errors import ConfigError, DataError
-from harness.plugin.registry import Registries
+from harness.stages.curate_report import Examples, InputSummary, LineCount, build_report, jsonl, read_reason
+from harness.tools.curate_file import DataFile, read_file
 from harness.types import (
     Conversation,
     Dropped,
     Ledger,
     Message,
     Quarantined,
-    Role,
     StageLedger,
 )
 
 Thumbs = Literal["up", "down"]
 Scope = Literal["prompt", "response", "both"]
 
-_ROLES: dict[str, Role] = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 _SCOPE_ROLES: dict[str, tuple[str, ...]] = {"prompt": ("user",), "response": ("assistant",), "both": ("user", "assistant")}
 TRUNCATED = frozenset({"length", "content_filter"})
 """``finish_reason`` values of an answer that was cut off: training on it teaches running on."""
@@ -87,9 +81,9 @@ FEEDBACK_KEYS = ("rating", "thumbs", "rephrased")
 """The feedback fields copied into provenance; anything else (a free-text comment) may hold PII."""
 
 
-class LogRecordError(ValueError):
-    """A log line that is JSON but not a usable interaction.  The message starts with its kind
-    (``missing request``, ``wrong type``...), which becomes the ledger's reason key."""
+LogRecordError = RecordError
+"""A log line that is JSON but not a usable interaction (``harness.lib.records.RecordError``): the
+message starts with its kind (``missing request``, ``wrong type``...), the ledger's reason key."""
 
 
 # ------------------------------------------------------------------------------ options
@@ -148,47 +142,12 @@ class LogEntry:
         return {("log", log_sha256, self.line), ("line", self.line_sha256, self.line)}
 
 
-def _type(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
 
 
-def _body(line: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    value = line.get(key)
-    if value is None:
-        raise LogRecordError(f"missing {key}: the line has no {key!r} object")
-    if not isinstance(value, dict):
-        raise LogRecordError(f"wrong type: {key} must be an object, got {_type(value)}")
-    inner = value.get("body")  # OpenAI Batch API: {"custom_id", "method", "url", "body": {...}}
-    if isinstance(inner, dict) and "messages" not in value and "choices" not in value:
-        return inner
-    return value
 
 
-def _text(value: Any, where: str) -> str:
-    """A message's content: a string, or a list of text parts (joined)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        texts = []
-        for index, part in enumerate(value):
-            if not isinstance(part, dict) or part.get("type", "text") != "text" or not isinstance(part.get("text"), str):
-                raise LogRecordError(f"unsupported: {where}[{index}] is not a text part")
-            texts.append(part["text"])
-        return "".join(texts)
-    raise LogRecordError(f"wrong type: {where} must be a string, got {_type(value)}")
 
 
-def _message(turn: Any, where: str) -> Message:
-    if not isinstance(turn, dict):
-        raise LogRecordError(f"wrong type: {where} must be an object, got {_type(turn)}")
-    role = turn.get("role")
-    if not isinstance(role, str):
-        raise LogRecordError(f"wrong type: {where}.role must be a string, got {_type(role)}")
-    if role not in _ROLES:
-        raise LogRecordError(f"unsupported: {where}.role {role!r} (system, developer, user and assistant turns only)")
-    if turn.get("content") is None and turn.get("tool_calls"):
-        raise LogRecordError(f"unsupported: {where} is a tool call, not text")
-    return Message(_ROLES[role], _text(turn.get("content"), f"{where}.content"))
 
 
 def parse_feedback(value: Any) -> Feedback | None:
@@ -197,21 +156,21 @@ def parse_feedback(value: Any) -> Feedback | None:
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise LogRecordError(f"wrong type: feedback must be an object, got {_type(value)}")
+        raise LogRecordError(f"wrong type: feedback must be an object, got {type_name(value)}")
     rating = value.get("rating")
     if rating is not None:
         if isinstance(rating, bool) or not isinstance(rating, (int, float)):
-            raise LogRecordError(f"wrong type: feedback.rating must be a number from 1 to 5, got {_type(rating)}")
+            raise LogRecordError(f"wrong type: feedback.rating must be a number from 1 to 5, got {type_name(rating)}")
         if not 1 <= rating <= 5:
             raise LogRecordError(f"bad value: feedback.rating must be from 1 to 5, got {rating!r}")
     thumbs = value.get("thumbs")
     if thumbs is not None and not isinstance(thumbs, str):
-        raise LogRecordError(f"wrong type: feedback.thumbs must be 'up' or 'down', got {_type(thumbs)}")
+        raise LogRecordError(f"wrong type: feedback.thumbs must be 'up' or 'down', got {type_name(thumbs)}")
     if thumbs is not None and thumbs not in ("up", "down"):
         raise LogRecordError(f"bad value: feedback.thumbs must be 'up' or 'down', got {thumbs[:20]!r}")
     rephrased = value.get("rephrased")
     if rephrased is not None and not isinstance(rephrased, bool):
-        raise LogRecordError(f"wrong type: feedback.rephrased must be true or false, got {_type(rephrased)}")
+        raise LogRecordError(f"wrong type: feedback.rephrased must be true or false, got {type_name(rephrased)}")
     raw = {k: value[k] for k in FEEDBACK_KEYS if k in value}
     return Feedback(None if rating is None else float(rating), thumbs, bool(rephrased), raw)
 
@@ -220,33 +179,33 @@ def parse_interaction(line: Any, source_id: str) -> tuple[Conversation, Feedback
     """The conversation (request turns, then the first choice's answer), feedback and
     ``finish_reason`` of one decoded log line; ``LogRecordError`` when it is not usable."""
     if not isinstance(line, dict):
-        raise LogRecordError(f"wrong type: expected a JSON object, got {_type(line)}")
-    request = _body(line, "request")
+        raise LogRecordError(f"wrong type: expected a JSON object, got {type_name(line)}")
+    request = request_body(line, "request")
     turns = request.get("messages")
     if turns is None:
         raise LogRecordError("missing request: the request has no 'messages'")
     if not isinstance(turns, list) or not turns:
-        raise LogRecordError(f"wrong type: request.messages must be a non-empty list, got {_type(turns)}")
-    messages = [_message(turn, f"request.messages[{i}]") for i, turn in enumerate(turns)]
+        raise LogRecordError(f"wrong type: request.messages must be a non-empty list, got {type_name(turns)}")
+    messages = [parse_message(turn, f"request.messages[{i}]") for i, turn in enumerate(turns)]
     if not any(m.role == "user" for m in messages):
         raise LogRecordError("missing request: the request has no user message")
-    response = _body(line, "response")
+    response = request_body(line, "response")
     choices = response.get("choices")
     if choices is None:
         raise LogRecordError("missing response: the response has no 'choices'")
     if not isinstance(choices, list) or not choices:
-        raise LogRecordError(f"wrong type: response.choices must be a non-empty list, got {_type(choices)}")
+        raise LogRecordError(f"wrong type: response.choices must be a non-empty list, got {type_name(choices)}")
     choice = choices[0]
     if not isinstance(choice, dict):
-        raise LogRecordError(f"wrong type: response.choices[0] must be an object, got {_type(choice)}")
+        raise LogRecordError(f"wrong type: response.choices[0] must be an object, got {type_name(choice)}")
     if choice.get("message") is None:
         raise LogRecordError("missing response: response.choices[0] has no 'message'")
-    answer = _message(choice["message"], "response.choices[0].message")
+    answer = parse_message(choice["message"], "response.choices[0].message")
     if answer.role != "assistant":
         raise LogRecordError(f"unsupported: response.choices[0].message.role is {answer.role!r}, not 'assistant'")
     finish = choice.get("finish_reason")
     if finish is not None and not isinstance(finish, str):
-        raise LogRecordError(f"wrong type: response.choices[0].finish_reason must be a string, got {_type(finish)}")
+        raise LogRecordError(f"wrong type: response.choices[0].finish_reason must be a string, got {type_name(finish)}")
     feedback = parse_feedback(line.get("feedback"))
     return Conversation((*messages, answer), source_id), feedback, finish
 
@@ -425,8 +384,6 @@ def judge(entry: LogEntry, options: FlywheelOptions) -> tuple[str, str] | None:
 
 
 def _exact_key(record: Conversation, scope: Scope) -> tuple[tuple[str, str], ...]:
-    from harness_plugins.filters.basic import normalise
-
     roles = _SCOPE_ROLES[scope]
     return tuple((m.role, normalise(m.content)) for m in record.messages if m.role in roles)
 
@@ -444,10 +401,9 @@ def find_known(
     if not candidates or not pool:
         return {}, "minhash"
     try:
-        from harness_plugins.filters.near_dedup import NearDedup, NearDedupConfig
+        from harness.lib.minhash import Params, build_index
 
-        flt = NearDedup(NearDedupConfig(scope=scope, threshold=threshold), RunContext(Path.cwd(), Path.cwd()))
-        index = flt.index([*pool, *candidates])
+        index = build_index([*pool, *candidates], Params(scope=scope, threshold=threshold))
     except ImportError:
         first: dict[tuple[tuple[str, str], ...], str] = {}
         for record in pool:

@@ -12,27 +12,8 @@ from typing import Any
 import harness
 from harness.plugin.components import Backend, ComponentConfig
 from harness.errors import require
+from harness.lib.device import device, resolve_dtype
 from harness.lib.models import LoadedModel, ModelRef
-
-
-def native_bf16() -> bool:
-    torch = require("torch")
-    if torch.cuda.is_available():
-        return bool(torch.cuda.is_bf16_supported())
-    cpu = torch.cpu
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(cpu, name, lambda: False)() for name in checks)
-
-
-def resolve_dtype(dtype: str) -> str:
-    if dtype == "auto":
-        return "bfloat16" if native_bf16() else "float32"
-    return dtype
-
-
-def device() -> str:
-    torch = require("torch")
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class HFBackend(Backend):

@@ -96,7 +96,7 @@ class HellaSwag(Benchmark):
             requests = [(doc["query"], [f" {c}" for c in doc["choices"]]) for doc in items]
             scored = choice_logprobs(model, requests, batch_size=cfg.batch_size)
             return [[loglik for loglik, _ in row] for row in scored]
-        from harness_plugins.benchmarks._lmeval import run_task
+        from harness.lib.lmeval import run_task
 
         samples = run_task(model, LMEVAL_TASK, list(items), batch_size=cfg.batch_size, seed=cfg.seed)
         return [[resp[0] for resp in sample["filtered_resps"]] for sample in samples]

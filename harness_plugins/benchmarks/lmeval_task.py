@@ -96,7 +96,7 @@ class LmEvalTask(Benchmark):
         return self.docs
 
     def evaluate(self, model: LoadedModel, items: Sequence[Item], progress: ProgressFn) -> list[ItemResult]:
-        from harness_plugins.benchmarks._lmeval import run_task
+        from harness.lib.lmeval import run_task
 
         cfg: LmEvalTaskConfig = self.config  # type: ignore[assignment]
         task = {**cfg.task, "task": "harness_local_task"}

@@ -78,7 +78,7 @@ class SupportIntent(Benchmark):
         return self.docs
 
     def evaluate(self, model: LoadedModel, items: Sequence[Item], progress: ProgressFn) -> list[ItemResult]:
-        from harness_plugins.benchmarks._lmeval import run_task
+        from harness.lib.lmeval import run_task
 
         cfg: SupportIntentConfig = self.config  # type: ignore[assignment]
         eos = model.tokenizer.eos_token or "\n"

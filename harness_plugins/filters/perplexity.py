@@ -170,7 +170,7 @@ class PerplexityOutliers(Filter):
     @cached_property
     def folder(self) -> str:
         """The reference model's folder (an embedded model is converted once, then cached)."""
-        from harness_plugins.filters.format import model_folder
+        from harness.lib.models import model_folder
 
         return model_folder(self.cfg.model, str(self.ctx.suite_dir))
 

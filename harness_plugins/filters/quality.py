@@ -83,6 +83,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 import harness
+from harness.errors import ConfigError, DataError, require
 from harness.plugin.components import (
     Filter,
     FilterActionConfig,
@@ -90,7 +91,6 @@ from harness.plugin.components import (
     FilterResult,
     RunContext,
 )
-from harness.errors import ConfigError, DataError, require
 from harness.types import Conversation, Message
 
 NAME = "quality_classifier"
@@ -246,7 +246,7 @@ def embed_texts(clipped: Sequence[str]) -> Any:
     """Normalised MiniLM embeddings of texts (float64, one row per text), memoised per
     process."""
     np = require("numpy")
-    from harness_plugins.parity.traffic import embed
+    from harness.lib.embed import embed
 
     if not clipped:
         return np.zeros((0, EMBED_DIM))
@@ -318,7 +318,7 @@ class QualityModel:
 
     def payload(self) -> dict[str, Any]:
         """Everything the file holds but its checksum."""
-        from harness_plugins.parity.traffic import EMBEDDER_ID
+        from harness.lib.embed import EMBEDDER_ID
 
         return {
             "format": FORMAT,
@@ -363,7 +363,7 @@ class QualityModel:
     @classmethod
     def from_json(cls, data: Any) -> QualityModel:
         """Validate and build; raises ``ValueError`` saying what is wrong."""
-        from harness_plugins.parity.traffic import EMBEDDER_ID
+        from harness.lib.embed import EMBEDDER_ID
 
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ValueError(f"not a {FORMAT} file")
@@ -446,9 +446,8 @@ def train_model(
 
 def read_labelled(path: Path, what: str = f"{NAME}.train") -> tuple[list[Conversation], list[str]]:
     """The records and labels of a JSONL training file (``{messages, label}`` per line)."""
-    from harness_plugins.readers.formats import RecordError, from_messages
-
     from harness.lib.data import read_jsonl_objects
+    from harness.lib.records import RecordError, from_messages
 
     if not path.is_file():
         raise ConfigError(f"{what}: not found: {path}")
@@ -505,15 +504,13 @@ def degrade(
 
 def default_pool(ctx: RunContext) -> tuple[list[Conversation], list[Conversation]]:
     """The recipe's real records (``train`` half only): Bitext and HH-RLHF helpful-base."""
-    from harness_plugins.readers.formats import CsvReader, ShareGPTReader
-
     from harness.lib.data import data_dir, split_of
+    from harness.lib.records import read_csv, read_jsonl
 
     root = data_dir()
-    csv = CsvReader(CsvReader.Config(user="{instruction}", assistant="{response}"), ctx)
-    sharegpt = ShareGPTReader(ShareGPTReader.Config(), ctx)
-    bitext = [r for r in csv.read(root / BITEXT, "bitext.csv") if isinstance(r, Conversation)]
-    hh = [r for r in sharegpt.read(root / HH, "hh.jsonl") if isinstance(r, Conversation)]
+    csv = read_csv(root / BITEXT, "bitext.csv", user="{instruction}", assistant="{response}")
+    bitext = [r for r in csv if isinstance(r, Conversation)]
+    hh = [r for r in read_jsonl(root / HH, "hh.jsonl", "sharegpt") if isinstance(r, Conversation)]
 
     def train_half(records: list[Conversation]) -> list[Conversation]:
         return [
@@ -528,9 +525,8 @@ def default_pool(ctx: RunContext) -> tuple[list[Conversation], list[Conversation
 
 def recipe() -> dict[str, Any]:
     """What determines the default classifier (its cache key hashes this)."""
-    from harness_plugins.parity.traffic import EMBEDDER_ID
-
     from harness.lib.data import data_dir, file_digest
+    from harness.lib.embed import EMBEDDER_ID
 
     root = data_dir()
     return {

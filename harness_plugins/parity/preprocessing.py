@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness_plugins.parity._evidence import MAX_IDS, excerpt
+from harness.lib.evidence import MAX_IDS, excerpt
 
 import harness
-from harness.plugin.components import CheckOutput, ComponentConfig, ParityCheck
+from harness.plugin.components import ComponentConfig
+from harness.plugin.parity import CheckOutput, ParityCheck
 from harness.plugin.parity import ParityContext
 from harness.types import Finding
 

@@ -21,11 +21,12 @@ import json
 import statistics
 from typing import Any
 
-from harness_plugins.parity._evidence import MAX_IDS, excerpt
+from harness.lib.evidence import MAX_IDS, excerpt
 from pydantic import Field
 
 import harness
-from harness.plugin.components import CheckOutput, ComponentConfig, ParityCheck
+from harness.plugin.components import ComponentConfig
+from harness.plugin.parity import CheckOutput, ParityCheck
 from harness.errors import CheckError, ConfigError
 from harness.plugin.parity import ParityContext
 from harness.lib.generate import score_continuations

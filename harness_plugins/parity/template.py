@@ -13,11 +13,12 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from harness_plugins.parity._evidence import MAX_IDS, divergence_evidence, text_diff
+from harness.lib.evidence import MAX_IDS, divergence_evidence, text_diff
 from pydantic import Field
 
 import harness
-from harness.plugin.components import CheckOutput, ComponentConfig, ParityCheck
+from harness.plugin.components import ComponentConfig
+from harness.plugin.parity import CheckOutput, ParityCheck
 from harness.plugin.parity import ParityContext
 from harness.lib.pipeline import Pipeline, Rendered, Request
 from harness.types import Finding

@@ -19,37 +19,25 @@ from __future__ import annotations
 
 import json
 import math
-import string
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness_plugins.readers.formats import RecordError, from_messages
 from pydantic import Field, model_validator
 
 import harness
-from harness.plugin.components import ComponentConfig, Reader
 from harness.errors import DataError, require
+from harness.lib.records import (
+    RecordError,
+    from_messages,
+    load_saved_dataset,
+    template_fields,
+)
+from harness.plugin.components import ComponentConfig, Reader
 from harness.types import Conversation, Message, Quarantined
 
 BATCH_ROWS = 1024
 """Rows converted to Python objects at a time, so a large table is never in memory twice."""
-
-
-def template_fields(template: str) -> list[str]:
-    """The column names a ``str.format`` template refers to (``{a}``, ``{a!r}``, ``{a:>9}``).
-
-    Positional fields (``{}``, ``{0}``) cannot name a column and are refused."""
-    names: list[str] = []
-    for _, field, _, _ in string.Formatter().parse(template):
-        if field is None:
-            continue
-        if not field or field.isdigit():
-            raise ValueError(f"template {template!r} has a positional field; name a column, e.g. '{{text}}'")
-        root = field.split(".", 1)[0].split("[", 1)[0]
-        if root not in names:
-            names.append(root)
-    return names
 
 
 class TabularConfig(ComponentConfig):
@@ -217,26 +205,7 @@ class HfDiskReader(Reader):
     def dataset(self, path: Path, source: str) -> Any:
         """The saved ``Dataset`` (the configured split of a ``DatasetDict``)."""
         cfg: HfDiskConfig = self.config  # type: ignore[assignment]
-        datasets = require("datasets")
-        if not path.is_dir():
-            what = "not found" if not path.exists() else "not a folder"
-            raise DataError(f"{source}: {what}; hf_disk reads the folder written by Dataset.save_to_disk")
-        try:
-            data = datasets.load_from_disk(str(path))
-        except FileNotFoundError as exc:
-            raise DataError(f"{source}: not a dataset saved with save_to_disk ({exc})") from None
-        if isinstance(data, datasets.DatasetDict):
-            splits = sorted(data)
-            split = cfg.dataset_split or (splits[0] if len(splits) == 1 else None)
-            if split is None or split not in data:
-                raise DataError(
-                    f"{source}: a DatasetDict with splits {splits}; "
-                    + ("set dataset_split to one of them" if split is None else f"has no split {split!r}")
-                )
-            data = data[split]
-        elif cfg.dataset_split is not None:
-            raise DataError(f"{source}: dataset_split={cfg.dataset_split!r} given, but this is a single Dataset")
-        return data
+        return load_saved_dataset(path, source, cfg.dataset_split)
 
     def read(self, path: Path, source: str) -> Iterator[Conversation | Quarantined]:
         cfg: HfDiskConfig = self.config  # type: ignore[assignment]

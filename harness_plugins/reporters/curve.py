@@ -16,7 +16,7 @@ from pathlib import Path
 
 import harness
 from harness.plugin.components import Reporter
-from harness.stages.forgetting import CurvePoint, ForgettingResult
+from harness.types import CurvePoint, ForgettingResult
 from harness.types import RunResult
 
 W, H, PAD_L, PAD_R, PAD_T, PAD_B = 340, 220, 52, 14, 34, 34

@@ -58,6 +58,7 @@ def result_to_json(result: RunResult) -> dict[str, Any]:
             {**result.train.to_json(), "from_cache": result.train_from_cache} if result.train else None
         ),
         "train_error": result.train_error,
+        "plugin_errors": list(result.plugin_errors),
         "checkpoints": [
             {**c.__dict__, "path": str(c.path)} for c in result.checkpoints
         ],

@@ -12,7 +12,7 @@ from rich.table import Table
 import harness
 from harness.plugin.components import Reporter
 from harness.lib.console import make_console
-from harness.stages.forgetting import ForgettingResult
+from harness.types import ForgettingResult
 from harness.types import RunResult, TrainOutput, Verdict
 
 _COLOURS = {

@@ -14,7 +14,7 @@ import pytest
 
 import harness
 from harness.cli import main
-from harness.plugin.components import CheckOutput, ParityCheck
+from harness.plugin.parity import CheckOutput, ParityCheck
 from harness.plugin.manager import DEFAULT_PLUGINS
 
 REQUEST = {"messages": [{"role": "user", "content": "Where is my parcel?"}], "metadata": {"reference": "DELIVERY"}}

@@ -26,16 +26,8 @@ from harness.errors import ConfigError
 from harness.plugin.registry import Registrar, Registries
 from harness.types import Conversation, Message
 from harness_plugins.filters import content
-from harness_plugins.filters.content import (
-    PII_KINDS,
-    PLACEHOLDERS,
-    LanguageFilter,
-    PiiFilter,
-    RepetitionFilter,
-    find_pii,
-    iban_valid,
-    luhn_valid,
-)
+from harness.lib.pii import PII_KINDS, PLACEHOLDERS, find_pii, iban_valid, luhn_valid
+from harness_plugins.filters.content import LanguageFilter, PiiFilter, RepetitionFilter
 from harness_plugins.readers.formats import CsvReader, ShareGPTReader
 
 BITEXT = "bitext_customer_support/Bitext_Sample_Customer_Support_Training_Dataset.csv"

@@ -70,7 +70,8 @@ RATES: dict[str, str] = {}
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory: pytest.TempPathFactory) -> RunContext:
     root = tmp_path_factory.mktemp("format-decontam")
-    return RunContext(root, root / "work")
+    registries = Registries.from_plugin_manager(get_plugin_manager(load_entrypoints=False))
+    return RunContext(root, root / "work", builder=registries)
 
 
 @pytest.fixture(scope="module")

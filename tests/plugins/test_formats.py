@@ -276,13 +276,13 @@ def test_alpaca_bad_records(ctx, tmp_path, record, fragment):
 @pytest.mark.parametrize(
     "record, fragment",
     [
-        ({"messages": []}, "no 'messages' list"),
+        ({"messages": []}, "messages must be a non-empty list"),
         ({"messages": [{"role": "user", "content": 7}, {"role": "assistant", "content": "x"}]},
          "content must be a string, got int"),
-        ({"messages": [{"role": "tool", "content": "x"}, {"role": "assistant", "content": "x"}]}, "needs a role"),
-        ({"messages": [{"role": ["user"], "content": "x"}, {"role": "assistant", "content": "x"}]}, "needs a role"),
+        ({"messages": [{"role": "tool", "content": "x"}, {"role": "assistant", "content": "x"}]}, "messages[0].role 'tool'"),
+        ({"messages": [{"role": ["user"], "content": "x"}, {"role": "assistant", "content": "x"}]}, "role must be a string"),
         ({"messages": [{"role": "user", "content": "x"}]}, "no assistant turn"),
-        ({"messages": ["user: hi"]}, "needs a role"),
+        ({"messages": ["user: hi"]}, "messages[0] must be an object"),
     ],
 )
 def test_messages_bad_records(ctx, tmp_path, record, fragment):

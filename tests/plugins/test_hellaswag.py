@@ -84,7 +84,7 @@ def test_engines_agree_and_match_lmevals_own_metrics(
 
     import lm_eval.evaluator
 
-    from harness_plugins.benchmarks import _lmeval
+    from harness.lib import lmeval as _lmeval
 
     # The inline task needs none of lm-eval's ~14k built-in task files, which it indexes per call.
     manager = functools.partial(lm_eval.evaluator.TaskManager, include_defaults=False)

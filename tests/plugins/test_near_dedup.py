@@ -26,13 +26,9 @@ from harness.lib.data import data_dir, seeded_sample
 from harness.types import Conversation, Message
 from harness_plugins.filters import near_dedup
 from harness_plugins.filters.basic import normalise
-from harness_plugins.filters.near_dedup import (
-    NearDedup,
-    choose_bands,
-    jaccard,
-    shingle_hashes,
-    shingle_strings,
-)
+from harness.lib import minhash
+from harness.lib.minhash import choose_bands, jaccard, shingle_hashes, shingle_strings
+from harness_plugins.filters.near_dedup import NearDedup
 from harness_plugins.readers.formats import CsvReader, ShareGPTReader
 
 BITEXT = "bitext_customer_support/Bitext_Sample_Customer_Support_Training_Dataset.csv"
@@ -338,7 +334,7 @@ def test_chunking_does_not_change_the_result(dedup, real, monkeypatch):
     """Records are shingled and signed chunk by chunk: pairs across chunks are found alike."""
     data, _ = plant(real[:600], 0.02, seed=3)
     whole = dedup().apply(data)
-    monkeypatch.setattr(near_dedup, "CHUNK", 97)
+    monkeypatch.setattr(minhash, "CHUNK", 97)
     assert dedup().apply(data) == whole
     assert len(whole.dropped) >= 0.9 * N_PLANTED
 

@@ -15,7 +15,7 @@ from harness_plugins.reporters.terminal import TerminalReporter
 from rich.console import Console
 
 from harness.plugin.components import ComponentConfig, RunContext
-from harness.stages.forgetting import CurvePoint, ForgettingResult
+from harness.types import CurvePoint, ForgettingResult
 from harness.types import (
     BenchmarkResult,
     Comparison,

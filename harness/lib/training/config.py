@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from harness.plugin.components import ComponentConfig
 from harness.lib.refs import DataSource
+from harness.lib.refs import ComponentConfig
 
 
 class GeneralData(DataSource):

@@ -7,10 +7,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.plugin.components import TrainContext
 from harness.errors import CheckError, DataError
 from harness.lib.training.config import GeneralData, TrainingConfig
-from harness.lib.training.examples import DOMAIN, Example, encode_conversations, encode_text
+from harness.lib.training.examples import (
+    DOMAIN,
+    Example,
+    encode_conversations,
+    encode_text,
+)
+from harness.lib.training.context import TrainContext
 from harness.types import Conversation
 
 

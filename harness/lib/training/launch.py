@@ -27,9 +27,9 @@ from typing import Any
 
 from pydantic import Field
 
-from harness.plugin.components import ComponentConfig
 from harness.errors import CheckError, ConfigError
 from harness.lib.training.examples import Example, save_examples
+from harness.lib.refs import ComponentConfig
 
 
 class LaunchConfig(ComponentConfig):

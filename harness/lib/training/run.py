@@ -9,13 +9,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.plugin.components import TrainContext, Trainer
 from harness.lib.models import LoadedModel
 from harness.lib.training.batching import collate, token_loss
 from harness.lib.training.config import TrainingConfig
 from harness.lib.training.data import TrainingData
 from harness.lib.training.examples import Example
 from harness.lib.training.loop import Engine, LoopResult, TrainLoop
+from harness.lib.training.context import TrainContext, TrainerIdentity
 from harness.types import CheckpointEvent, TrainOutput
 
 
@@ -26,7 +26,7 @@ def examples_digest(data: TrainingData) -> str:
     return h.hexdigest()
 
 
-def resume_digest(trainer: Trainer, data: TrainingData, base_fingerprint: str, seed: int, world: int = 1) -> str:
+def resume_digest(trainer: TrainerIdentity, data: TrainingData, base_fingerprint: str, seed: int, world: int = 1) -> str:
     """What a resumable state must match to be resumed: trainer and config, data, base, seed."""
     material = {
         "trainer": trainer.cache_material(),
@@ -85,7 +85,7 @@ def _local(tensor: Any) -> Any:
 
 
 def run_loop(
-    trainer: Trainer,
+    trainer: TrainerIdentity,
     engine: Engine,
     cfg: TrainingConfig,
     data: TrainingData,
@@ -129,13 +129,13 @@ def finish(result: LoopResult, data: TrainingData, started: float, notes: list[s
 
 def use_bf16(precision: str, base: LoadedModel) -> bool:
     """bf16 autocast when asked, or on ``auto`` where the hardware runs bf16 natively."""
-    from harness_plugins.backends.hf import native_bf16
+    from harness.lib.device import native_bf16
 
     return precision == "bf16" or (precision == "auto" and base.dtype == "float32" and native_bf16())
 
 
 def train_locally(
-    trainer: Trainer,
+    trainer: TrainerIdentity,
     cfg: TrainingConfig,
     base: LoadedModel,
     model: Any,

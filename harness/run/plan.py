@@ -1,0 +1,423 @@
+"""The run plan: every component of a suite built once, and every check that needs no work done
+before anything runs.
+
+``plan_run(loaded, registries, work_dir)`` is the only place where a suite's components are
+constructed: data readers (the suite's sources and those a trainer's options name), filters, the
+trainer and the trainings ``forgetting.compare`` adds, forgetting probes, benchmarks, the
+statistics every gate will use, parity checks and reporters.  Each is validated by its own
+config model and its readiness checks run (a benchmark reads its items, a code benchmark finds
+its sandbox).  ``harness validate`` is exactly this plan; ``harness run`` executes it.
+
+Problems are collected, not raised one by one: a suite with a misspelled statistic, a missing
+data file and an unknown reporter gets all three reported at once, each naming ``file:line``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from harness.errors import EXIT_BAD_INPUT, ConfigError, DataError, HarnessError, UnknownComponentError
+from harness.lib.models import EMBEDDED, locate_embedded_gguf
+from harness.lib.pipeline import Request
+from harness.lib.refs import ComponentRef, DataSource
+from harness.plugin.components import (
+    Backend,
+    Benchmark,
+    Component,
+    Filter,
+    Reader,
+    Reporter,
+    RunContext,
+    Statistic,
+    Trainer,
+)
+from harness.plugin.parity import ParityCheck
+from harness.plugin.registry import Registries
+from harness.stages.curate import CuratePlan, CurateOutcome, FilterStep, SourcePlan, curate, read_source, select
+from harness.stages.curate_report import Examples
+from harness.stages.gate import GatePlan
+from harness.stages.parity import ParityPlan
+from harness.suite.config import LoadedSuite, format_validation
+from harness.suite.rules import parse_rule
+from harness.suite.yamlpos import Loc
+
+C = TypeVar("C", bound=Component)
+
+AUTO_STATISTICS = ("mcnemar", "paired_bootstrap")
+"""What ``statistic: auto`` chooses between: McNemar for 0/1 scores, the paired bootstrap else."""
+
+
+class PlanError(ConfigError):
+    """One or more problems found while planning a run, each a line naming ``file:line``."""
+
+    def __init__(self, problems: list[HarnessError]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+        codes = {p.exit_code for p in problems}
+        self.exit_code = EXIT_BAD_INPUT if EXIT_BAD_INPUT in codes or not codes else max(codes)
+
+
+# ------------------------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Every component of a suite, built and checked before any work."""
+
+    loaded: LoadedSuite
+    registries: Registries
+    ctx: RunContext
+    backend: Backend
+    curate: CuratePlan | None
+    trainer: Trainer | None
+    compared: Mapping[str, Trainer]
+    train_sources: Mapping[Loc, SourcePlan]
+    """Data sources that the trainers' options name (replay, EWC, multi-task), by location."""
+    probes: Mapping[str, Benchmark]
+    benchmarks: Mapping[str, Benchmark]
+    gates: tuple[GatePlan, ...]
+    statistics: Mapping[str, Statistic]
+    parity: ParityPlan | None
+    reporters: tuple[Reporter, ...]
+    notes: tuple[str, ...] = field(default_factory=tuple)
+    """Warnings that do not stop the run (printed by ``harness validate`` and at the run's start)."""
+
+
+# --------------------------------------------------------------------------- construction
+
+
+def build_component(
+    registries: Registries,
+    kind: str,
+    ref: ComponentRef,
+    loc: Loc,
+    loaded: LoadedSuite,
+    ctx: RunContext,
+    options_loc: Loc | None = None,
+) -> Component:
+    """Look up ``ref.name`` among the ``kind`` components and construct it with its options.
+
+    ``loc`` is where the name stands in the suite; ``options_loc`` where the options do, when
+    that differs (a data source's reader options sit beside its ``format`` key)."""
+    try:
+        info = registries.get(kind, ref.name)
+    except UnknownComponentError as exc:
+        raise UnknownComponentError(f"{loaded.where(loc)}: {exc}") from None
+    try:
+        config = info.cls.Config.model_validate(ref.options)
+    except ValidationError as exc:
+        message = format_validation(exc, loaded.positions, loc if options_loc is None else options_loc)
+        raise ConfigError(f"{message} (in {kind} {ref.name!r} from {info.origin})") from None
+    return info.cls(config, ctx)
+
+
+def _typed(component: Component, cls: type[C]) -> C:
+    if not isinstance(component, cls):  # the registry only admits subclasses; a guard for mypy
+        raise ConfigError(f"{component.name!r} is not a {cls.__name__}")
+    return component
+
+
+class _Problems:
+    """Collects the problems of every slot so that all are reported at once."""
+
+    def __init__(self) -> None:
+        self.found: list[HarnessError] = []
+
+    def raise_any(self) -> None:
+        """Raise the one problem found as it is, or a ``PlanError`` listing several."""
+        if len(self.found) == 1:
+            raise self.found[0]
+        if self.found:
+            raise PlanError(self.found)
+
+    def attempt(self, build: Callable[[], C]) -> C | None:
+        try:
+            return build()
+        except PlanError as exc:
+            self.found.extend(exc.problems)
+        except HarnessError as exc:
+            self.found.append(exc)
+        return None
+
+
+def plan_source(
+    registries: Registries, loaded: LoadedSuite, ctx: RunContext, loc: Loc, src: DataSource
+) -> SourcePlan:
+    """A data source's reader, built with its options, and its path, which must exist."""
+    ref = ComponentRef(name=src.format, options=src.options)
+    reader = _typed(build_component(registries, "reader", ref, loc + ("format",), loaded, ctx, options_loc=loc), Reader)
+    path = loaded.resolve_path(src.path, loc + ("path",))
+    folder = bool(getattr(reader, "reads_folder", False))
+    if not (path.is_dir() if folder else path.is_file()):
+        raise DataError(f"{loaded.where(loc + ('path',))}: data {'folder' if folder else 'file'} not found: {path}")
+    origin = registries.get("reader", src.format).origin
+    return SourcePlan(loc, src, reader, origin, path, loaded.where(loc + ("path",)))
+
+
+def data_sources(config: BaseModel, loc: Loc) -> Iterator[tuple[Loc, DataSource]]:
+    """Every ``DataSource`` inside a component's config, with its location in the suite."""
+    for name in type(config).model_fields:
+        value = getattr(config, name)
+        items = list(enumerate(value)) if isinstance(value, (list, tuple)) else [(None, value)]
+        for index, item in items:
+            where = loc + ((name,) if index is None else (name, index))
+            if isinstance(item, DataSource):
+                yield where, item
+            elif isinstance(item, BaseModel):
+                yield from data_sources(item, where)
+
+
+def _train_sources(
+    registries: Registries, loaded: LoadedSuite, ctx: RunContext, trainers: Mapping[Loc, Trainer], problems: _Problems
+) -> dict[Loc, SourcePlan]:
+    """The data a trainer's mitigations read: plain text must exist; other formats get a reader."""
+    planned: dict[Loc, SourcePlan] = {}
+    for trainer_loc, trainer in trainers.items():
+        for loc, src in data_sources(trainer.config, trainer_loc):
+            if src.format == "text":
+                path = problems.attempt(lambda: loaded.resolve_path(src.path, loc + ("path",)))
+                if path is not None and not path.is_file():
+                    problems.found.append(DataError(f"{loaded.where(loc + ('path',))}: data file not found: {path}"))
+                continue
+            plan = problems.attempt(lambda: plan_source(registries, loaded, ctx, loc, src))
+            if plan is not None:
+                planned[loc] = plan
+    return planned
+
+
+def check_model_reference(loaded: LoadedSuite) -> None:
+    """The suite's model is an embedded one whose package is installed, or a folder with a
+    ``config.json`` (nothing is fetched from a hub)."""
+    spec = loaded.suite.model
+    if spec.source in EMBEDDED:
+        locate_embedded_gguf(EMBEDDED[spec.source])
+        return
+    path = Path(spec.source)
+    path = path if path.is_absolute() else loaded.dir / path
+    if not (path / "config.json").is_file():
+        known = ", ".join(EMBEDDED)
+        raise ConfigError(
+            f"{loaded.where(('model',))}: model {spec.source!r} is neither an embedded model ({known}) "
+            "nor a folder with config.json (hub ids need network access, which a run does not assume)"
+        )
+
+
+def _benchmark(registries: Registries, loaded: LoadedSuite, ctx: RunContext, ref: ComponentRef, loc: Loc) -> Benchmark:
+    """A benchmark whose items can be read and which can run here (``check_ready``)."""
+    bench = _typed(build_component(registries, "benchmark", ref, loc, loaded, ctx), Benchmark)
+    try:
+        bench.items_digest()
+        bench.check_ready()
+    except HarnessError as exc:
+        dotted = ".".join(map(str, loc))
+        raise type(exc)(f"{loaded.where(loc)}: {dotted}: {exc}") from None
+    return bench
+
+
+def _statistic(registries: Registries, loaded: LoadedSuite, ctx: RunContext, name: str, loc: Loc) -> Statistic:
+    return _typed(build_component(registries, "statistic", ComponentRef(name=name), loc, loaded, ctx), Statistic)
+
+
+def _chance(registries: Registries, ref: ComponentRef | None) -> float | None:
+    if ref is None or ref.name not in registries["benchmark"]:
+        return None
+    chance = registries.get("benchmark", ref.name).cls.chance
+    return chance if isinstance(chance, float) else None
+
+
+def plan_gates(registries: Registries, loaded: LoadedSuite, ctx: RunContext) -> tuple[tuple[GatePlan, ...], dict[str, Statistic]]:
+    """The gates and statistics alone (all problems at once)."""
+    problems = _Problems()
+    planned = _gates(registries, loaded, ctx, problems)
+    problems.raise_any()
+    return planned
+
+
+def _gates(
+    registries: Registries, loaded: LoadedSuite, ctx: RunContext, problems: _Problems
+) -> tuple[tuple[GatePlan, ...], dict[str, Statistic]]:
+    """Every gate with its rule and statistic.  The statistics are built here, so a misspelled
+    one fails before any work rather than after every evaluation; ``auto`` (and the forgetting
+    curve) choose between McNemar and the paired bootstrap, so those two are always built."""
+    statistics: dict[str, Statistic] = {}
+    for name in AUTO_STATISTICS:
+        built = problems.attempt(lambda name=name: _statistic(registries, loaded, ctx, name, ("gating",)))
+        if built is not None:
+            statistics[name] = built
+    gates: list[GatePlan] = []
+    for gate_name, gate in loaded.suite.gates.items():
+        loc: Loc = ("gates", gate_name)
+        if gate.statistic != "auto" and gate.statistic not in statistics:
+            built = problems.attempt(lambda: _statistic(registries, loaded, ctx, gate.statistic, loc + ("statistic",)))
+            if built is not None:
+                statistics[gate.statistic] = built
+        label = gate.benchmark or gate_name
+        chance = _chance(registries, loaded.suite.evaluate.get(label))
+        gates.append(GatePlan(gate_name, label, parse_rule(gate.rule), gate.statistic, gate.blocking, chance, loc))
+    return tuple(gates), statistics
+
+
+def plan_curate(registries: Registries, loaded: LoadedSuite, ctx: RunContext) -> CuratePlan:
+    """The curate stage's readers and filters (all problems at once)."""
+    problems = _Problems()
+    plan = _plan_curate(registries, loaded, ctx, problems)
+    problems.raise_any()
+    return plan
+
+
+def _plan_curate(registries: Registries, loaded: LoadedSuite, ctx: RunContext, problems: _Problems) -> CuratePlan:
+    suite = loaded.suite
+    sources = [
+        problems.attempt(lambda i=i, src=src: plan_source(registries, loaded, ctx, ("data", i), src))
+        for i, src in enumerate(suite.data)
+    ]
+    filters = []
+    for i, ref in enumerate(suite.curate.filters):
+        flt = problems.attempt(
+            lambda i=i, ref=ref: _typed(build_component(registries, "filter", ref, ("curate", "filters", i), loaded, ctx), Filter)
+        )
+        if flt is not None:
+            filters.append(FilterStep(flt, registries.get("filter", ref.name).origin))
+    return CuratePlan(
+        tuple(s for s in sources if s is not None),
+        tuple(filters),
+        suite.curate.max_quarantined_fraction,
+        loaded.where(("data",)),
+    )
+
+
+def run_context(loaded: LoadedSuite, registries: Registries, work_dir: Path) -> RunContext:
+    """What components get from the run: folders, seed, and the registries to reach others."""
+    return RunContext(loaded.dir, work_dir, loaded.suite.seed, registries)
+
+
+def plan_run(loaded: LoadedSuite, registries: Registries, work_dir: Path) -> RunPlan:
+    """Build every component of ``loaded`` and run every check that needs no work; raise a
+    ``PlanError`` listing every problem found."""
+    suite = loaded.suite
+    ctx = run_context(loaded, registries, work_dir)
+    problems = _Problems()
+    problems.attempt(lambda: check_model_reference(loaded))
+    backend = problems.attempt(
+        lambda: _typed(build_component(registries, "backend", ComponentRef(name=suite.model.backend), ("model",), loaded, ctx), Backend)
+    )
+    curate = _plan_curate(registries, loaded, ctx, problems) if suite.train is not None else None
+    trainer = None
+    if suite.train is not None:
+        train_ref = suite.train
+        trainer = problems.attempt(lambda: _typed(build_component(registries, "trainer", train_ref, ("train",), loaded, ctx), Trainer))
+    compared: dict[str, Trainer] = {}
+    probes: dict[str, Benchmark] = {}
+    if suite.forgetting is not None:
+        for label, ref in suite.forgetting.compare.items():
+            loc: Loc = ("forgetting", "compare", label)
+            built = problems.attempt(lambda ref=ref, loc=loc: _typed(build_component(registries, "trainer", ref, loc, loaded, ctx), Trainer))
+            if built is not None:
+                compared[label] = built
+        for label, ref in suite.forgetting.probes.items():
+            probe = problems.attempt(
+                lambda ref=ref, label=label: _benchmark(registries, loaded, ctx, ref, ("forgetting", "probes", label))
+            )
+            if probe is not None:
+                probes[label] = probe
+    trainers: dict[Loc, Trainer] = {("train",): trainer} if trainer is not None else {}
+    trainers.update({("forgetting", "compare", label): t for label, t in compared.items()})
+    train_sources = _train_sources(registries, loaded, ctx, trainers, problems)
+    benchmarks: dict[str, Benchmark] = {}
+    for label, ref in suite.evaluate.items():
+        bench = problems.attempt(lambda ref=ref, label=label: _benchmark(registries, loaded, ctx, ref, ("evaluate", label)))
+        if bench is not None:
+            benchmarks[label] = bench
+    gates, statistics = _gates(registries, loaded, ctx, problems)
+    parity = problems.attempt(lambda: plan_parity(loaded, registries, ctx)) if suite.parity is not None else None
+    reporters = []
+    for i, ref in enumerate(suite.report):
+        reporter = problems.attempt(
+            lambda i=i, ref=ref: _typed(build_component(registries, "reporter", ref, ("report", i), loaded, ctx), Reporter)
+        )
+        if reporter is not None:
+            reporters.append(reporter)
+    problems.raise_any()
+    assert backend is not None
+    return RunPlan(
+        loaded=loaded,
+        registries=registries,
+        ctx=ctx,
+        backend=backend,
+        curate=curate,
+        trainer=trainer,
+        compared=compared,
+        train_sources=train_sources,
+        probes=probes,
+        benchmarks=benchmarks,
+        gates=gates,
+        statistics=statistics,
+        parity=parity,
+        reporters=tuple(reporters),
+    )
+
+
+# ----------------------------------------------------------------------------------- parity
+
+
+def _requests(registries: Registries, loaded: LoadedSuite, ctx: RunContext, loc: Loc, notes: list[str]) -> list[Request]:
+    """The production (or offline) requests parity compares, read and selected up front."""
+    spec = loaded.suite.parity
+    assert spec is not None
+    src = spec.requests if loc[-1] == "requests" else spec.offline_set
+    assert src is not None
+    read = read_source(plan_source(registries, loaded, ctx, loc, src))
+    chosen, select_stage = select(src, read.records)
+    notes.append(
+        f"{'.'.join(map(str, loc))}: read {read.stage.n_in}, quarantined {len(read.quarantined)}, "
+        f"kept {len(chosen)} ({', '.join(f'{k}: {v}' for k, v in select_stage.reasons.items()) or 'all'})"
+    )
+    notes.extend(f"quarantined {q.source_id}: {q.reason}" for q in read.quarantined)
+    requests = []
+    for conv in chosen:
+        try:
+            requests.append(Request.from_conversation(conv))
+        except ConfigError as exc:
+            notes.append(f"left out {conv.source_id}: {exc}")
+    if not requests:
+        raise ConfigError(f"{loaded.where(loc)}: no usable requests in {src.path}")
+    return requests
+
+
+def plan_parity(loaded: LoadedSuite, registries: Registries, ctx: RunContext) -> ParityPlan:
+    """Build the parity checks and read the requests; config and data errors surface here."""
+    spec = loaded.suite.parity
+    if spec is None:
+        raise ConfigError(f"{loaded.path}: the suite has no 'parity' section")
+    problems = _Problems()
+    checks: dict[str, ParityCheck] = {}
+    for label, ref in spec.checks.items():
+        loc: Loc = ("parity", "checks", label)
+        check = problems.attempt(
+            lambda ref=ref, loc=loc: _typed(build_component(registries, "parity_check", ref, loc, loaded, ctx), ParityCheck)
+        )
+        if check is not None:
+            checks[label] = check
+    notes: list[str] = []
+    requests = problems.attempt(lambda: _requests(registries, loaded, ctx, ("parity", "requests"), notes))
+    offline_set = None
+    if spec.offline_set is not None:
+        offline_set = problems.attempt(lambda: _requests(registries, loaded, ctx, ("parity", "offline_set"), notes))
+    problems.raise_any()
+    assert requests is not None
+    return ParityPlan(spec, checks, requests, offline_set, notes)
+
+
+# ------------------------------------------------------------------------ outside a run
+
+
+def curate_suite(
+    loaded: LoadedSuite, registries: Registries, work_dir: Path, examples: Examples | None = None
+) -> CurateOutcome:
+    """A suite's curate stage on its own (``harness curate SUITE``, ``harness audit SUITE``)."""
+    return curate(plan_curate(registries, loaded, run_context(loaded, registries, work_dir)), examples)
