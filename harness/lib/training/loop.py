@@ -45,6 +45,9 @@ class Engine(Protocol):
     def forward(self, batch: dict[str, Any]) -> Any:
         """Logits of a collated batch (float), under the engine's precision."""
 
+    def loss(self, batch: dict[str, Any]) -> Any:
+        """``token_loss`` of the batch's logits (an engine may compute it without all the logits)."""
+
     def backward(self, loss: Any) -> None: ...
 
     def step(self, after_clip: Callable[[], None] | None = None) -> float:
@@ -94,6 +97,9 @@ class ProcessGroupEngine:
             self.device = torch.device("cuda", local)
         else:
             self.device = torch.device("cpu")
+
+    def loss(self, batch: dict[str, Any]) -> Any:
+        return token_loss(self.torch, self.forward(batch), batch["labels"], batch["loss_weights"])  # type: ignore[attr-defined]
 
     def all_reduce_sum(self, value: float) -> float:
         tensor = self.torch.tensor([value], dtype=self.torch.float64, device=self.device)
@@ -282,8 +288,7 @@ class TrainLoop:
             scale = 1.0
         batch = collate(torch, self.examples, mine, self.pad_id, engine.device)
         local_tokens = int((batch["labels"][:, 1:] != IGNORE).sum())
-        logits = engine.forward(batch)
-        loss = token_loss(torch, logits, batch["labels"], batch["loss_weights"])
+        loss = engine.loss(batch)
         # token_loss is a mean over this rank's tokens; rescale it to this rank's share of the
         # global sum, times world_size because the engines average gradients over ranks.
         factor = scale * local_tokens * engine.world_size / max(global_tokens, 1)
