@@ -68,7 +68,7 @@
   instead of one.  With **gradient checkpointing** (per decoder layer, as
   ``gradient_checkpointing_enable`` does) each layer keeps only its input (e*sbh, Korthikanti's
   2sbh) and one layer's activations are live again during its recomputation.  The final norm
-  adds ``(4 + n + e) * sbh`` either way.  (tests/test_plan.py checks this count against the
+  adds ``(4 + n + e) * sbh`` either way.  (tests/test_memory_plan.py checks this count against the
   tensors autograd saves in a real forward pass.)
 
 * **logits and loss** (``logits_bytes``): ``b*s*vocab * (e + 12)``: the logits in the compute
