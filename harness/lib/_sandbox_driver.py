@@ -31,6 +31,7 @@ its CPU limit), then exit 1; ``ERROR <reason>`` when the sandbox itself is broke
 """
 
 import builtins
+import contextlib
 import ctypes
 import json
 import os
@@ -141,10 +142,8 @@ def serve_model(sock: socket.socket) -> None:
 
     def flush() -> None:
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(BaseException):  # the program may have broken its streams
                 stream.flush()
-            except BaseException:  # noqa: BLE001, S110 - the program may have broken its streams
-                pass
 
     namespace: dict = {}
     try:
@@ -184,10 +183,8 @@ class Driver:
 
     def emit(self, line: str) -> None:
         for stream in (sys.stdout, sys.stderr):  # what the tests printed, before the verdict
-            try:
+            with contextlib.suppress(OSError):
                 stream.flush()
-            except OSError:
-                pass
         os.write(self.result_fd, (line.replace("\n", " ")[:_DETAIL_CHARS] + "\n").encode("utf-8", "replace"))
 
     def finish(self, kind: str, reason: str, code: int) -> NoReturn:

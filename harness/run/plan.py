@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -204,12 +205,12 @@ def _train_sources(
     for trainer_loc, trainer in trainers.items():
         for loc, src in data_sources(trainer.config, trainer_loc):
             if src.format == "text":
-                path = problems.attempt(lambda: loaded.resolve_path(src.path, loc + ("path",)))
+                path = problems.attempt(partial(loaded.resolve_path, src.path, loc + ("path",)))
                 if path is not None:
                     where = loaded.where(loc + ("path",))
                     problems.found.extend(DataError(str(p)) for p in check_data_path(path, where=where, raw=src.path))
                 continue
-            plan = problems.attempt(lambda: plan_source(registries, loaded, ctx, loc, src))
+            plan = problems.attempt(partial(plan_source, registries, loaded, ctx, loc, src))
             if plan is not None:
                 planned[loc] = plan
     return planned
@@ -284,7 +285,7 @@ def _gates(
     for gate_name, gate in loaded.suite.gates.items():
         loc: Loc = ("gates", gate_name)
         if gate.statistic != "auto" and gate.statistic not in statistics:
-            built = problems.attempt(lambda: _statistic(registries, loaded, ctx, gate.statistic, loc + ("statistic",)))
+            built = problems.attempt(partial(_statistic, registries, loaded, ctx, gate.statistic, loc + ("statistic",)))
             if built is not None:
                 statistics[gate.statistic] = built
         label = gate.benchmark or gate_name

@@ -135,7 +135,7 @@ _memo: dict[str, Any] = {}
 # ------------------------------------------------------------------------------- features
 
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*\s+(\S)")
-_ENDS_WITH_PUNCTUATION = re.compile(r"[.!?:;)\]\"'’”`*>]\s*$")
+_ENDS_WITH_PUNCTUATION = re.compile(r"[.!?:;)\]\"'’”`*>]\s*$")  # noqa: RUF001 (typographic quotes end sentences)
 _WORD = re.compile(r"[^\W_]+")
 _STOPWORDS = frozenset(
     ["the", "and", "or", "but", "if", "of", "to", "in", "on", "for", "with", "at", "by", "from", "is", "are", "was", "were", "be", "been", "am", "you", "he", "she", "it", "we", "they", "my", "your", "me", "this", "that", "what", "how", "can", "do", "does", "did", "have", "has", "not", "no", "yes", "so", "as", "its", "our", "their", "there", "here", "would", "could", "should", "will", "just", "like", "about", "get", "any", "some", "all"]
