@@ -20,7 +20,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from harness import __version__
+
 BUILTIN_PACKAGES = ("harness", "harness_plugins")
+BUILTIN_DISTRIBUTION = f"finetune-harness {__version__}"
+"""How the built-in plugins' distribution is named in messages and cache keys."""
 
 
 def _installed_release(dist: importlib.metadata.Distribution, package_dir: Path) -> bool:

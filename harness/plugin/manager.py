@@ -18,7 +18,7 @@ import pluggy
 from harness import PROJECT_NAME
 from harness.plugin import hookspecs
 from harness.errors import PluginError
-from harness.plugin.registry import BUILTIN_DISTRIBUTION
+from harness.plugin.identity import BUILTIN_DISTRIBUTION
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "harness_plugins.readers.formats",

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+import pluggy
 from pydantic import ValidationError
 
-from harness import __version__
-
 from harness.errors import ConfigError, PluginError, UnknownComponentError
+from harness.plugin.identity import BUILTIN_DISTRIBUTION
 from harness.plugin.components import (
     Backend,
     Benchmark,
@@ -30,10 +30,16 @@ from harness.plugin.components import (
 )
 from harness.plugin.parity import ParityCheck
 
-if TYPE_CHECKING:
-    from harness.plugin.manager import HarnessPluginManager
 
-BUILTIN_DISTRIBUTION = f"finetune-harness {__version__}"
+class PluginSource(Protocol):
+    """What registration needs of a plugin manager (``harness.plugin.manager`` provides it);
+    a protocol, so that the registry does not import the manager that imports it."""
+
+    hook: pluggy.HookRelay
+    strict: bool
+    skipped: list[str]
+
+    def distribution_of(self, plugin_name: str) -> str: ...
 
 
 COMPONENT_KINDS: dict[str, type[Component]] = {
@@ -168,7 +174,7 @@ class Registries:
             yield from registry
 
     @classmethod
-    def from_plugin_manager(cls, pm: HarnessPluginManager) -> Registries:
+    def from_plugin_manager(cls, pm: PluginSource) -> Registries:
         """Call every register hook implementation, one plugin at a time, so that an error
         is attributed to the plugin that raised it.  A third-party plugin that fails is an error
         when ``pm.strict``; otherwise all its components are left out and ``pm.skipped`` says so."""
