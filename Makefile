@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # The CPU build of torch; override on a GPU machine, e.g. TORCH_SPEC='torch==2.13.0'.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup system-deps serve-deps demo test clean
+.PHONY: setup system-deps serve-deps demo lint lint-ruff lint-imports lint-types test clean
 
 setup: $(STAMP) system-deps
 
@@ -37,7 +37,22 @@ serve-deps: setup
 demo: setup
 	$(BIN)/harness run suites/demo.yaml
 
-test: setup serve-deps
+# The contracts that keep the code in shape: style and bugs (ruff), the layers (import-linter),
+# the types (mypy, strict). Each is its own target, so CI can show each tool's output as a step;
+# `make -k lint` runs all three even when one fails.
+LINT_PATHS := harness harness_plugins
+lint: lint-ruff lint-imports lint-types
+
+lint-ruff: $(STAMP)
+	$(BIN)/ruff check $(LINT_PATHS)
+
+lint-imports: $(STAMP)
+	$(BIN)/lint-imports
+
+lint-types: $(STAMP)
+	$(BIN)/mypy $(LINT_PATHS)
+
+test: setup serve-deps lint
 	$(BIN)/python -m pytest
 
 clean:
