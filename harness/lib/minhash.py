@@ -121,7 +121,7 @@ def jaccard(a: set[str] | set[int], b: set[str] | set[int]) -> float:
     """Exact Jaccard similarity of two sets (0 when both are empty)."""
     if not a and not b:
         return 0.0
-    inter = len(a & b)  # type: ignore[operator]
+    inter = len(a & b)
     return inter / (len(a) + len(b) - inter)
 
 

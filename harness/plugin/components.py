@@ -13,9 +13,10 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol
 
 from pydantic import Field
+from typing_extensions import TypeVar
 
 from harness.lib.refs import ComponentConfig
 from harness.lib.training.context import TrainContext
@@ -77,7 +78,12 @@ class RunContext:
         return self.builder.build(kind, name, dict(options or {}), self)
 
 
-class Component:
+ConfigT = TypeVar("ConfigT", bound=ComponentConfig, default=ComponentConfig)
+"""A component's validated config type: ``class MMLU(Benchmark[MMLUConfig])`` types
+``self.config`` as ``MMLUConfig``."""
+
+
+class Component(Generic[ConfigT]):
     """Common shape of all components."""
 
     kind: ClassVar[str] = "component"
@@ -85,8 +91,8 @@ class Component:
     description: ClassVar[str] = ""
     Config: ClassVar[type[ComponentConfig]] = ComponentConfig
 
-    def __init__(self, config: ComponentConfig, ctx: RunContext) -> None:
-        self.config = config
+    def __init__(self, config: ConfigT, ctx: RunContext) -> None:
+        self.config: ConfigT = config
         self.ctx = ctx
 
     def cache_material(self) -> dict[str, Any]:
@@ -101,7 +107,7 @@ class Component:
         }
 
 
-class Reader(Component):
+class Reader(Component[ConfigT]):
     """Reads one data file into conversations; unparseable lines come back as ``Quarantined``."""
 
     kind = "reader"
@@ -158,7 +164,7 @@ class FilterOutcome:
         return FilterResult(self.kept, self.dropped, self.quarantined, self.redacted)
 
 
-class Filter(Component):
+class Filter(Component[ConfigT]):
     """Removes records from the curated set; every removal carries a reason code."""
 
     kind = "filter"
@@ -167,7 +173,7 @@ class Filter(Component):
         raise NotImplementedError
 
 
-class Trainer(Component):
+class Trainer(Component[ConfigT]):
     """Fine-tunes a base model on curated conversations and returns the adapter or model dir.
 
     A trainer that runs in other processes (``in_process = False``: torchrun, the DeepSpeed
@@ -191,7 +197,7 @@ PROMPT_CHARS = 4000
 """How much of an item's prompt a per-item result keeps for reports."""
 
 
-class Benchmark(Component):
+class Benchmark(Component[ConfigT]):
     """Scores a model item by item.
 
     ``items()`` must be deterministic and cheap (no model needed): their digest keys the
@@ -241,7 +247,7 @@ class Benchmark(Component):
         return {self.metric: sum(r.score * r.weight for r in results) / total if total else float("nan")}
 
 
-class Statistic(Component):
+class Statistic(Component[ConfigT]):
     """A paired test of candidate against baseline on per-item scores."""
 
     kind = "statistic"
@@ -255,7 +261,7 @@ class Statistic(Component):
         raise NotImplementedError
 
 
-class Backend(Component):
+class Backend(Component[ConfigT]):
     """Loads a model (and optional adapter) for training and evaluation."""
 
     kind = "backend"
@@ -268,7 +274,7 @@ class Backend(Component):
         return {**self.cache_material(), "dtype": ref.dtype}
 
 
-class Reporter(Component):
+class Reporter(Component[ConfigT]):
     """Renders a finished run; returns the files it wrote (if any)."""
 
     kind = "reporter"

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from harness.plugin.components import Component
+from harness.plugin.components import Component, ConfigT
 from harness.lib.generate import Generation
 from harness.lib.pipeline import EffectiveSampling, Pipeline, Request
 from harness.types import CheckResult, Finding, ProgressFn
@@ -123,7 +123,7 @@ class CheckOutput:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-class ParityCheck(Component):
+class ParityCheck(Component[ConfigT]):
     """Compares one aspect of the offline pipeline with production (see ``harness.parity``)."""
 
     kind = "parity_check"

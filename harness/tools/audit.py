@@ -683,7 +683,7 @@ def read_data(
     records: list[Conversation] = []
     quarantined: list[Quarantined] = []
     for item in reader.read(path, source):
-        (quarantined if isinstance(item, Quarantined) else records).append(item)  # type: ignore[arg-type]
+        (quarantined if isinstance(item, Quarantined) else records).append(item)
     return records, quarantined
 
 

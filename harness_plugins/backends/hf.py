@@ -16,7 +16,7 @@ from harness.lib.device import device, resolve_dtype
 from harness.lib.models import LoadedModel, ModelRef
 
 
-class HFBackend(Backend):
+class HFBackend(Backend[ComponentConfig]):
     name = "hf"
     description = "transformers in-process (CPU, or GPU when present); adapters through peft"
     Config = ComponentConfig

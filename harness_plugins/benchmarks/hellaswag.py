@@ -53,7 +53,7 @@ class HellaSwagConfig(ComponentConfig):
     path: str = Field("hellaswag/hellaswag_val.jsonl", description="JSONL under the data directory")
 
 
-class HellaSwag(Benchmark):
+class HellaSwag(Benchmark[HellaSwagConfig]):
     name = "hellaswag"
     description = "HellaSwag validation, seeded sample, 4 endings scored by log-likelihood"
     Config = HellaSwagConfig
@@ -66,7 +66,7 @@ class HellaSwag(Benchmark):
 
     @cached_property
     def docs(self) -> list[dict[str, Any]]:
-        cfg: HellaSwagConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         path = self.ctx.data_path(cfg.path, "HellaSwag data")
         records = _read_records(path)
         chosen = seeded_sample(records, cfg.sample, cfg.seed, key=lambda r: str(r["idx"]))
@@ -76,7 +76,7 @@ class HellaSwag(Benchmark):
         return self.docs
 
     def evaluate(self, model: LoadedModel, items: Sequence[Item], progress: ProgressFn) -> list[ItemResult]:
-        cfg: HellaSwagConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         progress(0, len(items), "log-likelihood of the endings")
         results = []
         for doc, logliks in zip(items, self.loglikelihoods(model, items)):
@@ -89,7 +89,7 @@ class HellaSwag(Benchmark):
 
     def loglikelihoods(self, model: LoadedModel, items: Sequence[Item]) -> list[list[float]]:
         """Log-likelihood of each ending (after a space) given the query, from the engine."""
-        cfg: HellaSwagConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         if cfg.engine == "native":
             from harness_plugins.backends.hf_scoring import choice_logprobs
 

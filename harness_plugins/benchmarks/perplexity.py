@@ -65,7 +65,7 @@ class PerplexityConfig(ComponentConfig):
         return self
 
 
-class Perplexity(Benchmark):
+class Perplexity(Benchmark[PerplexityConfig]):
     name = "perplexity"
     description = "held-out text (WikiText-2 test): mean log-probability per token, fixed-length windows"
     Config = PerplexityConfig
@@ -74,7 +74,7 @@ class Perplexity(Benchmark):
 
     @cached_property
     def docs(self) -> list[dict[str, Any]]:
-        cfg: PerplexityConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         path = self.ctx.data_path(cfg.path, "perplexity text")
         text = path.read_text(encoding="utf-8")
         prefix = PurePosixPath(cfg.path).parent.name or PurePosixPath(cfg.path).stem
@@ -92,7 +92,7 @@ class Perplexity(Benchmark):
     def evaluate(self, model: LoadedModel, items: Sequence[Item], progress: ProgressFn) -> list[ItemResult]:
         from harness_plugins.backends.hf_scoring import max_length, token_logprobs
 
-        cfg: PerplexityConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         window = min(cfg.window, max_length(model))
         if cfg.stride >= window:
             raise DataError(f"perplexity.stride ({cfg.stride}) must be below the window ({window})")

@@ -44,7 +44,7 @@ class SupportIntentConfig(ComponentConfig):
     batch_size: int = Field(8, ge=1)
 
 
-class SupportIntent(Benchmark):
+class SupportIntent(Benchmark[SupportIntentConfig]):
     name = "support_intent"
     description = "Bitext customer-support intent (27 labels), held-out split, strict exact match"
     Config = SupportIntentConfig
@@ -52,7 +52,7 @@ class SupportIntent(Benchmark):
 
     @cached_property
     def docs(self) -> list[dict[str, Any]]:
-        cfg: SupportIntentConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         path = self.ctx.data_path(cfg.path, "customer-support data")
         if "{instruction}" not in cfg.prompt:
             raise DataError("support_intent.prompt must contain '{instruction}'")
@@ -80,7 +80,7 @@ class SupportIntent(Benchmark):
     def evaluate(self, model: LoadedModel, items: Sequence[Item], progress: ProgressFn) -> list[ItemResult]:
         from harness.lib.lmeval import run_task
 
-        cfg: SupportIntentConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         eos = model.tokenizer.eos_token or "\n"
         task = {
             "task": "harness_support_intent",

@@ -27,13 +27,13 @@ class ExactDedupConfig(ComponentConfig):
     )
 
 
-class ExactDedup(Filter):
+class ExactDedup(Filter[ExactDedupConfig]):
     name = "exact_dedup"
     description = "drops records whose normalised text equals an earlier record's (keeps the first)"
     Config = ExactDedupConfig
 
     def _key(self, record: Conversation) -> str:
-        scope = self.config.scope  # type: ignore[attr-defined]
+        scope = self.config.scope
         turns = [m for m in record.messages if scope == "conversation" or m.role == "user"]
         return "\x1e".join(f"{m.role}\x1f{normalise(m.content)}" for m in turns)
 
@@ -57,13 +57,13 @@ class MinResponseLengthConfig(ComponentConfig):
     min_chars: int = Field(1, ge=1, description="every assistant turn needs at least this many")
 
 
-class MinResponseLength(Filter):
+class MinResponseLength(Filter[MinResponseLengthConfig]):
     name = "min_response_length"
     description = "drops records with an empty or too-short assistant turn"
     Config = MinResponseLengthConfig
 
     def apply(self, records: Sequence[Conversation]) -> FilterResult:
-        minimum = self.config.min_chars  # type: ignore[attr-defined]
+        minimum = self.config.min_chars
         kept: list[Conversation] = []
         dropped: list[Dropped] = []
         for record in records:

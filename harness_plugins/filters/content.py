@@ -60,7 +60,7 @@ class PiiConfig(FilterActionConfig):
     )
 
 
-class PiiFilter(Filter):
+class PiiFilter(Filter[PiiConfig]):
     name = "pii"
     description = (
         "redacts (or drops) emails, phones, payment cards, IBANs, IPs, API keys and national ids"
@@ -68,7 +68,7 @@ class PiiFilter(Filter):
     Config = PiiConfig
 
     def apply(self, records: Sequence[Conversation]) -> FilterResult:
-        cfg: PiiConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         roles = set(cfg.roles)
         outcome = FilterOutcome(self.name, cfg.action)
         for record in records:
@@ -142,14 +142,14 @@ class RepetitionConfig(FilterActionConfig):
     roles: list[Role] = Field(default_factory=lambda: ["assistant"], min_length=1)
 
 
-class RepetitionFilter(Filter):
+class RepetitionFilter(Filter[RepetitionConfig]):
     name = "repetition"
     description = "drops records whose assistant turns loop: repeated n-grams, lines or characters"
     Config = RepetitionConfig
 
     def findings(self, text: str) -> list[tuple[str, str]]:
         """``(reason, detail)`` of every limit ``text`` exceeds, most specific first."""
-        cfg: RepetitionConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         found: list[tuple[str, str]] = []
         share, lines = duplicate_line_share(text)
         if lines >= cfg.min_lines and share > cfg.max_dup_line_share:
@@ -172,7 +172,7 @@ class RepetitionFilter(Filter):
         return found
 
     def apply(self, records: Sequence[Conversation]) -> FilterResult:
-        cfg: RepetitionConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         outcome = FilterOutcome(self.name, cfg.action)
         for record in records:
             reason, details = "", []
@@ -269,7 +269,7 @@ class LanguageConfig(FilterActionConfig):
         return [_iso(v) for v in value]
 
 
-class LanguageFilter(Filter):
+class LanguageFilter(Filter[LanguageConfig]):
     name = "language"
     description = "drops records with a turn confidently in a language other than the expected ones"
     Config = LanguageConfig
@@ -281,7 +281,7 @@ class LanguageFilter(Filter):
 
     def wrong_turns(self, record: Conversation) -> list[str]:
         """``"turn 2 (assistant): de 0.97"`` for each turn confidently in an unexpected language."""
-        cfg: LanguageConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         found = []
         for index, message in enumerate(record.messages, start=1):
             if message.role not in cfg.roles:
@@ -295,7 +295,7 @@ class LanguageFilter(Filter):
         return found
 
     def apply(self, records: Sequence[Conversation]) -> FilterResult:
-        cfg: LanguageConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         outcome = FilterOutcome(self.name, cfg.action)
         for record in records:
             wrong = self.wrong_turns(record)

@@ -326,7 +326,7 @@ class _Hit:
     length: int
 
 
-class Decontaminate(Filter):
+class Decontaminate(Filter[DecontaminateConfig]):
     name = "decontaminate"
     description = (
         "drops records sharing word 13-grams with MMLU, HellaSwag, HumanEval or given eval files"
@@ -335,7 +335,7 @@ class Decontaminate(Filter):
 
     @property
     def cfg(self) -> DecontaminateConfig:
-        return self.config  # type: ignore[return-value]
+        return self.config
 
     def _index_key(self) -> tuple[Any, ...]:
         from harness.lib.data import data_dir, resolve_data_path

@@ -128,7 +128,7 @@ def _short(text: str, limit: int = _DETAIL_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-class FormatCheck(Filter):
+class FormatCheck(Filter[FormatCheckConfig]):
     name = "format_check"
     description = (
         "drops records the chat template rejects, longer than the training context, whose "
@@ -138,7 +138,7 @@ class FormatCheck(Filter):
 
     @property
     def cfg(self) -> FormatCheckConfig:
-        return self.config  # type: ignore[return-value]
+        return self.config
 
     # ------------------------------------------------------------------------- lazy state
 

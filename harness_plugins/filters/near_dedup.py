@@ -79,7 +79,7 @@ class NearDedupConfig(FilterActionConfig):
     verify: bool = Field(True, description="confirm every LSH candidate pair with exact Jaccard")
 
 
-class NearDedup(Filter):
+class NearDedup(Filter[NearDedupConfig]):
     """Removes records whose shingle set has Jaccard >= ``threshold`` with an earlier kept record
     (see the module docstring): the earliest record of a near-duplicate cluster is kept, every
     later member is dropped against the kept record it matches best, with reason
@@ -91,7 +91,7 @@ class NearDedup(Filter):
 
     @property
     def cfg(self) -> NearDedupConfig:
-        return self.config  # type: ignore[return-value]
+        return self.config
 
     def cache_material(self) -> dict[str, Any]:
         """Name and config, and rensa's version: its algorithm decides which pairs LSH proposes."""

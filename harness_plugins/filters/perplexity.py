@@ -155,7 +155,7 @@ def _ppl(log_ppl: float) -> float:
     return math.exp(min(log_ppl, 700.0))
 
 
-class PerplexityOutliers(Filter):
+class PerplexityOutliers(Filter[PerplexityOutliersConfig]):
     name = NAME
     description = (
         "drops records whose perplexity under a reference model is an outlier of the data set's "
@@ -165,7 +165,7 @@ class PerplexityOutliers(Filter):
 
     @property
     def cfg(self) -> PerplexityOutliersConfig:
-        return self.config  # type: ignore[return-value]
+        return self.config
 
     @cached_property
     def folder(self) -> str:

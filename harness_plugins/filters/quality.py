@@ -628,7 +628,7 @@ class QualityClassifierConfig(FilterActionConfig):
         return self
 
 
-class QualityClassifier(Filter):
+class QualityClassifier(Filter[QualityClassifierConfig]):
     name = NAME
     description = (
         "drops records a small classifier (MiniLM embeddings + text features, logistic "
@@ -638,7 +638,7 @@ class QualityClassifier(Filter):
 
     @property
     def cfg(self) -> QualityClassifierConfig:
-        return self.config  # type: ignore[return-value]
+        return self.config
 
     def _path(self, raw: str) -> Path:
         from harness.lib.data import resolve_data_path

@@ -26,13 +26,13 @@ class PostprocessingConfig(ComponentConfig):
     max_tokens: int = Field(48, ge=1)
 
 
-class PostprocessingCheck(ParityCheck):
+class PostprocessingCheck(ParityCheck[PostprocessingConfig]):
     name = "postprocessing"
     description = "share of offline passes that production's parser rejects, and the reverse"
     Config = PostprocessingConfig
 
     def run(self, ctx: ParityContext) -> CheckOutput:
-        cfg: PostprocessingConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         off, prod = ctx.offline, ctx.production
         metrics: dict[str, Any] = {
             "offline_parser": off.spec.postprocess.model_dump(by_alias=True),

@@ -23,7 +23,7 @@ from harness.plugin.parity import ParityContext
 from harness.types import Finding
 
 
-class PreprocessingCheck(ParityCheck):
+class PreprocessingCheck(ParityCheck[ComponentConfig]):
     name = "preprocessing"
     description = "tokenizer identity (vocab/merges hash), unicode normalisation, whitespace, truncation"
     Config = ComponentConfig

@@ -52,7 +52,7 @@ def _job_key(messages: list[dict[str, str]], request_id: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-class ReplayCheck(ParityCheck):
+class ReplayCheck(ParityCheck[ReplayConfig]):
     name = "replay"
     description = "logged requests through the production endpoint and the offline pipeline, token by token"
     Config = ReplayConfig
@@ -60,7 +60,7 @@ class ReplayCheck(ParityCheck):
     def run(self, ctx: ParityContext) -> CheckOutput:
         from harness.lib.endpoint import Completion
 
-        cfg: ReplayConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         client = ctx.endpoint()
         if client is None:
             raise ConfigError("replay needs parity.production.endpoint (a live OpenAI-compatible server)")

@@ -34,13 +34,13 @@ class SamplingConfig(ComponentConfig):
     alpha: float = Field(0.05, gt=0, lt=0.5)
 
 
-class SamplingCheck(ParityCheck):
+class SamplingCheck(ParityCheck[SamplingConfig]):
     name = "sampling"
     description = "effective sampling parameters (incl. generation_config defaults) and their measured effect"
     Config = SamplingConfig
 
     def run(self, ctx: ParityContext) -> CheckOutput:
-        cfg: SamplingConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         off, prod = ctx.offline.sampling, ctx.production.sampling
         diffs = off.differences(prod)
         metrics: dict[str, Any] = {

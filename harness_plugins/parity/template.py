@@ -85,7 +85,7 @@ def causes(offline: Pipeline, production: Pipeline, a: Rendered, b: Rendered) ->
     return found or ["chat_template"]
 
 
-class TemplateCheck(ParityCheck):
+class TemplateCheck(ParityCheck[TemplateConfig]):
     name = "template"
     description = "rendered prompts and token ids: system prompt, BOS/EOS, role tokens, whitespace"
     Config = TemplateConfig
@@ -130,7 +130,7 @@ class TemplateCheck(ParityCheck):
 
     def _server(self, ctx: ParityContext, metrics: dict[str, Any]) -> tuple[list[str], dict[str, Any]] | None:
         """Compare the live server's rendering with production's description (when it can say)."""
-        cfg: TemplateConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         client = ctx.endpoint()
         if client is None or cfg.server_requests == 0:
             metrics["server_checked"] = 0

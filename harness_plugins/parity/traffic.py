@@ -301,7 +301,7 @@ def _r(value: float, digits: int = 6) -> float:
 # --------------------------------------------------------------------------------- check
 
 
-class TrafficShift(ParityCheck):
+class TrafficShift(ParityCheck[TrafficShiftConfig]):
     name = NAME
     description = (
         "compares the offline evaluation set with production traffic: length, script, "
@@ -310,7 +310,7 @@ class TrafficShift(ParityCheck):
     Config = TrafficShiftConfig
 
     def run(self, ctx: ParityContext) -> CheckOutput:
-        cfg: TrafficShiftConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         np = require("numpy")
         stats = require("scipy.stats")
 

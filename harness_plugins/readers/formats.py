@@ -31,7 +31,7 @@ class _JsonlConfig(ComponentConfig):
     pass
 
 
-class AlpacaReader(Reader):
+class AlpacaReader(Reader[_JsonlConfig]):
     name = "alpaca"
     description = "JSONL with instruction, input, output (Stanford Alpaca)"
     Config = _JsonlConfig
@@ -67,13 +67,13 @@ class CsvConfig(ComponentConfig):
     delimiter: str = ","
 
 
-class CsvReader(Reader):
+class CsvReader(Reader[CsvConfig]):
     name = "csv"
     description = "CSV with a header; user/assistant/system turns are templates over its columns"
     Config = CsvConfig
 
     def read(self, path: Path, source: str) -> Iterator[Conversation | Quarantined]:
-        cfg: CsvConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         return read_csv(path, source, cfg.user, cfg.assistant, cfg.system, cfg.delimiter)
 
 

@@ -173,13 +173,13 @@ def map_rows(
             yield Quarantined(source_id, str(exc), _raw(row))
 
 
-class ParquetReader(Reader):
+class ParquetReader(Reader[TabularConfig]):
     name = "parquet"
     description = "Parquet file; user/assistant/system turns are templates over its columns"
     Config = TabularConfig
 
     def read(self, path: Path, source: str) -> Iterator[Conversation | Quarantined]:
-        cfg: TabularConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         pq = require("pyarrow.parquet")
         if path.is_dir():
             raise DataError(f"{source}: is a folder; the parquet reader reads one .parquet file")
@@ -195,7 +195,7 @@ class ParquetReader(Reader):
         return map_rows(_rows(batches), source, cfg)
 
 
-class HfDiskReader(Reader):
+class HfDiskReader(Reader[HfDiskConfig]):
     name = "hf_disk"
     description = "datasets.Dataset saved with save_to_disk (a folder): column templates or a messages column"
     Config = HfDiskConfig
@@ -204,11 +204,11 @@ class HfDiskReader(Reader):
 
     def dataset(self, path: Path, source: str) -> Any:
         """The saved ``Dataset`` (the configured split of a ``DatasetDict``)."""
-        cfg: HfDiskConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         return load_saved_dataset(path, source, cfg.dataset_split)
 
     def read(self, path: Path, source: str) -> Iterator[Conversation | Quarantined]:
-        cfg: HfDiskConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         data = self.dataset(path, source)
         column = cfg.messages_column
         needed = [column] if column is not None else _needed(cfg)

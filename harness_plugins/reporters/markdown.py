@@ -185,20 +185,20 @@ def render_markdown(doc: dict[str, Any], top: int = 10, limit: int = LIMIT) -> s
     return "\n".join(budget.lines) + "\n"
 
 
-class MarkdownReporter(Reporter):
+class MarkdownReporter(Reporter[MarkdownConfig]):
     name = "markdown"
     description = "report.md: verdict, gate table, regressions and gains (<= 65,000 characters); job summary"
     Config = MarkdownConfig
 
     def render(self, document: dict[str, Any]) -> dict[str, str]:
-        cfg: MarkdownConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         return {"report.md": render_markdown(document, cfg.top)}
 
     def report(self, result: RunResult, out_dir: Path) -> list[Path]:
         files = self.render(result_document(result))
         written = write_files(files, out_dir)
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
-        if summary and self.config.step_summary:  # type: ignore[attr-defined]
+        if summary and self.config.step_summary:
             with open(summary, "a", encoding="utf-8") as fh:
                 fh.write(files["report.md"])
         return written

@@ -28,13 +28,13 @@ class BootstrapConfig(ComponentConfig):
     seed: int = 0
 
 
-class PairedBootstrap(Statistic):
+class PairedBootstrap(Statistic[BootstrapConfig]):
     name = "paired_bootstrap"
     description = "paired bootstrap of the mean difference, for any per-item score"
     Config = BootstrapConfig
 
     def compare(self, baseline: Sequence[float], candidate: Sequence[float], alpha: float) -> Comparison:
-        cfg: BootstrapConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         return stats.paired_bootstrap(baseline, candidate, alpha, cfg.resamples, cfg.seed)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import Field, model_validator
 
@@ -48,7 +48,7 @@ class DeepSpeedConfig(FullConfig):
         return self
 
 
-class FullTrainer(Trainer):
+class FullTrainer(Trainer[FullConfig]):
     """Every parameter, in this process: the single-device baseline of the sharded trainers."""
 
     name = "full"
@@ -58,7 +58,7 @@ class FullTrainer(Trainer):
     def train(self, base: LoadedModel, data: Sequence[Conversation], ctx: TrainContext) -> TrainOutput:
         import torch
 
-        cfg: FullConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         started = time.perf_counter()
         random.seed(ctx.seed)
         torch.manual_seed(ctx.seed)
@@ -85,7 +85,10 @@ def _save_model(model: Any, tokenizer: Any, folder: Any) -> None:
     tokenizer.save_pretrained(str(folder))
 
 
-class _DistributedTrainer(Trainer):
+_FullConfigT = TypeVar("_FullConfigT", bound=FullConfig)
+
+
+class _DistributedTrainer(Trainer[_FullConfigT]):
     in_process = False
     engine: ClassVar[str]
 
@@ -96,7 +99,7 @@ class _DistributedTrainer(Trainer):
         """Raise when the engine cannot run here."""
 
     def train(self, base: LoadedModel, data: Sequence[Conversation], ctx: TrainContext) -> TrainOutput:
-        cfg: FullConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         self._check_ready()
         started = time.perf_counter()
         prepared = prepare(base.tokenizer, data, cfg, ctx)
@@ -128,21 +131,21 @@ class _DistributedTrainer(Trainer):
         return finish(result, prepared, started, [note])
 
 
-class FSDPTrainer(_DistributedTrainer):
+class FSDPTrainer(_DistributedTrainer[FullConfig]):
     name = "full_fsdp"
     description = "full fine-tuning sharded with PyTorch FSDP2 (fully_shard per decoder layer) under torchrun"
     Config = FullConfig
     engine = "fsdp2"
 
 
-class DeepSpeedTrainer(_DistributedTrainer):
+class DeepSpeedTrainer(_DistributedTrainer[DeepSpeedConfig]):
     name = "full_deepspeed"
     description = "full fine-tuning with DeepSpeed ZeRO-3 under the deepspeed launcher (optional CPU offload)"
     Config = DeepSpeedConfig
     engine = "deepspeed"
 
     def _extra(self) -> dict[str, Any]:
-        cfg: DeepSpeedConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         return {"deepspeed": cfg.zero.model_dump()}
 
     def _check_ready(self) -> None:

@@ -42,7 +42,7 @@ class LoRAConfig(TrainingConfig):
         return sorted(set(value))
 
 
-class LoRATrainer(Trainer):
+class LoRATrainer(Trainer[LoRAConfig]):
     name = "lora"
     description = "LoRA adapters with peft; loss on assistant tokens; packing, replay, EWC, resumable"
     Config = LoRAConfig
@@ -50,7 +50,7 @@ class LoRATrainer(Trainer):
     def train(self, base: LoadedModel, data: Sequence[Conversation], ctx: TrainContext) -> TrainOutput:
         torch = require("torch")
         peft = require("peft")
-        cfg: LoRAConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         started = time.perf_counter()
         random.seed(ctx.seed)
         torch.manual_seed(ctx.seed)
