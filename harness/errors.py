@@ -7,6 +7,8 @@ exits with ``error.exit_code``.
 
 from __future__ import annotations
 
+from typing import Any
+
 EXIT_OK = 0
 EXIT_GATE_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -50,7 +52,7 @@ class CheckError(HarnessError):
     exit_code = EXIT_CHECK_ERRORED
 
 
-def require(module: str, extra: str = "ml"):
+def require(module: str, extra: str = "ml") -> Any:
     """Import ``module`` or raise ``MissingExtraError`` with the install hint for ``extra``."""
     import importlib
 

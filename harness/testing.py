@@ -32,20 +32,22 @@ import yaml
 
 if TYPE_CHECKING:
     from harness.lib.serving import VllmServer
+    from harness.plugin.manager import HarnessPluginManager
+    from harness.plugin.registry import Registries
     from harness.types import RunResult
 
 pytest_plugins = ("harness.gate_items",)  # --harness-suite: a suite's gates as test items
 
 
 @pytest.fixture
-def plugin_manager():
+def plugin_manager() -> HarnessPluginManager:
     from harness.plugin.manager import get_plugin_manager
 
     return get_plugin_manager(load_entrypoints=False)
 
 
 @pytest.fixture
-def registries(plugin_manager):
+def registries(plugin_manager: HarnessPluginManager) -> Registries:
     from harness.plugin.registry import Registries
 
     return Registries.from_plugin_manager(plugin_manager)

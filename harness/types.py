@@ -20,6 +20,9 @@ Role = Literal["system", "user", "assistant"]
 ProgressFn = Callable[[int, int, str], None]
 """``progress(done, total, message)``: report progress of a long step to the terminal."""
 
+Loc = tuple[str | int, ...]
+"""Where a value sits in a suite file: its path of keys and list indexes."""
+
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ benchmark scores, and the items whose score flipped (same benchmark, same model,
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -26,7 +27,7 @@ def _score(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
-def _answer(item: dict) -> str:
+def _answer(item: dict[str, Any]) -> str:
     return escape(f"{' '.join(str(item['prediction']).split())[:60]} ({item['score']:.3g})")
 
 

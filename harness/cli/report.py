@@ -29,7 +29,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     from harness.cli.common import open_store, registries
     from harness.errors import ConfigError, UnknownComponentError
     from harness.lib.resultdoc import load_document, write_files
-    from harness.plugin.components import RunContext
+    from harness.plugin.components import Reporter, RunContext
 
     store = open_store(args)
     try:
@@ -43,9 +43,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
             info = regs.get("reporter", ALIASES.get(name, name))
         except UnknownComponentError as exc:
             raise ConfigError(f"--format {name}: {exc}") from None
-        if not info.cls.renders_documents():
+        cls = info.cls
+        if not (issubclass(cls, Reporter) and cls.renders_documents()):
             raise ConfigError(f"--format {name}: reporter {info.name!r} cannot render a stored run")
-        reporter = info.cls(info.cls.Config(), RunContext(Path.cwd(), out / ".work"))
+        reporter = cls(cls.Config(), RunContext(Path.cwd(), out / ".work"))
         for path in write_files(reporter.render(doc), out):
             console.print(f"wrote {path}")
     return 0

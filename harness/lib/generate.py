@@ -26,7 +26,7 @@ class Generation:
     token_ids: tuple[int, ...]
 
 
-def _left_pad(rows: Sequence[Sequence[int]], pad: int):
+def _left_pad(rows: Sequence[Sequence[int]], pad: int) -> tuple[Any, Any]:
     torch = require("torch")
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
@@ -109,7 +109,7 @@ def score_continuations(
     continuation token, the model's own top token at each position, and that token's
     log-probability (computed in float32)."""
     torch = require("torch")
-    results = []
+    results: list[Any] = []
     model.model.eval()
     for prompt, cont in pairs:
         if not cont:

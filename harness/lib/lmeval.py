@@ -26,7 +26,8 @@ def _quiet_git_hash() -> str | None:
     from the working directory's ``.git`` files, as lm-eval itself falls back to."""
     from lm_eval.loggers.utils import get_commit_from_path
 
-    return get_commit_from_path(os.getcwd())
+    commit: str | None = get_commit_from_path(os.getcwd())
+    return commit
 
 
 def silence_git_lookup(evaluator_module: Any) -> None:

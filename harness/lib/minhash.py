@@ -23,12 +23,18 @@ from harness.types import Conversation
 class MinHashParams(Protocol):
     """What ``build_index`` needs (the ``near_dedup`` filter's config has these fields)."""
 
-    scope: Scope
-    shingle: int
-    threshold: float
-    num_perm: int
-    seed: int
-    verify: bool
+    @property
+    def scope(self) -> Scope: ...
+    @property
+    def shingle(self) -> int: ...
+    @property
+    def threshold(self) -> float: ...
+    @property
+    def num_perm(self) -> int: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def verify(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -131,7 +137,8 @@ def _mix(x: np.ndarray) -> np.ndarray:
     x = x * _U64(0xBF58476D1CE4E5B9)
     x = x ^ (x >> _U64(27))
     x = x * _U64(0x94D049BB133111EB)
-    return x ^ (x >> _U64(31))
+    mixed: np.ndarray = x ^ (x >> _U64(31))
+    return mixed
 
 
 def _blake64(text: str) -> int:

@@ -319,5 +319,5 @@ def redact_pii(text: str, spans: Sequence[Span]) -> str:
 
 def count_detail(counts: Counter[str]) -> str:
     """``"email x2, phone x1"``: kinds and counts in a stable order, never the values."""
-    order = {kind: i for i, kind in enumerate(PII_KINDS)}
+    order: dict[str, int] = {kind: i for i, kind in enumerate(PII_KINDS)}
     return ", ".join(f"{k} x{n}" for k, n in sorted(counts.items(), key=lambda kv: order[kv[0]]))

@@ -157,7 +157,7 @@ def from_openai_request(record: Mapping[str, Any], source_id: str) -> Conversati
     messages = parse_messages(body.get("messages"), "request.messages" if "request" in record else "messages")
     if not any(m.role == "user" for m in messages):
         raise RecordError("missing request: the request has no user message")
-    metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+    metadata = body["metadata"] if isinstance(body.get("metadata"), dict) else {}
     reference = record.get("reference", metadata.get("reference"))
     if reference is not None:
         messages.append(Message("assistant", _string(reference, "reference")))

@@ -153,7 +153,7 @@ class ItemPair:
 
     @property
     def change(self) -> float:
-        return self.candidate["score"] - self.baseline["score"]
+        return float(self.candidate["score"]) - float(self.baseline["score"])
 
 
 def outcome(base: float, cand: float, binary: bool) -> str:

@@ -96,7 +96,8 @@ def result_document(result: RunResult) -> dict[str, Any]:
         "history": [asdict(h) for h in result.history],
         "provenance": result.provenance,
     }
-    return json.loads(json.dumps(doc, default=str))
+    plain: dict[str, Any] = json.loads(json.dumps(doc, default=str))
+    return plain
 
 
 def check_document(doc: Any, where: str) -> dict[str, Any]:
@@ -184,7 +185,7 @@ def find_run(store: Store, run: str) -> str:
     """The id of the stored run that ``run`` names: an exact id, ``latest``, or a unique prefix
     or suffix of one (a one-line error otherwise)."""
     runs = store.list_runs()
-    ids = [r["run_id"] for r in runs]
+    ids: list[str] = [r["run_id"] for r in runs]
     if run in ids:
         return run
     if run == "latest" and ids:

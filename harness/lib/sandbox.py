@@ -53,7 +53,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from harness.errors import HarnessError
 
@@ -154,8 +154,10 @@ def _pids_of(uid: int) -> list[int]:
     for entry in os.scandir("/proc"):
         with suppress(OSError, AttributeError):
             status = Path(entry.path, "status").read_text() if entry.name.isdigit() else ""
-            uids = re.search(r"^Uid:(.*)$", status, re.MULTILINE).group(1).split()  # no match: not a pid
-            if str(uid) in uids and not re.search(r"^State:\s*Z", status, re.MULTILINE):
+            found = re.search(r"^Uid:(.*)$", status, re.MULTILINE)
+            if found is None:  # not a process
+                continue
+            if str(uid) in found.group(1).split() and not re.search(r"^State:\s*Z", status, re.MULTILINE):
                 pids.append(int(entry.name))
     return pids
 
@@ -383,7 +385,7 @@ def _require_uids(uids: Sequence[int]) -> None:
             )
 
 
-def _facts_problem(facts: dict, uid: int, limits: SandboxLimits) -> str:
+def _facts_problem(facts: dict[str, Any], uid: int, limits: SandboxLimits) -> str:
     """What is wrong with the isolation the probe observed from inside, or '' if nothing."""
     expected = {"CPU": limits.cpu_s + 1, "AS": limits.memory_bytes, "NPROC": limits.max_processes,
                 "FSIZE": limits.max_file_bytes, "NOFILE": limits.max_open_files, "CORE": 0}  # fmt: skip

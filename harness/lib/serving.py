@@ -304,7 +304,7 @@ class VllmServer:
     def _ready(self) -> bool:
         try:
             with urllib.request.urlopen(self.url + "/models", timeout=2) as resp:
-                return resp.status == 200
+                return bool(resp.status == 200)
         except (urllib.error.URLError, OSError, ValueError):
             return False
 
@@ -332,7 +332,8 @@ class VllmServer:
             self.root_url + path, data=data, headers={"Content-Type": "application/json"}
         )
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return json.loads(resp.read())
+            answer: dict[str, Any] = json.loads(resp.read())
+            return answer
 
     def __enter__(self) -> Self:
         return self.start()

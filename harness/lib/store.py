@@ -26,7 +26,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -187,7 +187,7 @@ class Store:
 
     # ------------------------------------------------------------------------ locks, paths
 
-    def lock(self, kind: str, key: str, on_wait: Callable[[], None] | None = None):
+    def lock(self, kind: str, key: str, on_wait: Callable[[], None] | None = None) -> AbstractContextManager[None]:
         """A context manager holding the lock of cache entry ``key`` of ``kind`` (see
         ``file_lock``): whoever holds it is the one computing that entry."""
         return file_lock(self.root / "locks" / f"{kind}-{key[:24]}.lock", on_wait)

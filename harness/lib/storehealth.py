@@ -142,7 +142,7 @@ def check(root: Path) -> Health:
 # ------------------------------------------------------------------------------- salvage
 
 
-def _rows(db: sqlite3.Connection, table: str) -> Iterator[tuple]:
+def _rows(db: sqlite3.Connection, table: str) -> Iterator[tuple[Any, ...]]:
     """Every row of ``table`` that can still be read; a damaged stretch is skipped chunk by chunk,
     then row by row."""
     try:
@@ -177,7 +177,7 @@ def _valid_entry(root: Path, key: str, kind: str, material: str, value: str) -> 
     return kind != "train" or training_problem(root, data) is None
 
 
-def _salvage(path: Path, root: Path) -> dict[str, list[tuple]]:
+def _salvage(path: Path, root: Path) -> dict[str, list[tuple[Any, ...]]]:
     """The rows of the old file worth keeping, by table (nothing when it cannot be opened)."""
     if _file_problem(path) is not None:
         return {}
@@ -207,7 +207,7 @@ def _parses(text: Any) -> bool:
     return True
 
 
-def _insert(store: Store, table: str, rows: list[tuple]) -> int:
+def _insert(store: Store, table: str, rows: list[tuple[Any, ...]]) -> int:
     if not rows:
         return 0
     columns = [r[1] for r in store.db.execute(f"PRAGMA table_info({table})")]

@@ -112,7 +112,8 @@ class Reader(Component[ConfigT]):
 
     kind = "reader"
 
-    def read(self, path: Path) -> Iterator[Conversation | Quarantined]:
+    def read(self, path: Path, source: str) -> Iterator[Conversation | Quarantined]:
+        """The records of ``path``; ``source`` is how the suite names it (for source ids)."""
         raise NotImplementedError
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import pluggy
 from pydantic import ValidationError
@@ -31,11 +31,24 @@ from harness.plugin.components import (
 from harness.plugin.parity import ParityCheck
 
 
+C = TypeVar("C", bound=Component)
+
+
+def narrow(component: Component, cls: type[C]) -> C:
+    """``component`` as the base class of its kind (a ``ConfigError`` if it is not one): the
+    registry admits only subclasses of a kind's base, so this is the type checker's guard."""
+    if not isinstance(component, cls):
+        raise ConfigError(f"{component.name!r} is not a {cls.__name__}")
+    return component
+
+
 class PluginSource(Protocol):
     """What registration needs of a plugin manager (``harness.plugin.manager`` provides it);
     a protocol, so that the registry does not import the manager that imports it."""
 
-    hook: pluggy.HookRelay
+    @property
+    def hook(self) -> pluggy.HookRelay: ...
+
     strict: bool
     skipped: list[str]
 

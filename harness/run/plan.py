@@ -37,7 +37,7 @@ from harness.plugin.components import (
     Trainer,
 )
 from harness.plugin.parity import ParityCheck
-from harness.plugin.registry import Registries
+from harness.plugin.registry import Registries, narrow
 from harness.stages.curate import (
     CuratePlan,
     CurateOutcome,
@@ -56,7 +56,7 @@ from harness.suite.rules import parse_rule
 from harness.suite.preflight import Problem, check_data_path, check_env_var, check_model_reference, check_store, check_writable_dir
 from harness.suite.yamlpos import Loc
 
-C = TypeVar("C", bound=Component)
+T = TypeVar("T")
 
 TEXT_READERS = frozenset({"csv"})
 """Readers of whole UTF-8 text files, whose encoding the plan checks before reading (a JSONL
@@ -130,12 +130,6 @@ def build_component(
     return info.cls(config, ctx)
 
 
-def _typed(component: Component, cls: type[C]) -> C:
-    if not isinstance(component, cls):  # the registry only admits subclasses; a guard for mypy
-        raise ConfigError(f"{component.name!r} is not a {cls.__name__}")
-    return component
-
-
 class _Problems:
     """Collects the problems of every slot so that all are reported at once."""
 
@@ -149,7 +143,7 @@ class _Problems:
         if self.found:
             raise PlanError(self.found)
 
-    def attempt(self, build: Callable[[], C]) -> C | None:
+    def attempt(self, build: Callable[[], T]) -> T | None:
         try:
             return build()
         except PlanError as exc:
@@ -166,7 +160,7 @@ def plan_source(
     missing, unreadable, empty or mis-encoded file, too many malformed lines or a sample larger
     than the data are all found here, before any work (the curate stage takes the records read)."""
     ref = ComponentRef(name=src.format, options=src.options)
-    reader = _typed(build_component(registries, "reader", ref, loc + ("format",), loaded, ctx, options_loc=loc), Reader)
+    reader = narrow(build_component(registries, "reader", ref, loc + ("format",), loaded, ctx, options_loc=loc), Reader)
     where = loaded.where(loc + ("path",))
     path = loaded.resolve_path(src.path, loc + ("path",))
     folder = bool(getattr(reader, "reads_folder", False))
@@ -241,7 +235,7 @@ def _environment(loaded: LoadedSuite, reports_dir: Path | None, store_dir: Path 
 
 def _benchmark(registries: Registries, loaded: LoadedSuite, ctx: RunContext, ref: ComponentRef, loc: Loc) -> Benchmark:
     """A benchmark whose items can be read and which can run here (``check_ready``)."""
-    bench = _typed(build_component(registries, "benchmark", ref, loc, loaded, ctx), Benchmark)
+    bench = narrow(build_component(registries, "benchmark", ref, loc, loaded, ctx), Benchmark)
     try:
         bench.items_digest()
         bench.check_ready()
@@ -252,7 +246,7 @@ def _benchmark(registries: Registries, loaded: LoadedSuite, ctx: RunContext, ref
 
 
 def _statistic(registries: Registries, loaded: LoadedSuite, ctx: RunContext, name: str, loc: Loc) -> Statistic:
-    return _typed(build_component(registries, "statistic", ComponentRef(name=name), loc, loaded, ctx), Statistic)
+    return narrow(build_component(registries, "statistic", ComponentRef(name=name), loc, loaded, ctx), Statistic)
 
 
 def _chance(registries: Registries, ref: ComponentRef | None) -> float | None:
@@ -311,7 +305,7 @@ def _plan_curate(registries: Registries, loaded: LoadedSuite, ctx: RunContext, p
     filters = []
     for i, ref in enumerate(suite.curate.filters):
         flt = problems.attempt(
-            lambda i=i, ref=ref: _typed(build_component(registries, "filter", ref, ("curate", "filters", i), loaded, ctx), Filter)
+            lambda i=i, ref=ref: narrow(build_component(registries, "filter", ref, ("curate", "filters", i), loaded, ctx), Filter)
         )
         if flt is not None:
             filters.append(FilterStep(flt, registries.get("filter", ref.name).origin))
@@ -345,19 +339,19 @@ def plan_run(
     notes: list[str] = []
     _environment(loaded, reports_dir, store_dir, problems, notes)
     backend = problems.attempt(
-        lambda: _typed(build_component(registries, "backend", ComponentRef(name=suite.model.backend), ("model",), loaded, ctx), Backend)
+        lambda: narrow(build_component(registries, "backend", ComponentRef(name=suite.model.backend), ("model",), loaded, ctx), Backend)
     )
     curate = _plan_curate(registries, loaded, ctx, problems) if suite.train is not None else None
     trainer = None
     if suite.train is not None:
         train_ref = suite.train
-        trainer = problems.attempt(lambda: _typed(build_component(registries, "trainer", train_ref, ("train",), loaded, ctx), Trainer))
+        trainer = problems.attempt(lambda: narrow(build_component(registries, "trainer", train_ref, ("train",), loaded, ctx), Trainer))
     compared: dict[str, Trainer] = {}
     probes: dict[str, Benchmark] = {}
     if suite.forgetting is not None:
         for label, ref in suite.forgetting.compare.items():
             loc: Loc = ("forgetting", "compare", label)
-            built = problems.attempt(lambda ref=ref, loc=loc: _typed(build_component(registries, "trainer", ref, loc, loaded, ctx), Trainer))
+            built = problems.attempt(lambda ref=ref, loc=loc: narrow(build_component(registries, "trainer", ref, loc, loaded, ctx), Trainer))
             if built is not None:
                 compared[label] = built
         for label, ref in suite.forgetting.probes.items():
@@ -379,7 +373,7 @@ def plan_run(
     reporters = []
     for i, ref in enumerate(suite.report):
         reporter = problems.attempt(
-            lambda i=i, ref=ref: _typed(build_component(registries, "reporter", ref, ("report", i), loaded, ctx), Reporter)
+            lambda i=i, ref=ref: narrow(build_component(registries, "reporter", ref, ("report", i), loaded, ctx), Reporter)
         )
         if reporter is not None:
             reporters.append(reporter)
@@ -441,7 +435,7 @@ def plan_parity(loaded: LoadedSuite, registries: Registries, ctx: RunContext) ->
     for label, ref in spec.checks.items():
         loc: Loc = ("parity", "checks", label)
         check = problems.attempt(
-            lambda ref=ref, loc=loc: _typed(build_component(registries, "parity_check", ref, loc, loaded, ctx), ParityCheck)
+            lambda ref=ref, loc=loc: narrow(build_component(registries, "parity_check", ref, loc, loaded, ctx), ParityCheck)
         )
         if check is not None:
             checks[label] = check

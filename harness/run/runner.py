@@ -128,7 +128,11 @@ class Runner:
         """Time a stage; the body calls ``done(outcome, detail)`` (default ``ok``) to record it."""
         started = time.perf_counter()
         ended: list[tuple[str, str]] = []
-        yield lambda outcome, detail="": ended.append((outcome, detail))
+
+        def done(outcome: str, detail: str = "") -> None:
+            ended.append((outcome, detail))
+
+        yield done
         outcome, detail = ended[-1] if ended else ("ok", "")
         event = StageEndEvent(self.run_id, name, outcome, time.perf_counter() - started, detail)
         self.result.stages.append(event)
@@ -206,11 +210,11 @@ class Runner:
         stage = TrainStage(self.store, self.console, self.options.use_cache, self._data_reader(plan, loc), self._resolve_path)
         return stage(trainer, plan.backend, base, outcome, self.loaded.suite.seed, self.run_id, on_checkpoint)
 
-    def _data_reader(self, plan: RunPlan, trainer_loc: Loc) -> Callable[[DataSource, tuple], list[Conversation]]:
+    def _data_reader(self, plan: RunPlan, trainer_loc: Loc) -> Callable[[DataSource, Loc], list[Conversation]]:
         """How a trainer reads the data its options name: through the readers the plan built
         for it (a mitigation's location is given relative to ``train``)."""
 
-        def read(src: DataSource, loc: tuple) -> list[Conversation]:
+        def read(src: DataSource, loc: Loc) -> list[Conversation]:
             where = trainer_loc + tuple(loc[1:]) if loc and loc[0] == "train" else tuple(loc)
             planned = plan.train_sources.get(where) or plan_source(self.registries, self.loaded, plan.ctx, where, src)
             setting = self.loaded.where(where)
@@ -218,7 +222,7 @@ class Runner:
 
         return read
 
-    def _resolve_path(self, raw: str, loc: tuple) -> Path:
+    def _resolve_path(self, raw: str, loc: Loc) -> Path:
         """A data path a component's options name, which must exist (the error names the line)."""
         from harness.errors import DataError
 

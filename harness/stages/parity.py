@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from harness.errors import ConfigError, HarnessError
 from harness.lib.pipeline import Pipeline, Request
@@ -75,7 +75,7 @@ def run_parity(
                     checked = CheckResult(label, check.name, "error", error=f"{type(exc).__name__}: {exc}")
                 else:
                     findings = tuple(out.findings)
-                    status = "findings" if findings else "ok"
+                    status: Literal["findings", "ok"] = "findings" if findings else "ok"
                     checked = CheckResult(label, check.name, status, findings, dict(out.metrics))
             checked = _timed(checked, time.perf_counter() - started)
             ctx.results[label] = checked

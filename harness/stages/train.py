@@ -34,7 +34,7 @@ from harness.lib.models import LoadedModel, ModelRef, dir_fingerprint
 from harness.lib.refs import DataSource
 from harness.lib.store import Store, cache_key
 from harness.lib.storehealth import ENTRY_FILE, training_problem
-from harness.types import CheckpointEvent, Conversation, TrainOutput
+from harness.types import CheckpointEvent, Conversation, Loc, TrainOutput
 
 
 def _event_to_json(event: CheckpointEvent, store: Store) -> dict[str, Any]:
@@ -63,8 +63,8 @@ class TrainStage:
     store: Store
     console: RunConsole
     use_cache: bool = True
-    read_data: Callable[[DataSource, tuple], list[Conversation]] = no_reader
-    resolve_path: Callable[[str, tuple], Path] = plain_path
+    read_data: Callable[[DataSource, Loc], list[Conversation]] = no_reader
+    resolve_path: Callable[[str, Loc], Path] = plain_path
 
     def _cached(self, material: dict[str, Any]) -> tuple[TrainOutput, list[CheckpointEvent]] | None:
         cached = self.store.cache_get("train", material) if self.use_cache else None

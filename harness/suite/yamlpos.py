@@ -12,8 +12,7 @@ from typing import Any
 import yaml
 
 from harness.errors import ConfigError
-
-Loc = tuple[str | int, ...]
+from harness.types import Loc as Loc  # re-exported: suites speak of locations
 
 
 class Positions:

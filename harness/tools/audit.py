@@ -667,7 +667,8 @@ def read_data(
     """Read one data file (or ``hf_disk`` folder) with the ``fmt`` reader and its options."""
     from pydantic import ValidationError
 
-    from harness.plugin.components import RunContext
+    from harness.plugin.components import Reader, RunContext
+    from harness.plugin.registry import narrow
 
     info = registries.get("reader", fmt)
     try:
@@ -679,7 +680,7 @@ def read_data(
     folder = bool(getattr(info.cls, "reads_folder", False))
     if not (path.is_dir() if folder else path.is_file()):
         raise DataError(f"{source}: data {'folder' if folder else 'file'} not found: {path}")
-    reader = info.cls(config, RunContext(path.parent, path.parent, builder=registries))
+    reader = narrow(info.cls(config, RunContext(path.parent, path.parent, builder=registries)), Reader)
     records: list[Conversation] = []
     quarantined: list[Quarantined] = []
     for item in reader.read(path, source):

@@ -13,8 +13,8 @@ from pydantic import ValidationError
 
 from harness.errors import ConfigError, DataError
 from harness.lib.refs import ComponentRef
-from harness.plugin.components import RunContext
-from harness.plugin.registry import Registries
+from harness.plugin.components import Filter, Reader, RunContext
+from harness.plugin.registry import Registries, narrow
 from harness.stages.curate import (
     CurateOutcome,
     FilterStep,
@@ -64,7 +64,7 @@ def read_file(registries: Registries, data: DataFile, ctx: RunContext) -> ReadRe
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in exc.errors())
         hint = " (pass --user and --assistant templates over the columns)" if "user" in problems else ""
         raise ConfigError(f"{data.name}: reader {data.format!r}: {problems}{hint}") from None
-    reader = info.cls(config, ctx)
+    reader = narrow(info.cls(config, ctx), Reader)
     folder = bool(getattr(info.cls, "reads_folder", False))
     if not (data.path.is_dir() if folder else data.path.is_file()):
         raise DataError(f"{data.name}: data {'folder' if folder else 'file'} not found")
@@ -127,7 +127,7 @@ def build_filters(registries: Registries, refs: Sequence[ComponentRef], ctx: Run
             raise ConfigError(
                 f"{where}[{index}]: {ref.name}.{key}: {err['msg']} (in filter {ref.name!r} from {info.origin})"
             ) from None
-        steps.append(FilterStep(info.cls(config, ctx), info.origin))  # type: ignore[arg-type]
+        steps.append(FilterStep(narrow(info.cls(config, ctx), Filter), info.origin))
     return steps
 
 

@@ -45,7 +45,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from harness.errors import ConfigError, DataError
 from harness.lib.records import RecordError, parse_message, request_body, type_name
@@ -172,7 +172,8 @@ def parse_feedback(value: Any) -> Feedback | None:
     if rephrased is not None and not isinstance(rephrased, bool):
         raise LogRecordError(f"wrong type: feedback.rephrased must be true or false, got {type_name(rephrased)}")
     raw = {k: value[k] for k in FEEDBACK_KEYS if k in value}
-    return Feedback(None if rating is None else float(rating), thumbs, bool(rephrased), raw)
+    checked = cast("Literal['up', 'down'] | None", thumbs)  # checked above
+    return Feedback(None if rating is None else float(rating), checked, bool(rephrased), raw)
 
 
 def parse_interaction(line: Any, source_id: str) -> tuple[Conversation, Feedback | None, str | None]:

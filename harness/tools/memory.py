@@ -562,7 +562,7 @@ def _components(shape: ModelShape | None, options: PlanOptions) -> Plan:
         adafactor = int(shape.adafactor_state_bytes * scale) if shape else None
         largest = shape.largest_param if shape else 0
         weights = params * wb
-        per_param_gathered = wb
+        per_param_gathered: float = wb
     else:
         if shape is None:
             raise ConfigError(f"--method {o.method} needs --model (the adapters' size comes from its Linear layers)")
@@ -670,7 +670,7 @@ def estimate(shape: ModelShape | None, options: PlanOptions) -> Plan:
             elif (n := _min_gpus(shape, ckpt)) is not None and (min_gpus is None or n < min_gpus):
                 suggestions.append(f"with gradient checkpointing needs >= {n} GPUs")
         if shape is not None and o.method != "qlora":
-            cheaper = [m for m in (("lora", "qlora") if o.method == "full" else ("qlora",))]
+            cheaper: list[Method] = ["lora", "qlora"] if o.method == "full" else ["qlora"]
             fitting = [
                 m
                 for m in cheaper
@@ -795,7 +795,7 @@ def _measure_main() -> None:  # pragma: no cover - runs in the subprocess of mea
         config = transformers.AutoConfig.for_model(kwargs.pop("model_type", "llama"), **kwargs)
     else:
         config = transformers.AutoConfig.from_pretrained(source)
-    cls = transformers.MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]  # imports the model's module
+    cls: Any = transformers.MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]  # imports the model's module
     ids = torch.randint(0, config.vocab_size, (spec["micro_batch"], spec["seq_len"]))
     gc.collect()
     reset = _reset_peak_rss()

@@ -205,7 +205,8 @@ def token_loss(torch: Any, logits: Any, labels: Any, loss_weights: Any) -> torch
         logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE, reduction="none"
     )
     supervised = (target != IGNORE).sum()
-    return (per_token * weight.reshape(-1)).sum() / supervised.clamp(min=1)
+    loss: torch_types.Tensor = (per_token * weight.reshape(-1)).sum() / supervised.clamp(min=1)
+    return loss
 
 
 # --- internals ---------------------------------------------------------------------------------

@@ -190,7 +190,7 @@ def set_rng_state(torch: Any, state: dict[str, Any]) -> None:
         kind, keys, pos, has_gauss, cached = state["numpy"]
         np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
 
-    def tensor(text: str):
+    def tensor(text: str) -> Any:
         return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)
 
     torch.set_rng_state(tensor(state["torch"]))

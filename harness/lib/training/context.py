@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from harness.lib.refs import DataSource
-from harness.types import CheckpointEvent, Conversation, ProgressFn
+from harness.types import CheckpointEvent, Conversation, Loc, ProgressFn
 
 
 class TrainerIdentity(Protocol):
@@ -20,13 +20,13 @@ class TrainerIdentity(Protocol):
     def cache_material(self) -> dict[str, Any]: ...
 
 
-def no_reader(src: DataSource, loc: tuple) -> list[Conversation]:
+def no_reader(src: DataSource, loc: Loc) -> list[Conversation]:
     from harness.errors import ConfigError
 
     raise ConfigError(f"{src.path}: this trainer context cannot read data files (no suite)")
 
 
-def plain_path(raw: str, loc: tuple) -> Path:
+def plain_path(raw: str, loc: Loc) -> Path:
     from harness.lib.data import resolve_data_path
 
     return resolve_data_path(raw, Path.cwd())
@@ -44,5 +44,5 @@ class TrainContext:
     on_checkpoint: Callable[[CheckpointEvent], None]
     progress: ProgressFn
     resume: bool = True
-    read_data: Callable[[DataSource, tuple], list[Conversation]] = no_reader
-    resolve_path: Callable[[str, tuple], Path] = plain_path
+    read_data: Callable[[DataSource, Loc], list[Conversation]] = no_reader
+    resolve_path: Callable[[str, Loc], Path] = plain_path

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.types import Loc
 from harness.errors import CheckError, DataError
 from harness.lib.training.config import GeneralData, TrainingConfig
 from harness.lib.training.examples import (
@@ -30,7 +31,7 @@ class TrainingData:
 
 
 def general_examples(
-    tokenizer: Any, src: GeneralData, ctx: TrainContext, loc: tuple, max_length: int, kind: str, weight: float
+    tokenizer: Any, src: GeneralData, ctx: TrainContext, loc: Loc, max_length: int, kind: str, weight: float
 ) -> tuple[list[Example], list[str]]:
     """Examples of one mitigation source; an empty result is a ``DataError`` naming it."""
     if src.format == "text":
@@ -39,7 +40,7 @@ def general_examples(
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise DataError(f"{path}: cannot read the {kind} text: {exc}") from None
-        examples, notes = encode_text(tokenizer, text, max_length, kind, weight, src.limit), []
+        examples, notes = encode_text(tokenizer, text, max_length, kind, weight, src.limit), list[str]()
     else:
         records = ctx.read_data(src, loc)
         records = records[: src.limit] if src.limit else records

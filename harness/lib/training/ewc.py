@@ -54,7 +54,7 @@ def estimate_fisher(
     torch: Any,
     model: Any,
     batches: Iterable[dict[str, Tensor]],
-    loss_fn: Callable[[Any, dict], Tensor],
+    loss_fn: Callable[[Any, dict[str, Any]], Tensor],
     *,
     names: Collection[str] | None = None,
     normalize: bool = True,

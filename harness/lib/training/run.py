@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ def resume_digest(trainer: TrainerIdentity, data: TrainingData, base_fingerprint
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def emitter(trainer_name: str, ctx: TrainContext):
+def emitter(trainer_name: str, ctx: TrainContext) -> Callable[[str, dict[str, Any]], None]:
     """Turn loop events into progress updates and ``CheckpointEvent``s for the runner."""
 
     def emit(kind: str, data: dict[str, Any]) -> None:

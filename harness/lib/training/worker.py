@@ -13,6 +13,7 @@ import json
 import os
 import random
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from harness.lib.training.examples import load_examples
 from harness.lib.training.loop import TrainLoop, total_steps
 
 
-def _events(path: Path, rank: int):
+def _events(path: Path, rank: int) -> Callable[[str, dict[str, Any]], None]:
     def emit(kind: str, data: dict[str, Any]) -> None:
         if rank != 0:
             return
