@@ -146,5 +146,5 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         except HarnessError as exc:
             raise pytest.UsageError(f"--harness-suite {suite}: {exc}") from None
         # reported like any collected file, so the terminal's counts include the gates
-        config.hook.pytest_collectreport(report=pytest.CollectReport(suite_file.nodeid, "passed", None, gates))
+        config.hook.pytest_collectreport(report=pytest.CollectReport(suite_file.nodeid, "passed", None, [*gates]))
         items.extend(gates)

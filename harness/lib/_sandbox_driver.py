@@ -42,7 +42,7 @@ import struct
 import sys
 import time
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
 _HEADER = struct.Struct("!I")
 _MAX_FRAME = 64 << 20
@@ -53,7 +53,7 @@ _PR_SET_DUMPABLE = 4
 # --------------------------------------------------------------------------- plain values
 
 
-def encode(value: object) -> object:
+def encode(value: Any) -> Any:
     """JSON-ready form of a plain builtin value (exact types only); TypeError for anything else."""
     kind = type(value)
     if value is None or kind in (bool, str, float):
@@ -66,13 +66,14 @@ def encode(value: object) -> object:
         return ["b", value.hex()]
     if kind is dict:
         return ["d", [[encode(k), encode(v)] for k, v in value.items()]]
-    tag = {list: "l", tuple: "t", set: "s", frozenset: "f"}.get(kind)
+    tags: dict[type, str] = {list: "l", tuple: "t", set: "s", frozenset: "f"}
+    tag = tags.get(kind)
     if tag is None:
         raise TypeError(kind.__name__)
     return [tag, [encode(item) for item in value]]
 
 
-def decode(data: object) -> object:
+def decode(data: Any) -> Any:
     """Inverse of ``encode``; anything else (malformed or hostile) raises ValueError or TypeError."""
     kind = type(data)
     if data is None or kind in (bool, str, float, int):
@@ -97,7 +98,7 @@ def decode(data: object) -> object:
 # --------------------------------------------------------------------------- framing
 
 
-def send(sock: socket.socket, message: dict) -> None:
+def send(sock: socket.socket, message: dict[str, Any]) -> None:
     data = json.dumps(message).encode()
     sock.sendall(_HEADER.pack(len(data)) + data)
 
@@ -113,7 +114,7 @@ def _read_exactly(sock: socket.socket, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def receive(sock: socket.socket) -> dict:
+def receive(sock: socket.socket) -> dict[str, Any]:
     (size,) = _HEADER.unpack(_read_exactly(sock, _HEADER.size))
     if size > _MAX_FRAME:
         raise ValueError("message too large")
@@ -145,7 +146,7 @@ def serve_model(sock: socket.socket) -> None:
             with contextlib.suppress(BaseException):  # the program may have broken its streams
                 stream.flush()
 
-    namespace: dict = {}
+    namespace: dict[str, Any] = {}
     try:
         exec(compile(receive(sock)["program"], "<program>", "exec"), namespace)  # noqa: S102 - the point
     except BaseException as exc:  # noqa: BLE001
@@ -162,7 +163,7 @@ def serve_model(sock: socket.socket) -> None:
         try:
             value = namespace[request["call"]](*decode(request["args"]), **decode(request["kwargs"]))
         except BaseException as exc:  # noqa: BLE001
-            reply = {"raise": [type(exc).__name__, text(exc)]}
+            reply: dict[str, Any] = {"raise": [type(exc).__name__, text(exc)]}
         else:
             try:
                 reply = {"value": encode(value)}
@@ -191,7 +192,7 @@ class Driver:
         self.emit(f"{kind} {reason}")
         os._exit(code)
 
-    def ask(self, message: dict) -> dict:
+    def ask(self, message: dict[str, Any]) -> dict[str, Any]:
         """Send to the model process, return its answer; its end or a malformed answer fails."""
         try:
             send(self.sock, message)
@@ -219,7 +220,7 @@ class Driver:
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with {code}"
         self.finish("FAIL", f"the program {how} before the tests finished", 1)
 
-    def proxy(self, name: str) -> Callable:
+    def proxy(self, name: str) -> Callable[..., object]:
         """A stand-in for the program's function ``name`` that calls it in the model process."""
 
         def call(*args: object, **kwargs: object) -> object:
@@ -242,8 +243,8 @@ class Driver:
         call.__name__ = call.__qualname__ = name
         return call
 
-    def run(self, job: dict) -> NoReturn:
-        tests: dict = {}
+    def run(self, job: dict[str, Any]) -> NoReturn:
+        tests: dict[str, Any] = {}
         try:
             exec(compile(job["test"], "<test>", "exec"), tests)  # noqa: S102 - trusted benchmark code
         except BaseException as exc:  # noqa: BLE001 - the benchmark's own code is broken
@@ -251,7 +252,7 @@ class Driver:
         reply = self.ask({"program": job["program"]})
         names = reply.get("names")
         if type(names) is not list:
-            raised = reply.get("raise")
+            raised: Any = reply.get("raise")
             ok = type(raised) is list and len(raised) == 2
             self.finish("FAIL", describe(*map(str, raised)) if ok else "tampering: malformed reply", 1)
         if job["entry_point"] not in names:

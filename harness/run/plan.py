@@ -57,6 +57,7 @@ from harness.suite.preflight import Problem, check_data_path, check_env_var, che
 from harness.suite.yamlpos import Loc
 
 T = TypeVar("T")
+C = TypeVar("C", bound=Component)
 
 TEXT_READERS = frozenset({"csv"})
 """Readers of whole UTF-8 text files, whose encoding the plan checks before reading (a JSONL
@@ -233,6 +234,13 @@ def _environment(loaded: LoadedSuite, reports_dir: Path | None, store_dir: Path 
         _preflight(problems, check_env_var(endpoint.api_key_env, where=where, purpose="the production endpoint's API key"), notes)
 
 
+def _build_as(
+    cls: type[C], registries: Registries, kind: str, ref: ComponentRef, loc: Loc, loaded: LoadedSuite, ctx: RunContext
+) -> C:
+    """``build_component``, checked to be a ``cls`` (the base class of ``kind``)."""
+    return narrow(build_component(registries, kind, ref, loc, loaded, ctx), cls)
+
+
 def _benchmark(registries: Registries, loaded: LoadedSuite, ctx: RunContext, ref: ComponentRef, loc: Loc) -> Benchmark:
     """A benchmark whose items can be read and which can run here (``check_ready``)."""
     bench = narrow(build_component(registries, "benchmark", ref, loc, loaded, ctx), Benchmark)
@@ -252,7 +260,8 @@ def _statistic(registries: Registries, loaded: LoadedSuite, ctx: RunContext, nam
 def _chance(registries: Registries, ref: ComponentRef | None) -> float | None:
     if ref is None or ref.name not in registries["benchmark"]:
         return None
-    chance = registries.get("benchmark", ref.name).cls.chance
+    cls = registries.get("benchmark", ref.name).cls
+    chance = cls.chance if issubclass(cls, Benchmark) else None
     return chance if isinstance(chance, float) else None
 
 
@@ -272,7 +281,7 @@ def _gates(
     curve) choose between McNemar and the paired bootstrap, so those two are always built."""
     statistics: dict[str, Statistic] = {}
     for name in AUTO_STATISTICS:
-        built = problems.attempt(lambda name=name: _statistic(registries, loaded, ctx, name, ("gating",)))
+        built = problems.attempt(partial(_statistic, registries, loaded, ctx, name, ("gating",)))
         if built is not None:
             statistics[name] = built
     gates: list[GatePlan] = []
@@ -299,13 +308,13 @@ def plan_curate(registries: Registries, loaded: LoadedSuite, ctx: RunContext) ->
 def _plan_curate(registries: Registries, loaded: LoadedSuite, ctx: RunContext, problems: _Problems) -> CuratePlan:
     suite = loaded.suite
     sources = [
-        problems.attempt(lambda i=i, src=src: plan_source(registries, loaded, ctx, ("data", i), src))
+        problems.attempt(partial(plan_source, registries, loaded, ctx, ("data", i), src))
         for i, src in enumerate(suite.data)
     ]
     filters = []
     for i, ref in enumerate(suite.curate.filters):
         flt = problems.attempt(
-            lambda i=i, ref=ref: narrow(build_component(registries, "filter", ref, ("curate", "filters", i), loaded, ctx), Filter)
+            partial(_build_as, Filter, registries, "filter", ref, ("curate", "filters", i), loaded, ctx)
         )
         if flt is not None:
             filters.append(FilterStep(flt, registries.get("filter", ref.name).origin))
@@ -351,12 +360,12 @@ def plan_run(
     if suite.forgetting is not None:
         for label, ref in suite.forgetting.compare.items():
             loc: Loc = ("forgetting", "compare", label)
-            built = problems.attempt(lambda ref=ref, loc=loc: narrow(build_component(registries, "trainer", ref, loc, loaded, ctx), Trainer))
+            built = problems.attempt(partial(_build_as, Trainer, registries, "trainer", ref, loc, loaded, ctx))
             if built is not None:
                 compared[label] = built
         for label, ref in suite.forgetting.probes.items():
             probe = problems.attempt(
-                lambda ref=ref, label=label: _benchmark(registries, loaded, ctx, ref, ("forgetting", "probes", label))
+                partial(_benchmark, registries, loaded, ctx, ref, ("forgetting", "probes", label))
             )
             if probe is not None:
                 probes[label] = probe
@@ -365,7 +374,7 @@ def plan_run(
     train_sources = _train_sources(registries, loaded, ctx, trainers, problems)
     benchmarks: dict[str, Benchmark] = {}
     for label, ref in suite.evaluate.items():
-        bench = problems.attempt(lambda ref=ref, label=label: _benchmark(registries, loaded, ctx, ref, ("evaluate", label)))
+        bench = problems.attempt(partial(_benchmark, registries, loaded, ctx, ref, ("evaluate", label)))
         if bench is not None:
             benchmarks[label] = bench
     gates, statistics = _gates(registries, loaded, ctx, problems)
@@ -373,7 +382,7 @@ def plan_run(
     reporters = []
     for i, ref in enumerate(suite.report):
         reporter = problems.attempt(
-            lambda i=i, ref=ref: narrow(build_component(registries, "reporter", ref, ("report", i), loaded, ctx), Reporter)
+            partial(_build_as, Reporter, registries, "reporter", ref, ("report", i), loaded, ctx)
         )
         if reporter is not None:
             reporters.append(reporter)
@@ -435,7 +444,7 @@ def plan_parity(loaded: LoadedSuite, registries: Registries, ctx: RunContext) ->
     for label, ref in spec.checks.items():
         loc: Loc = ("parity", "checks", label)
         check = problems.attempt(
-            lambda ref=ref, loc=loc: narrow(build_component(registries, "parity_check", ref, loc, loaded, ctx), ParityCheck)
+            partial(_build_as, ParityCheck, registries, "parity_check", ref, loc, loaded, ctx)
         )
         if check is not None:
             checks[label] = check

@@ -127,7 +127,7 @@ def read_records(reader: Reader, path: Path, source: str, origin: str) -> ReadRe
     stage.n_in = len(records) + len(quarantined)
     stage.kept, stage.quarantined = len(records), len(quarantined)
     stage.reasons.update(Counter(read_reason(q) for q in quarantined))
-    repeated = [sid for sid, n in Counter(x.source_id for x in (*records, *quarantined)).items() if n > 1]
+    repeated = [sid for sid, n in Counter([*(r.source_id for r in records), *(q.source_id for q in quarantined)]).items() if n > 1]
     if repeated:
         raise UnbalancedLedgerError(
             f"step {stage.name!r}: {who} returned source id {repeated[0]!r} more than once "

@@ -157,7 +157,7 @@ class Examples:
             original = by_id.get(record.source_id)
             if original is None or original == record:
                 continue
-            kinds: set[str] = {k for m in original.messages for k, _, _ in find_pii(m.content)} & set(result.redacted)
+            kinds: set[str] = {str(k) for m in original.messages for k, _, _ in find_pii(m.content)} & set(result.redacted)
             for kind in sorted(kinds) or sorted(result.redacted):
                 self.add(stage, f"redacted: {kind}", record.source_id, render(record))
 

@@ -684,7 +684,10 @@ def read_data(
     records: list[Conversation] = []
     quarantined: list[Quarantined] = []
     for item in reader.read(path, source):
-        (quarantined if isinstance(item, Quarantined) else records).append(item)
+        if isinstance(item, Quarantined):
+            quarantined.append(item)
+        else:
+            records.append(item)
     return records, quarantined
 
 

@@ -169,9 +169,10 @@ def rng_state(torch: Any) -> dict[str, Any]:
     try:
         import numpy as np
     except ImportError:  # pragma: no cover - numpy comes with torch
-        np = None
-    if np is not None:
-        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        pass
+    else:
+        legacy: Any = np.random.get_state()  # (kind, keys, pos, has_gauss, cached)
+        kind, keys, pos, has_gauss, cached = legacy
         state["numpy"] = [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]
     state["torch"] = base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode()
     if torch.cuda.is_available():

@@ -16,7 +16,7 @@ FSDP.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +108,8 @@ class FSDPEngine(ProcessGroupEngine):
             raise CheckError(f"rank {self.rank} holds all {counts['total_params']} parameters: not sharded")
 
     def sharding(self) -> dict[str, int]:
-        local = sum(p.to_local().numel() for p in self.model.parameters())
+        sharded: Iterator[Any] = self.model.parameters()  # DTensors under fully_shard
+        local = sum(p.to_local().numel() for p in sharded)
         total = sum(p.numel() for p in self.model.parameters())
         return {"local_params": local, "total_params": total, "world_size": self.world_size}
 
@@ -166,7 +167,8 @@ class FSDPEngine(ProcessGroupEngine):
         )
 
         options = StateDictOptions(full_state_dict=True)
-        set_model_state_dict(self.model, load_file(str(folder / "model.safetensors")), options=options)
+        weights: dict[str, Any] = load_file(str(folder / "model.safetensors"))
+        set_model_state_dict(self.model, weights, options=options)
         set_optimizer_state_dict(self.model, self.optimizer, checkpoint.load_optimizer(folder), options=options)
         load_scheduler_state(self.scheduler, (folder / "scheduler.json").read_text())
 

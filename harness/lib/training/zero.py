@@ -89,7 +89,7 @@ class ZeroEngine(ProcessGroupEngine):
     ) -> None:
         import deepspeed
         import transformers
-        from transformers.integrations import HfDeepSpeedConfig
+        from transformers.integrations.deepspeed import HfDeepSpeedConfig
 
         options = dict(options or {})
         unknown = set(options) - {"offload_optimizer", "offload_param"}
