@@ -23,6 +23,9 @@ ProgressFn = Callable[[int, int, str], None]
 Loc = tuple[str | int, ...]
 """Where a value sits in a suite file: its path of keys and list indexes."""
 
+Severity = Literal["high", "medium", "low"]
+"""How much a parity finding matters."""
+
 
 
 @dataclass(frozen=True)
@@ -244,7 +247,7 @@ class Finding:
 
     check: str
     cause: str
-    severity: Literal["high", "medium", "low"]
+    severity: Severity
     summary: str
     affected: int
     total: int

@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol
 from pydantic import Field
 from typing_extensions import TypeVar
 
-from harness.lib.refs import ComponentConfig
-from harness.lib.training.context import TrainContext
+# Re-exported: plugins import what they build on from here.
+from harness.lib.refs import ComponentConfig as ComponentConfig
+from harness.lib.training.context import TrainContext as TrainContext
 from harness.types import (
-    ProgressFn,
+    ProgressFn as ProgressFn,
     Comparison,
     Conversation,
     Dropped,
@@ -78,7 +79,7 @@ class RunContext:
         return self.builder.build(kind, name, dict(options or {}), self)
 
 
-ConfigT = TypeVar("ConfigT", bound=ComponentConfig, default=ComponentConfig)
+ConfigT = TypeVar("ConfigT", bound=ComponentConfig, default=ComponentConfig, covariant=True)
 """A component's validated config type: ``class MMLU(Benchmark[MMLUConfig])`` types
 ``self.config`` as ``MMLUConfig``."""
 

@@ -14,6 +14,7 @@ from harness.plugin.components import Backend, ComponentConfig
 from harness.errors import require
 from harness.lib.device import device, resolve_dtype
 from harness.lib.models import LoadedModel, ModelRef
+from harness.plugin.registry import Registrar
 
 
 class HFBackend(Backend[ComponentConfig]):
@@ -47,5 +48,5 @@ class HFBackend(Backend[ComponentConfig]):
 
 
 @harness.hookimpl
-def harness_register_backends(registrar) -> None:
+def harness_register_backends(registrar: Registrar) -> None:
     registrar.add(HFBackend)

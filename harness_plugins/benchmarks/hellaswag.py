@@ -36,6 +36,7 @@ from harness.lib.data import read_jsonl_objects, seeded_sample
 from harness.errors import DataError
 from harness.lib.models import LoadedModel
 from harness.types import ItemResult
+from harness.plugin.registry import Registrar
 
 _UNFINISHED = re.compile(r"(?:^|[.!?]\s+)([a-z][^.!?]*)$")
 
@@ -179,5 +180,5 @@ def _read_records(path) -> list[dict[str, Any]]:
 
 
 @harness.hookimpl
-def harness_register_benchmarks(registrar) -> None:
+def harness_register_benchmarks(registrar: Registrar) -> None:
     registrar.add(HellaSwag)

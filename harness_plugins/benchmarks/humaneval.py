@@ -21,6 +21,7 @@ from harness.lib.data import seeded_sample
 from harness.errors import require
 from harness.lib.models import LoadedModel
 from harness.types import ItemResult
+from harness.plugin.registry import Registrar
 
 STOP = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert ")
 
@@ -121,5 +122,5 @@ class HumanEval(Benchmark[HumanEvalConfig]):
 
 
 @harness.hookimpl
-def harness_register_benchmarks(registrar) -> None:
+def harness_register_benchmarks(registrar: Registrar) -> None:
     registrar.add(HumanEval)

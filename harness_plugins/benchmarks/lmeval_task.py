@@ -36,6 +36,7 @@ from harness.lib.data import csv_rows, read_jsonl_objects, resolve_data_path, se
 from harness.errors import DataError
 from harness.lib.models import LoadedModel
 from harness.types import ItemResult
+from harness.plugin.registry import Registrar
 
 _DATASET_KEYS = {"task", "dataset_path", "dataset_name", "dataset_kwargs", "test_split", "validation_split", "training_split"}
 
@@ -127,5 +128,5 @@ def _read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
 
 
 @harness.hookimpl
-def harness_register_benchmarks(registrar) -> None:
+def harness_register_benchmarks(registrar: Registrar) -> None:
     registrar.add(LmEvalTask)

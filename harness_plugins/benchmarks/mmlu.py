@@ -26,6 +26,7 @@ from harness.lib.data import seeded_sample
 from harness.errors import DataError
 from harness.lib.models import LoadedModel
 from harness.types import ItemResult
+from harness.plugin.registry import Registrar
 
 LETTERS = ("A", "B", "C", "D")
 
@@ -137,5 +138,5 @@ def _read_rows(path: Path) -> list[list[str]]:
 
 
 @harness.hookimpl
-def harness_register_benchmarks(registrar) -> None:
+def harness_register_benchmarks(registrar: Registrar) -> None:
     registrar.add(MMLU)

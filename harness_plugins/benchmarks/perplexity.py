@@ -43,6 +43,7 @@ from harness.plugin.components import Benchmark, ComponentConfig, Item, Progress
 from harness.errors import DataError
 from harness.lib.models import LoadedModel
 from harness.types import ItemResult
+from harness.plugin.registry import Registrar
 
 _CUT = re.compile(r"(?= \S)")
 
@@ -170,5 +171,5 @@ def strided_passes(
 
 
 @harness.hookimpl
-def harness_register_benchmarks(registrar) -> None:
+def harness_register_benchmarks(registrar: Registrar) -> None:
     registrar.add(Perplexity)

@@ -21,6 +21,7 @@ from harness.lib.data import csv_rows, in_split, seeded_sample
 from harness.errors import DataError
 from harness.lib.models import LoadedModel
 from harness.types import ItemResult
+from harness.plugin.registry import Registrar
 
 DEFAULT_FILE = "bitext_customer_support/Bitext_Sample_Customer_Support_Training_Dataset.csv"
 
@@ -110,5 +111,5 @@ class SupportIntent(Benchmark[SupportIntentConfig]):
 
 
 @harness.hookimpl
-def harness_register_benchmarks(registrar) -> None:
+def harness_register_benchmarks(registrar: Registrar) -> None:
     registrar.add(SupportIntent)

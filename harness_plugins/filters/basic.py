@@ -15,6 +15,7 @@ import harness
 from harness.lib.text import normalise
 from harness.plugin.components import ComponentConfig, Filter, FilterResult
 from harness.types import Conversation, Dropped
+from harness.plugin.registry import Registrar
 
 _SPACE = re.compile(r"\s+")
 
@@ -86,6 +87,6 @@ class MinResponseLength(Filter[MinResponseLengthConfig]):
 
 
 @harness.hookimpl
-def harness_register_filters(registrar) -> None:
+def harness_register_filters(registrar: Registrar) -> None:
     registrar.add(ExactDedup)
     registrar.add(MinResponseLength)

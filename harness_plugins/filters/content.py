@@ -38,6 +38,7 @@ from harness.plugin.components import (
 from harness.errors import ConfigError, MissingExtraError
 from harness.lib.pii import PII_KINDS, PiiKind, count_detail, find_pii, redact_pii
 from harness.types import Conversation, Message, Role
+from harness.plugin.registry import Registrar
 
 if TYPE_CHECKING:
     from lingua import LanguageDetector
@@ -307,7 +308,7 @@ class LanguageFilter(Filter[LanguageConfig]):
 
 
 @harness.hookimpl
-def harness_register_filters(registrar) -> None:
+def harness_register_filters(registrar: Registrar) -> None:
     registrar.add(PiiFilter)
     registrar.add(RepetitionFilter)
     registrar.add(LanguageFilter)

@@ -56,6 +56,7 @@ from harness.plugin.components import (
 )
 from harness.errors import DataError, require
 from harness.types import Conversation
+from harness.plugin.registry import Registrar
 
 EvalSet = Literal["mmlu", "hellaswag", "humaneval"]
 Scope = Literal["prompt", "response", "both"]
@@ -459,5 +460,5 @@ class Decontaminate(Filter[DecontaminateConfig]):
 
 
 @harness.hookimpl
-def harness_register_filters(registrar) -> None:
+def harness_register_filters(registrar: Registrar) -> None:
     registrar.add(Decontaminate)

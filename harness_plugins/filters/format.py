@@ -45,6 +45,7 @@ from harness.plugin.components import Filter, FilterActionConfig, FilterOutcome,
 from harness.errors import CheckError, ConfigError, require
 from harness.lib.models import model_folder
 from harness.types import Conversation, Message
+from harness.plugin.registry import Registrar
 
 _PROBE = "FORMATCHECKPROBE"
 _DETAIL_CHARS = 240
@@ -313,5 +314,5 @@ class FormatCheck(Filter[FormatCheckConfig]):
 
 
 @harness.hookimpl
-def harness_register_filters(registrar) -> None:
+def harness_register_filters(registrar: Registrar) -> None:
     registrar.add(FormatCheck)

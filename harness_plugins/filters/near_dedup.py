@@ -65,6 +65,7 @@ from harness.plugin.components import (
     FilterResult,
 )
 from harness.types import Conversation
+from harness.plugin.registry import Registrar
 
 
 class NearDedupConfig(FilterActionConfig):
@@ -147,5 +148,5 @@ class NearDedup(Filter[NearDedupConfig]):
 
 
 @harness.hookimpl
-def harness_register_filters(registrar) -> None:
+def harness_register_filters(registrar: Registrar) -> None:
     registrar.add(NearDedup)

@@ -68,6 +68,7 @@ from harness.plugin.components import (
 )
 from harness.errors import CheckError, ConfigError, require
 from harness.types import Conversation
+from harness.plugin.registry import Registrar
 
 if TYPE_CHECKING:
     from harness.lib.models import LoadedModel
@@ -278,5 +279,5 @@ class PerplexityOutliers(Filter[PerplexityOutliersConfig]):
 
 
 @harness.hookimpl
-def harness_register_filters(registrar) -> None:
+def harness_register_filters(registrar: Registrar) -> None:
     registrar.add(PerplexityOutliers)

@@ -92,6 +92,7 @@ from harness.plugin.components import (
     RunContext,
 )
 from harness.types import Conversation, Message
+from harness.plugin.registry import Registrar
 
 NAME = "quality_classifier"
 FORMAT = "finetune-harness/quality-classifier"
@@ -685,5 +686,5 @@ class QualityClassifier(Filter[QualityClassifierConfig]):
 
 
 @harness.hookimpl
-def harness_register_filters(registrar) -> None:
+def harness_register_filters(registrar: Registrar) -> None:
     registrar.add(QualityClassifier)

@@ -19,6 +19,7 @@ from harness.plugin.components import ComponentConfig
 from harness.plugin.parity import CheckOutput, ParityCheck
 from harness.plugin.parity import ParityContext
 from harness.types import Finding
+from harness.plugin.registry import Registrar
 
 
 class PostprocessingConfig(ComponentConfig):
@@ -104,5 +105,5 @@ class PostprocessingCheck(ParityCheck[PostprocessingConfig]):
 
 
 @harness.hookimpl
-def harness_register_parity_checks(registrar) -> None:
+def harness_register_parity_checks(registrar: Registrar) -> None:
     registrar.add(PostprocessingCheck)

@@ -21,6 +21,7 @@ from harness.plugin.components import ComponentConfig
 from harness.plugin.parity import CheckOutput, ParityCheck
 from harness.plugin.parity import ParityContext
 from harness.types import Finding
+from harness.plugin.registry import Registrar
 
 
 class PreprocessingCheck(ParityCheck[ComponentConfig]):
@@ -147,5 +148,5 @@ def _lost(full: tuple[int, ...], kept: tuple[int, ...]) -> tuple[int, ...]:
 
 
 @harness.hookimpl
-def harness_register_parity_checks(registrar) -> None:
+def harness_register_parity_checks(registrar: Registrar) -> None:
     registrar.add(PreprocessingCheck)

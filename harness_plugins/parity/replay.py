@@ -32,6 +32,7 @@ from harness.plugin.parity import ParityContext
 from harness.lib.generate import score_continuations
 from harness.lib.pipeline import Request
 from harness.types import Finding
+from harness.plugin.registry import Registrar
 
 
 class ReplayConfig(ComponentConfig):
@@ -187,5 +188,5 @@ def _known_causes(ctx: ParityContext) -> dict[str, str]:
 
 
 @harness.hookimpl
-def harness_register_parity_checks(registrar) -> None:
+def harness_register_parity_checks(registrar: Registrar) -> None:
     registrar.add(ReplayCheck)

@@ -22,6 +22,7 @@ from harness.plugin.parity import CheckOutput, ParityCheck
 from harness.plugin.parity import ParityContext
 from harness.lib.stats import paired_bootstrap
 from harness.types import Finding
+from harness.plugin.registry import Registrar
 
 _SHAPE = ("temperature", "top_p", "top_k", "repetition_penalty")
 """parameters that change which tokens are drawn (max_tokens and stop only cut)"""
@@ -128,5 +129,5 @@ def _answer(pipeline, text: str) -> str:
 
 
 @harness.hookimpl
-def harness_register_parity_checks(registrar) -> None:
+def harness_register_parity_checks(registrar: Registrar) -> None:
     registrar.add(SamplingCheck)

@@ -22,6 +22,7 @@ from harness.plugin.parity import CheckOutput, ParityCheck
 from harness.plugin.parity import ParityContext
 from harness.lib.pipeline import Pipeline, Rendered, Request
 from harness.types import Finding
+from harness.plugin.registry import Registrar
 
 _SEVERITY = {
     "system_prompt": "high",
@@ -163,5 +164,5 @@ class TemplateCheck(ParityCheck[TemplateConfig]):
 
 
 @harness.hookimpl
-def harness_register_parity_checks(registrar) -> None:
+def harness_register_parity_checks(registrar: Registrar) -> None:
     registrar.add(TemplateCheck)

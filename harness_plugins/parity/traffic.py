@@ -73,6 +73,7 @@ from harness.lib.text import clip, token_counts
 from harness.plugin.components import ComponentConfig
 from harness.plugin.parity import CheckOutput, ParityCheck
 from harness.types import Finding
+from harness.plugin.registry import Registrar
 
 if TYPE_CHECKING:
     from harness.lib.pipeline import Request
@@ -547,5 +548,5 @@ class TrafficShift(ParityCheck[TrafficShiftConfig]):
 
 
 @harness.hookimpl
-def harness_register_parity_checks(registrar) -> None:
+def harness_register_parity_checks(registrar: Registrar) -> None:
     registrar.add(TrafficShift)

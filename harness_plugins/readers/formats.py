@@ -25,6 +25,7 @@ import harness
 from harness.lib.records import read_csv, read_jsonl
 from harness.plugin.components import ComponentConfig, Reader
 from harness.types import Conversation, Quarantined
+from harness.plugin.registry import Registrar
 
 
 class _JsonlConfig(ComponentConfig):
@@ -78,6 +79,6 @@ class CsvReader(Reader[CsvConfig]):
 
 
 @harness.hookimpl
-def harness_register_readers(registrar) -> None:
+def harness_register_readers(registrar: Registrar) -> None:
     for cls in (AlpacaReader, ShareGPTReader, MessagesReader, OpenAIRequestsReader, AutoReader, CsvReader):
         registrar.add(cls)

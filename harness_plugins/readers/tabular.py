@@ -35,6 +35,7 @@ from harness.lib.records import (
 )
 from harness.plugin.components import ComponentConfig, Reader
 from harness.types import Conversation, Message, Quarantined
+from harness.plugin.registry import Registrar
 
 BATCH_ROWS = 1024
 """Rows converted to Python objects at a time, so a large table is never in memory twice."""
@@ -218,6 +219,6 @@ class HfDiskReader(Reader[HfDiskConfig]):
 
 
 @harness.hookimpl
-def harness_register_readers(registrar) -> None:
+def harness_register_readers(registrar: Registrar) -> None:
     for cls in (ParquetReader, HfDiskReader):
         registrar.add(cls)

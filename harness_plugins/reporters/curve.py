@@ -18,6 +18,7 @@ import harness
 from harness.plugin.components import Reporter
 from harness.types import CurvePoint, ForgettingResult
 from harness.types import RunResult
+from harness.plugin.registry import Registrar
 
 W, H, PAD_L, PAD_R, PAD_T, PAD_B = 340, 220, 52, 14, 34, 34
 COLUMNS = 2
@@ -176,5 +177,5 @@ class CurveReporter(Reporter):
 
 
 @harness.hookimpl
-def harness_register_reporters(registrar) -> None:
+def harness_register_reporters(registrar: Registrar) -> None:
     registrar.add(CurveReporter)

@@ -15,6 +15,7 @@ import harness
 from harness.lib.resultdoc import RESULT_SCHEMA, result_document, write_files
 from harness.plugin.components import Reporter
 from harness.types import RunResult
+from harness.plugin.registry import Registrar
 
 __all__ = ["RESULT_SCHEMA", "JUnitReporter", "JsonReporter"]
 
@@ -97,6 +98,6 @@ class JUnitReporter(Reporter):
 
 
 @harness.hookimpl
-def harness_register_reporters(registrar) -> None:
+def harness_register_reporters(registrar: Registrar) -> None:
     registrar.add(JsonReporter)
     registrar.add(JUnitReporter)

@@ -35,6 +35,7 @@ from harness.lib.reportview import (
 from harness.lib.resultdoc import result_document, write_files
 from harness.plugin.components import Reporter
 from harness.types import RunResult
+from harness.plugin.registry import Registrar
 
 TEMPLATES = Path(__file__).parent / "templates"
 EXAMPLES_PER_REASON = 3
@@ -169,5 +170,5 @@ class HtmlReporter(Reporter):
 
 
 @harness.hookimpl
-def harness_register_reporters(registrar) -> None:
+def harness_register_reporters(registrar: Registrar) -> None:
     registrar.add(HtmlReporter)

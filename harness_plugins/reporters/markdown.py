@@ -23,6 +23,7 @@ from harness.lib.reportview import ItemPair, benchmark_rows, gate_rows, headline
 from harness.lib.resultdoc import result_document, write_files
 from harness.plugin.components import ComponentConfig, Reporter
 from harness.types import RunResult
+from harness.plugin.registry import Registrar
 
 LIMIT = 65_000
 MARKER = "<!-- finetune-harness report: {suite} -->"
@@ -207,5 +208,5 @@ class MarkdownReporter(Reporter[MarkdownConfig]):
 
 
 @harness.hookimpl
-def harness_register_reporters(registrar) -> None:
+def harness_register_reporters(registrar: Registrar) -> None:
     registrar.add(MarkdownReporter)

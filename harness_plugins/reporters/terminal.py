@@ -14,6 +14,7 @@ from harness.plugin.components import Reporter
 from harness.lib.console import make_console
 from harness.types import ForgettingResult
 from harness.types import RunResult, TrainOutput, Verdict
+from harness.plugin.registry import Registrar
 
 _COLOURS = {
     Verdict.PASS: "green",
@@ -259,5 +260,5 @@ def _headline(metrics: dict) -> str:
 
 
 @harness.hookimpl
-def harness_register_reporters(registrar) -> None:
+def harness_register_reporters(registrar: Registrar) -> None:
     registrar.add(TerminalReporter)

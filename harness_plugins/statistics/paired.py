@@ -10,6 +10,7 @@ import harness
 from harness.lib import stats as stats
 from harness.plugin.components import ComponentConfig, Statistic
 from harness.types import Comparison
+from harness.plugin.registry import Registrar
 
 
 class McNemar(Statistic):
@@ -39,6 +40,6 @@ class PairedBootstrap(Statistic[BootstrapConfig]):
 
 
 @harness.hookimpl
-def harness_register_statistics(registrar) -> None:
+def harness_register_statistics(registrar: Registrar) -> None:
     registrar.add(McNemar)
     registrar.add(PairedBootstrap)

@@ -26,6 +26,7 @@ from harness.lib.training.launch import LaunchConfig, resolve_launch, run_job
 from harness.lib.training.loop import LoopResult
 from harness.lib.training.run import emitter, finish, resume_digest, train_locally, use_bf16
 from harness.types import Conversation, TrainOutput
+from harness.plugin.registry import Registrar
 
 
 class FullConfig(TrainingConfig):
@@ -85,7 +86,7 @@ def _save_model(model: Any, tokenizer: Any, folder: Any) -> None:
     tokenizer.save_pretrained(str(folder))
 
 
-_FullConfigT = TypeVar("_FullConfigT", bound=FullConfig)
+_FullConfigT = TypeVar("_FullConfigT", bound=FullConfig, covariant=True)
 
 
 class _DistributedTrainer(Trainer[_FullConfigT]):
@@ -156,7 +157,7 @@ class DeepSpeedTrainer(_DistributedTrainer[DeepSpeedConfig]):
 
 
 @harness.hookimpl
-def harness_register_trainers(registrar) -> None:
+def harness_register_trainers(registrar: Registrar) -> None:
     registrar.add(FullTrainer)
     registrar.add(FSDPTrainer)
     registrar.add(DeepSpeedTrainer)

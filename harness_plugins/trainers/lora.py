@@ -27,6 +27,7 @@ from harness.lib.training.config import TrainingConfig
 from harness.lib.training.data import prepare
 from harness.lib.training.run import train_locally
 from harness.types import Conversation, TrainOutput
+from harness.plugin.registry import Registrar
 
 
 class LoRAConfig(TrainingConfig):
@@ -78,5 +79,5 @@ def _save_adapter(model: Any, folder: Path) -> None:
 
 
 @harness.hookimpl
-def harness_register_trainers(registrar) -> None:
+def harness_register_trainers(registrar: Registrar) -> None:
     registrar.add(LoRATrainer)

@@ -15,7 +15,8 @@ from harness.types import CheckpointEvent, Conversation, Loc, ProgressFn
 class TrainerIdentity(Protocol):
     """What the training engine needs to know of the trainer that drives it."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def cache_material(self) -> dict[str, Any]: ...
 
