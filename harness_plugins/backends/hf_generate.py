@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from harness.errors import require
 from harness.lib.models import LoadedModel
@@ -43,7 +44,7 @@ def generate(model: LoadedModel, prompts: Sequence[str], config: GenerationConfi
         batch = list(prompts[start : start + config.batch_size])
         enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(model.model.device)
         stopping = _StopOnStrings(tokenizer, enc["input_ids"].shape[1], config.stop)
-        kwargs = {"do_sample": False}
+        kwargs: dict[str, Any] = {"do_sample": False}
         if config.temperature > 0:
             torch.manual_seed(config.seed + start)
             kwargs = {"do_sample": True, "temperature": config.temperature, "top_p": config.top_p}
@@ -64,10 +65,10 @@ def generate(model: LoadedModel, prompts: Sequence[str], config: GenerationConfi
 class _StopOnStrings:
     """Stops generation once every row's new text contains one of the stop strings."""
 
-    def __init__(self, tokenizer, prompt_len: int, stop: Sequence[str]) -> None:
+    def __init__(self, tokenizer: Any, prompt_len: int, stop: Sequence[str]) -> None:
         self.tokenizer, self.prompt_len, self.stop = tokenizer, prompt_len, tuple(stop)
 
-    def __call__(self, input_ids, scores, **kwargs):
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         torch = require("torch")
         done = []
         for row in input_ids[:, self.prompt_len :]:

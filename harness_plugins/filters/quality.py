@@ -382,7 +382,7 @@ class QualityModel:
         if names != list(FEATURES):
             raise ValueError(f"feature spec {names!r} is not this harness's {list(FEATURES)!r}")
         width = feature_width(names)
-        vectors = {key: data.get(key) for key in ("mean", "scale", "coef")}
+        vectors: dict[str, Any] = {key: data.get(key) for key in ("mean", "scale", "coef")}
         for key, value in vectors.items():
             if not isinstance(value, list) or len(value) != width:
                 raise ValueError(f"{key!r} must be a list of {width} numbers")

@@ -45,7 +45,9 @@ class PostprocessingCheck(ParityCheck[PostprocessingConfig]):
         with_ref = [r for r in ctx.requests if r.reference is not None]
         chosen = (with_ref or ctx.requests)[: cfg.requests]
         outputs = ctx.generate(off, chosen, samples=1, max_tokens=cfg.max_tokens)
-        rejected, accepted, examples_rej, examples_acc = [], [], [], []
+        rejected, accepted = [], []
+        examples_rej: list[dict[str, Any]] = []
+        examples_acc: list[dict[str, Any]] = []
         off_pass = prod_pass = 0
         for req in chosen:
             text = outputs[req.id][0].text

@@ -20,6 +20,7 @@ import harness
 from harness.plugin.components import ComponentConfig
 from harness.plugin.parity import CheckOutput, ParityCheck
 from harness.plugin.parity import ParityContext
+from harness.lib.pipeline import Request
 from harness.types import Finding
 from harness.plugin.registry import Registrar
 
@@ -132,7 +133,7 @@ class PreprocessingCheck(ParityCheck[ComponentConfig]):
         )
 
 
-def _with_limit(ctx: ParityContext, req) -> tuple[int, ...]:
+def _with_limit(ctx: ParityContext, req: Request) -> tuple[int, ...]:
     """Production's prompt, cut the way the offline pipeline cuts."""
     full = ctx.production.render(req, truncate=False).ids
     pre = ctx.offline.spec.preprocess

@@ -31,7 +31,7 @@ from harness.errors import CheckError, ConfigError
 from harness.plugin.parity import ParityContext
 from harness.lib.generate import score_continuations
 from harness.lib.pipeline import Request
-from harness.types import Finding
+from harness.types import Finding, Severity
 from harness.plugin.registry import Registrar
 
 
@@ -108,7 +108,7 @@ class ReplayCheck(ParityCheck[ReplayConfig]):
             cont = list(ans.token_ids) if ans.token_ids is not None else tok(ans.text, add_special_tokens=False)["input_ids"]
             prompt = ctx.offline.render(req).ids
             lp, top_id, top_lp = score_continuations(model, [(prompt, cont)])[0]
-            server_lp = list(ans.logprobs) if len(ans.logprobs) == len(cont) else [None] * len(cont)
+            server_lp: list[Any] = list(ans.logprobs) if len(ans.logprobs) == len(cont) else [None] * len(cont)
             deltas = [abs(a - b) for a, b in zip(lp, server_lp) if b is not None]
             deltas_all.extend(deltas)
             at = next((j for j, (a, b) in enumerate(zip(lp, server_lp)) if b is not None and abs(a - b) > cfg.logprob_tolerance), None)
@@ -164,7 +164,7 @@ class ReplayCheck(ParityCheck[ReplayConfig]):
         findings = []
         diverged = [r["request"] for r in records if not r["agree"]]
         if diverged:
-            severity = "high" if rate < cfg.min_agreement else "medium"
+            severity: Severity = "high" if rate < cfg.min_agreement else "medium"
             findings.append(
                 Finding(
                     self.name, "replay_divergence", severity,

@@ -20,8 +20,9 @@ import harness
 from harness.plugin.components import ComponentConfig
 from harness.plugin.parity import CheckOutput, ParityCheck
 from harness.plugin.parity import ParityContext
+from harness.lib.pipeline import Pipeline
 from harness.lib.stats import paired_bootstrap
-from harness.types import Finding
+from harness.types import Finding, Severity
 from harness.plugin.registry import Registrar
 
 _SHAPE = ("temperature", "top_p", "top_k", "repetition_penalty")
@@ -65,7 +66,7 @@ class SamplingCheck(ParityCheck[SamplingConfig]):
         cmp = effect["comparison"]
         significant_drop = cmp["ci_high"] < 0
         changed_share = effect["changed"] / effect["requests"] if effect["requests"] else 0.0
-        severity = "high" if significant_drop or changed_share >= 0.1 else "medium"
+        severity: Severity = "high" if significant_drop or changed_share >= 0.1 else "medium"
         from_config = [k for k in diffs if prod.sources[k] == "generation_config"]
         summary = (
             "production samples with different parameters ("
@@ -90,7 +91,7 @@ class SamplingCheck(ParityCheck[SamplingConfig]):
         greedy = ctx.generate(ctx.offline, chosen, samples=1, max_tokens=cfg.max_tokens)
         sampled = ctx.generate(ctx.offline, chosen, ctx.production.sampling, cfg.samples, max_tokens=cfg.max_tokens)
         judge = ctx.offline  # the evaluation's own scoring: only the sampling differs
-        base_scores, cand_scores, changed, examples = [], [], [], []
+        base_scores, cand_scores, changed, examples = [], [], [], list[dict[str, Any]]()
         for req in chosen:
             g = greedy[req.id][0].text
             outs = [s.text for s in sampled[req.id]]
@@ -121,7 +122,7 @@ class SamplingCheck(ParityCheck[SamplingConfig]):
         }
 
 
-def _answer(pipeline, text: str) -> str:
+def _answer(pipeline: Pipeline, text: str) -> str:
     """The parsed answer, or the stripped text when the parser rejects it (so that a change of
     wording still counts as a change when nothing parses)."""
     parsed = pipeline.parse(text)

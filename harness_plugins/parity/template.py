@@ -21,10 +21,10 @@ from harness.plugin.components import ComponentConfig
 from harness.plugin.parity import CheckOutput, ParityCheck
 from harness.plugin.parity import ParityContext
 from harness.lib.pipeline import Pipeline, Rendered, Request
-from harness.types import Finding
+from harness.types import Finding, Severity
 from harness.plugin.registry import Registrar
 
-_SEVERITY = {
+_SEVERITY: dict[str, Severity] = {
     "system_prompt": "high",
     "double_bos": "high",
     "missing_bos": "high",

@@ -72,7 +72,7 @@ from harness.lib.embed import (
 from harness.lib.text import clip, token_counts
 from harness.plugin.components import ComponentConfig
 from harness.plugin.parity import CheckOutput, ParityCheck
-from harness.types import Finding
+from harness.types import Finding, Severity
 from harness.plugin.registry import Registrar
 
 if TYPE_CHECKING:
@@ -398,7 +398,7 @@ class TrafficShift(ParityCheck[TrafficShiftConfig]):
         labels, centres, moved = topic_clusters(
             prod_vec, prod_nn, cfg.clusters, ctx.seed, cfg.coverage_similarity
         )
-        clusters = []
+        clusters: list[dict[str, Any]] = []
         for label in range(len(centres)):
             members = np.flatnonzero(labels == label)
             if members.size == 0:
@@ -452,7 +452,7 @@ class TrafficShift(ParityCheck[TrafficShiftConfig]):
             uncovered_share >= cfg.min_uncovered_share or gap >= cfg.min_similarity_gap
         )
         if embedding["rejects"] and material:
-            severity = (
+            severity: Severity = (
                 "high" if uncovered_share >= cfg.high_uncovered_share else "medium"
             )
             affected = uncovered_n if uncovered else total
