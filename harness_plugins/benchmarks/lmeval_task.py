@@ -31,7 +31,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 import harness
-from harness.plugin.components import Benchmark, ComponentConfig, Item, ProgressFn
+from harness.plugin.components import Benchmark, ComponentConfig, Item, ProgressFn, RunContext
 from harness.lib.data import csv_rows, read_jsonl_objects, resolve_data_path, seeded_sample
 from harness.errors import DataError
 from harness.lib.models import LoadedModel
@@ -67,9 +67,9 @@ class LmEvalTask(Benchmark[LmEvalTaskConfig]):
     description = "any lm-evaluation-harness task config over a local JSONL/CSV file, per-item scores"
     Config = LmEvalTaskConfig
 
-    def __init__(self, config: ComponentConfig, ctx) -> None:
+    def __init__(self, config: LmEvalTaskConfig, ctx: RunContext) -> None:
         super().__init__(config, ctx)
-        self.metric = config.metric  # type: ignore[attr-defined,misc]
+        self.metric = config.metric  # type: ignore[misc]  # the configured metric, per instance
 
     def _path(self) -> Path:
         return resolve_data_path(self.config.data_file, self.ctx.suite_dir)

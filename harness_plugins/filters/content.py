@@ -140,7 +140,7 @@ class RepetitionConfig(FilterActionConfig):
     max_char_run: int = Field(
         20, ge=2, description="flag a turn with a run of one character longer than this"
     )
-    roles: list[Role] = Field(default_factory=lambda: ["assistant"], min_length=1)
+    roles: list[Role] = Field(default_factory=lambda: list[Role](["assistant"]), min_length=1)
 
 
 class RepetitionFilter(Filter[RepetitionConfig]):
@@ -255,7 +255,7 @@ class LanguageConfig(FilterActionConfig):
         default_factory=lambda: list(DEFAULT_LANGUAGES),
         description="languages the detector tells apart (the expected ones are always added)",
     )
-    roles: list[Role] = Field(default_factory=lambda: ["user", "assistant"], min_length=1)
+    roles: list[Role] = Field(default_factory=lambda: list[Role](["user", "assistant"]), min_length=1)
     min_chars: int = Field(20, ge=1, description="shorter turns (after cleaning) are not judged")
     max_chars: int = Field(
         1000, ge=20, description="only the first this many characters of a turn are judged"

@@ -90,7 +90,7 @@ class EvalFile(ComponentConfig):
 
 class DecontaminateConfig(FilterActionConfig):
     against: list[EvalSet] = Field(
-        default_factory=lambda: ["mmlu", "hellaswag", "humaneval"],
+        default_factory=lambda: list[EvalSet](["mmlu", "hellaswag", "humaneval"]),
         description="built-in benchmarks whose evaluation data the records must not contain",
     )
     files: list[str | EvalFile] = Field(
@@ -170,7 +170,7 @@ def file_items(entry: EvalFile, path: Path) -> Iterator[tuple[str, list[Unit]]]:
     else:
         records = read_jsonl_objects(path)
     for line, record in records:
-        units = []
+        units: list[Unit] = []
         for key in fields:
             value = record.get(key)
             if value is None:
@@ -417,9 +417,9 @@ class Decontaminate(Filter[DecontaminateConfig]):
                 if valid[pos]:
                     rec = int(record_of[pos])
                     hits[rec].append(_Hit(int(grams[pos]), item, pos - int(offsets[rec]), length))
-        for rec, mine in enumerate(hits):
+        for rec, record_hits in enumerate(hits):
             distinct: dict[int, _Hit] = {}
-            for hit in sorted(mine, key=lambda h: h.start):
+            for hit in sorted(record_hits, key=lambda h: h.start):
                 distinct.setdefault(hit.gram, hit)
             hits[rec] = list(distinct.values())
         return list(zip(hits, record_words))
