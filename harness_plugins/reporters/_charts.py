@@ -17,7 +17,7 @@ VERDICT_COLOURS = {"pass": "#1a7f37", "fail": "#cf222e", "inconclusive": "#bf870
 WIDTH = 560
 
 
-def _alt():
+def _alt() -> Any:
     from harness.errors import require
 
     return require("altair", extra="report")
@@ -32,7 +32,8 @@ def vega_bundle() -> str:
     alt = _alt()
     vlc = require("vl_convert", extra="report")
     version = "v" + "_".join(alt.SCHEMA_VERSION.lstrip("v").split(".")[:2])
-    return vlc.javascript_bundle(vl_version=version)
+    bundle: str = vlc.javascript_bundle(vl_version=version)
+    return bundle
 
 
 def _finite(x: Any) -> float | None:
@@ -40,7 +41,8 @@ def _finite(x: Any) -> float | None:
 
 
 def _spec(chart: Any) -> dict[str, Any]:
-    return chart.properties(usermeta={"embedOptions": {"actions": False}}).to_dict()
+    spec: dict[str, Any] = chart.properties(usermeta={"embedOptions": {"actions": False}}).to_dict()
+    return spec
 
 
 def forest(doc: dict[str, Any]) -> dict[str, Any] | None:
@@ -96,8 +98,8 @@ def forgetting(doc: dict[str, Any]) -> dict[str, Any] | None:
     """Each probe's score per checkpoint step (step 0: the base model), the band its paired
     interval allows, the bound a general probe must stay above, and compared trainings."""
     alt = _alt()
-    curves = {"main": doc.get("forgetting")} | dict(doc.get("forgetting_compare") or {})
-    curves = {k: v for k, v in curves.items() if v}
+    every: dict[str, Any] = {"main": doc.get("forgetting")} | dict(doc.get("forgetting_compare") or {})
+    curves: dict[str, dict[str, Any]] = {k: v for k, v in every.items() if v}
     if not curves:
         return None
     main = curves.get("main") or next(iter(curves.values()))

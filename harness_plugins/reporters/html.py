@@ -33,7 +33,7 @@ from harness.lib.reportview import (
     signed,
 )
 from harness.lib.resultdoc import result_document, write_files
-from harness.plugin.components import Reporter
+from harness.plugin.components import ComponentConfig, Reporter, RunContext
 from harness.types import RunResult
 from harness.plugin.registry import Registrar
 
@@ -112,7 +112,7 @@ def _parity(doc: dict[str, Any]) -> dict[str, Any] | None:
     return {"requests": parity["requests"], "notes": parity["notes"], "checks": parity["checks"], "replays": replays}
 
 
-def _chart_specs(doc: dict[str, Any]) -> dict[str, str]:
+def _chart_specs(doc: dict[str, Any]) -> dict[str, str | None]:
     from harness_plugins.reporters import _charts
 
     specs = {
@@ -155,7 +155,7 @@ class HtmlReporter(Reporter):
     name = "html"
     description = "report.html: one self-contained offline page (verdict, gates, charts, item explorer)"
 
-    def __init__(self, config, ctx) -> None:
+    def __init__(self, config: ComponentConfig, ctx: RunContext) -> None:
         super().__init__(config, ctx)
         from harness.errors import require
 

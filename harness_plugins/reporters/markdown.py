@@ -145,7 +145,7 @@ def _details(doc: dict[str, Any]) -> list[tuple[str, list[str]]]:
     sections.append(("benchmarks", bench))
     ledger = doc.get("ledger")
     if ledger:
-        rows = [(s["name"], s["in"], s["kept"], s["dropped"], s["quarantined"], ", ".join(f"{k} {v}" for k, v in s["reasons"].items())) for s in ledger["stages"]]
+        rows: list[tuple[Any, ...]] = [(s["name"], s["in"], s["kept"], s["dropped"], s["quarantined"], ", ".join(f"{k} {v}" for k, v in s["reasons"].items())) for s in ledger["stages"]]
         sections.append(("curation ledger", table(("step", "in", "kept", "dropped", "quarantined", "reasons"), rows)))
     parity = doc.get("parity")
     if parity:

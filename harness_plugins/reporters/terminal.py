@@ -4,13 +4,14 @@ and each gate's verdict, as rich tables."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 import harness
-from harness.plugin.components import Reporter
+from harness.plugin.components import ComponentConfig, Reporter, RunContext
 from harness.lib.console import make_console
 from harness.types import ForgettingResult
 from harness.types import RunResult, TrainOutput, Verdict
@@ -31,7 +32,7 @@ class TerminalReporter(Reporter):
     name = "terminal"
     description = "summary tables on the terminal (ledger, training, benchmarks, gates)"
 
-    def __init__(self, config, ctx, console: Console | None = None) -> None:
+    def __init__(self, config: ComponentConfig, ctx: RunContext, console: Console | None = None) -> None:
         super().__init__(config, ctx)
         self.console = console or make_console()
 
@@ -135,7 +136,7 @@ class TerminalReporter(Reporter):
                 if ev.get("diff") and f.cause not in ("double_bos", "extra_bos", "missing_bos"):
                     self.console.print(escape(ev["diff"]))
 
-    def _replay(self, label: str, m: dict) -> None:
+    def _replay(self, label: str, m: dict[str, Any]) -> None:
         prefix = next((f"{v:.0%}" for k, v in m.items() if k.startswith("greedy_prefix_")), "-")
         self.console.print(
             f"{label}: {m['requests']} requests ({m['from_cache']} answers from the store), agreement "
@@ -202,7 +203,9 @@ class TerminalReporter(Reporter):
                 table.add_column(escape(label) + last, justify="right")
             probes: dict[str, float | None] = {}
             for curve in curves.values():
-                for probe in curve.series if curve is not None else ():
+                if curve is None:
+                    continue
+                for probe in curve.series:
                     bound = curve.bounds.get(probe)
                     probes[probe] = bound if probes.get(probe) is None else probes[probe]
             domains = {curve.domain for curve in curves.values() if curve is not None}
@@ -243,11 +246,11 @@ def _train_cell(output: TrainOutput | str | None) -> str:
     return f"loss {output.last_loss:.3f}, {output.steps} steps"
 
 
-def _tokens(window: list[dict]) -> str:
+def _tokens(window: list[dict[str, Any]]) -> str:
     return " ".join(f"{t['id']}:{t['token']}" for t in window)
 
 
-def _headline(metrics: dict) -> str:
+def _headline(metrics: dict[str, Any]) -> str:
     """The one or two measurements that say most about a quiet check."""
     keys = ("agreement_rate", "exact_text_match", "identical", "requests", "p_value", "uncovered_share", "differences")
     flat = {**metrics.get("embedding", {}), **metrics}
