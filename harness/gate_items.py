@@ -36,9 +36,10 @@ class HarnessGateHooks:
 
     @staticmethod
     @pytest.hookspec
-    def pytest_harness_plugins(config: pytest.Config) -> list[tuple[str, object]]:  # type: ignore[empty-body]
+    def pytest_harness_plugins(config: pytest.Config) -> list[tuple[str, object]]:
         """Harness plugins (``(name, plugin)`` pairs) to register for ``--harness-suite`` runs,
         besides the built-ins and installed entry points."""
+        raise NotImplementedError  # a specification: pytest calls the implementations
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:

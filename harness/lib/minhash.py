@@ -13,7 +13,7 @@ import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -358,7 +358,7 @@ def build_index(records: Sequence[Conversation], cfg: MinHashParams) -> NearDupI
     node_of: list[int] = []
     first: list[int] = []
     key_to_node: dict[tuple[int, int], int] = {}
-    kept_minhashes: list[object] = []  # only without verification: estimates need them
+    kept_minhashes: list[Any] = []  # only without verification: estimates need them
     left: list[int] = []
     right: list[int] = []
     for chunk in _chunks(len(records), CHUNK):
@@ -403,11 +403,11 @@ def build_index(records: Sequence[Conversation], cfg: MinHashParams) -> NearDupI
         pairs = _estimate(kept_minhashes, candidates, cfg.threshold)
     return NearDupIndex(node_of, first, pairs, len(candidates), cfg.verify)
 
-def _estimate(minhashes: list[object], candidates: list[tuple[int, int]], threshold: float) -> list[tuple[int, int, float]]:
+def _estimate(minhashes: list[Any], candidates: list[tuple[int, int]], threshold: float) -> list[tuple[int, int, float]]:
     """The candidate pairs whose MinHash estimate reaches the threshold."""
     out = []
     for a, b in candidates:
-        estimate = minhashes[a].jaccard(minhashes[b])  # type: ignore[attr-defined]
+        estimate = minhashes[a].jaccard(minhashes[b])
         if estimate >= threshold:
             out.append((a, b, estimate))
     return out

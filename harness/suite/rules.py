@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from harness.errors import ConfigError
 
@@ -47,4 +47,4 @@ def parse_rule(text: str) -> Rule:
     margin = args.get("margin", 0.02 if kind == "non_inferior" else 0.0)
     if margin < 0:
         raise ConfigError(f"gate rule {text!r}: margin must not be negative")
-    return Rule(kind, margin)  # type: ignore[arg-type]
+    return Rule(cast(RuleKind, kind), margin)  # one of _ARGS, checked above

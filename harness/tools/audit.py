@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 from rich.text import Text
 
@@ -576,8 +576,9 @@ def _render(report: AuditReport, console: Console) -> None:
             title=f"Category balance: {len(bal.counts)} categories, {bal.categorised} records "
             f"(uniform share {bal.uniform_share:.2%}, flagged below {bal.min_share:.2%})"
         )
-        for column, justify in (("category", "left"), ("count", "right"), ("share", "right"), ("", "left")):
-            table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        columns: tuple[tuple[str, JustifyMethod], ...] = (("category", "left"), ("count", "right"), ("share", "right"), ("", "left"))
+        for column, justify in columns:
+            table.add_column(column, justify=justify)
         for c in bal.counts:
             mark = "below min share" if c.flagged else ("smallest" if c.name in bal.smallest else "")
             table.add_row(Text(c.name or "(empty)"), str(c.count), f"{c.share:.2%}", Text(mark, style="red" if c.flagged else "yellow"))

@@ -123,7 +123,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 
 from harness.errors import CheckError, ConfigError, require
@@ -476,8 +476,9 @@ class Plan:
             title=f"{self.model}: {o.method}, {o.precision}, {o.optimizer}, seq {o.seq_len} x micro-batch "
             f"{o.micro_batch}, {o.attention}{', checkpointing' if ckpt else ''}, {gpus}"
         )
-        for column, justify in (("component", "left"), ("GB", "right"), ("GiB", "right"), ("note", "left")):
-            table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        columns: tuple[tuple[str, JustifyMethod], ...] = (("component", "left"), ("GB", "right"), ("GiB", "right"), ("note", "left"))
+        for column, justify in columns:
+            table.add_column(column, justify=justify)
 
         def row(name: str, value: int | None, note: str = "") -> None:
             if value is None:

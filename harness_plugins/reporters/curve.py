@@ -11,6 +11,7 @@ anywhere and diffs as text.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def _panel(
     x0: float,
     y0: float,
     steps: list[int] | None = None,
-    others: list[tuple[str, str, list[CurvePoint]]] = (),  # type: ignore[assignment]
+    others: Sequence[tuple[str, str, list[CurvePoint]]] = (),
 ) -> list[str]:
     """One probe's panel: the main curve with its band and bound, and each compared training's
     curve (``others``: label, colour, points) on the same axes; ``steps`` is the x axis."""
@@ -75,10 +76,10 @@ def _panel(
         last_tick = x(step)
         out.append(f'<text x="{x(step):.1f}" y="{y0 + H - PAD_B + 14}" font-size="10" text-anchor="middle">{step}</text>')
     if base is not None:
-        band = [p for p in points if p.comparison]
+        band = [(p.step, p.comparison) for p in points if p.comparison]
         if band:
-            upper = [(x(0), y(base))] + [(x(p.step), y(base + p.comparison.ci_high)) for p in band]  # type: ignore[union-attr]
-            lower = [(x(p.step), y(base + p.comparison.ci_low)) for p in reversed(band)] + [(x(0), y(base))]  # type: ignore[union-attr]
+            upper = [(x(0), y(base))] + [(x(step), y(base + c.ci_high)) for step, c in band]
+            lower = [(x(step), y(base + c.ci_low)) for step, c in reversed(band)] + [(x(0), y(base))]
             poly = " ".join(f"{a:.1f},{b:.1f}" for a, b in upper + lower)
             out.append(f'<polygon points="{poly}" fill="#4a90d9" fill-opacity="0.18" stroke="none"/>')
         if label in result.bounds:

@@ -41,6 +41,7 @@ class Engine(Protocol):
     rank: int
     world_size: int
     device: Any
+    model: Any
 
     def forward(self, batch: dict[str, Any]) -> Any:
         """Logits of a collated batch (float), under the engine's precision."""
@@ -98,8 +99,12 @@ class ProcessGroupEngine:
         else:
             self.device = torch.device("cpu")
 
+    def forward(self, batch: dict[str, Any]) -> Any:
+        """Logits of a collated batch: the engine's own."""
+        raise NotImplementedError
+
     def loss(self, batch: dict[str, Any]) -> Any:
-        return token_loss(self.torch, self.forward(batch), batch["labels"], batch["loss_weights"])  # type: ignore[attr-defined]
+        return token_loss(self.torch, self.forward(batch), batch["labels"], batch["loss_weights"])
 
     def all_reduce_sum(self, value: float) -> float:
         tensor = self.torch.tensor([value], dtype=self.torch.float64, device=self.device)

@@ -75,7 +75,7 @@ def make_ewc_for(torch: Any, engine: Engine, cfg: TrainingConfig, fisher_set: li
         return token_loss(torch, engine.forward(batch), batch["labels"], batch["loss_weights"])
 
     named = dict(engine.named_local_parameters())
-    fisher = estimate_fisher(torch, engine.model, batches, loss_fn, names=set(named))  # type: ignore[attr-defined]
+    fisher = estimate_fisher(torch, engine.model, batches, loss_fn, names=set(named))
     with torch.no_grad():
         anchor = {name: _local(param).detach().clone() for name, param in named.items()}
     return EWCPenalty(torch, fisher, anchor, cfg.ewc.lam)
