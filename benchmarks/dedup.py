@@ -145,7 +145,7 @@ def dump(records: Sequence[Conversation], path: Path) -> None:
 
 def load(path: Path) -> list[Conversation]:
     rows: list[Record] = pickle.loads(path.read_bytes())
-    return [Conversation(tuple(Message(role, text) for role, text in turns), sid) for sid, turns in rows]  # type: ignore[arg-type]
+    return [Conversation(tuple(Message(role, text) for role, text in turns), sid) for sid, turns in rows]
 
 
 # ------------------------------------------------------------------------------------ the methods

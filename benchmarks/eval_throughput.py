@@ -156,9 +156,9 @@ def gold(item: Item) -> int:
 def benchmark_scorers(
     bench: Benchmark, lmeval_bench: Benchmark, model: LoadedModel, requests_of: Any, args: argparse.Namespace
 ) -> dict[str, Scorer]:
-    scorers: dict[str, Scorer] = {"native": lambda items: bench.loglikelihoods(model, items)}  # type: ignore[attr-defined]
+    scorers: dict[str, Scorer] = {"native": lambda items: bench.loglikelihoods(model, items)}
     if not args.no_engine_path:
-        scorers["lm_eval"] = lambda items: lmeval_bench.loglikelihoods(model, items)  # type: ignore[attr-defined]
+        scorers["lm_eval"] = lambda items: lmeval_bench.loglikelihoods(model, items)
     scorers["HFLM"] = hflm_scorer(model, requests_of, args.batch_size)
     return scorers
 

@@ -230,7 +230,7 @@ def run_ours(
     examples: Sequence[Example], args: argparse.Namespace, *, lora: bool, batching: str,
 ) -> Result:
     plan = plan_epoch(
-        examples, batch_size=args.batch_size, max_length=args.max_length, strategy=batching,  # type: ignore[arg-type]
+        examples, batch_size=args.batch_size, max_length=args.max_length, strategy=batching,
         seed=args.seed, epoch=0,
     )
     common = {

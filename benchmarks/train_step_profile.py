@@ -97,11 +97,11 @@ def ours(args: argparse.Namespace, model: Any, tokenizer: Any, examples: Sequenc
         torch, model, learning_rate=1e-5 if args.full else 2e-4, weight_decay=0.0, warmup_steps=0,
         total_steps=1000, max_grad_norm=1.0, bf16=bf16, save_weights=lambda *_: None,
     )
-    engine.forward = marked("forward", engine.forward)  # type: ignore[method-assign]
+    engine.forward = marked("forward", engine.forward)
     if hasattr(engine, "loss"):  # the decoder and the loss; the head's loss is marked inside
-        engine.loss = marked("forward", engine.loss)  # type: ignore[method-assign]
-    engine.backward = marked("backward", engine.backward)  # type: ignore[method-assign]
-    engine.step = marked("optimizer", engine.step)  # type: ignore[method-assign]
+        engine.loss = marked("forward", engine.loss)
+    engine.backward = marked("backward", engine.backward)
+    engine.step = marked("optimizer", engine.step)
     patches = contextlib.ExitStack()
     patches.enter_context(_patch(loop_module, "collate", marked("data", batching.collate)))
     from harness.lib.training import local as local_module

@@ -242,7 +242,7 @@ def test_format_consistency_is_lower_on_a_planted_set(tmp_path):
 
 def test_format_problems_of_single_records():
     def conv(*turns: tuple[str, str]) -> Conversation:
-        return Conversation(tuple(Message(r, c) for r, c in turns), "x:1")  # type: ignore[arg-type]
+        return Conversation(tuple(Message(r, c) for r, c in turns), "x:1")
 
     assert format_problems(conv(("system", "s"), ("user", "u"), ("assistant", "a"))) == []
     assert format_problems(conv(("user", "u"), ("assistant", "a"), ("user", "u"))) == ["no_final_assistant"]

@@ -54,7 +54,7 @@ def setup(tmp_path: Path):
     def run(ref=ref, config=_Config(), backend_config=None, use_cache=True):
         backend = _Backend(ComponentConfig(), ctx)
         if backend_config is not None:
-            backend.cache_material_for = lambda r: {**backend_config, "dtype": r.dtype}  # type: ignore[method-assign]
+            backend.cache_material_for = lambda r: {**backend_config, "dtype": r.dtype}
         evaluator = Evaluator(store, backend, ref, RunConsole(), use_cache)
         return evaluator.run("bench", _Bench(config, ctx))
 

@@ -46,7 +46,7 @@ def test_sigkill_during_evaluation_then_resume(tmp_path: Path, write_suite, tiny
         }
     )
     reference = _start(suite, tmp_path, "reference")
-    assert reference.wait(timeout=120) == 0, reference.stderr.read().decode()  # type: ignore[union-attr]
+    assert reference.wait(timeout=120) == 0, reference.stderr.read().decode()
     expected = _result(tmp_path)
 
     first = _start(suite, tmp_path, "killed-1")
@@ -60,7 +60,7 @@ def test_sigkill_during_evaluation_then_resume(tmp_path: Path, write_suite, tiny
     assert 8 <= len(finished) < 20  # at least two chunks of four were stored before the kill
 
     second = _start(suite, tmp_path, "killed-2")
-    assert second.wait(timeout=120) == 0, second.stderr.read().decode()  # type: ignore[union-attr]
+    assert second.wait(timeout=120) == 0, second.stderr.read().decode()
     rescored = set((tmp_path / "killed-2.log").read_text().split())
     assert rescored.isdisjoint(finished)  # 0 finished items recomputed
     assert len(rescored) == 20 - len(finished)

@@ -95,7 +95,7 @@ def test_parsers() -> None:
 def _template_findings(model_dir: Path, **production) -> dict[str, Finding]:
     off, prod = pipe(model_dir), pipe(model_dir, **production)
     ctx = SimpleNamespace(requests=[REQ], offline=off, production=prod, progress=lambda *a: None, endpoint=lambda: None)
-    out = TemplateCheck(TemplateCheck.Config(), None).run(ctx)  # type: ignore[arg-type]
+    out = TemplateCheck(TemplateCheck.Config(), None).run(ctx)
     return {f.cause: f for f in out.findings}
 
 

@@ -128,7 +128,7 @@ def decontaminate(ctx: RunContext):
 
 
 def conv(source_id: str, *turns: tuple[str, str]) -> Conversation:
-    return Conversation(tuple(Message(role, text) for role, text in turns), source_id)  # type: ignore[arg-type]
+    return Conversation(tuple(Message(role, text) for role, text in turns), source_id)
 
 
 def relabel(
@@ -271,7 +271,7 @@ def test_format_check_length_stop_token_and_empty_on_real_records(
 
     for source_id in planted["too_long_for_context"]:
         detail = removed[source_id][1]
-        count, limit = map(int, re.match(r"(\d+) > (\d+) tokens \(", detail).groups())  # type: ignore[union-attr]
+        count, limit = map(int, re.match(r"(\d+) > (\d+) tokens \(", detail).groups())
         assert count > limit == 2048, detail
         assert "the final answer loses" in detail and "<|im_end|>" in detail
     for source_id in planted["stop_token_truncated"]:
@@ -310,7 +310,7 @@ def test_stop_token_boundaries_follow_the_trainers_truncation(format_check, toke
         "too_long_for_context",
         "2049 > 2048 tokens (only what follows the final <|im_end|> is cut)",
     )
-    assert flt.check(found[2050])[0] == "stop_token_truncated"  # type: ignore[index]
+    assert flt.check(found[2050])[0] == "stop_token_truncated"
     assert flt.check(found[2051]) == (
         "too_long_for_context",
         "2051 > 2048 tokens (the final answer loses 1 token and its <|im_end|>)",
@@ -326,7 +326,7 @@ def test_stop_token_boundaries_follow_the_trainers_truncation(format_check, toke
 def test_overflowing_prompt_leaves_no_assistant_token(format_check) -> None:
     flt = format_check(max_tokens=64)
     record = conv("p:1", ("user", "word " * 200), ("assistant", "fine"))
-    reason, detail = flt.check(record)  # type: ignore[misc]
+    reason, detail = flt.check(record)
     assert reason == "too_long_for_context"
     assert detail.endswith("> 64 tokens (no assistant token is left)")
 
@@ -410,7 +410,7 @@ def test_template_that_omits_the_stop_token(format_check) -> None:
     )
     flt = format_check(chat_template=last_open)
     assert flt.stop_token is not None
-    reason, detail = flt.check(conv("x:2", ("user", "hi"), ("assistant", "ok")))  # type: ignore[misc]
+    reason, detail = flt.check(conv("x:2", ("user", "hi"), ("assistant", "ok")))
     assert (reason, detail) == (
         "stop_token_missing",
         "the template renders no <|im_end|> at the end of the final assistant turn",

@@ -62,8 +62,8 @@ def test_metric_picks_the_score_and_summary_reports_both(ctx: RunContext) -> Non
     results = {}
     for metric in ("acc", "acc_norm"):
         bench = HellaSwag(HellaSwagConfig(sample=2, metric=metric), ctx)
-        bench.loglikelihoods = lambda model, docs: [logliks0, logliks1]  # type: ignore[method-assign]
-        results[metric] = bench.evaluate(None, items, lambda *a: None)  # type: ignore[arg-type]
+        bench.loglikelihoods = lambda model, docs: [logliks0, logliks1]
+        results[metric] = bench.evaluate(None, items, lambda *a: None)
         assert bench.metric == metric
     picks = predictions(logliks0, items[0]["choices"])
     assert picks["acc_norm"] == label0

@@ -56,7 +56,7 @@ def test_completions_are_scored_by_running_them_in_the_sandbox(tmp_path: Path, m
         return out
 
     monkeypatch.setattr("harness_plugins.backends.hf_generate.generate", fake_generate)
-    results: list[ItemResult] = bench.evaluate(None, items, lambda *a: None)  # type: ignore[arg-type]
+    results: list[ItemResult] = bench.evaluate(None, items, lambda *a: None)
     assert [r.score for r in results] == [1.0, 0.5, 0.0]
     assert results[0].reference == "2/2 passed" and results[2].reference == "0/2 passed"
     assert results[2].prediction.startswith("[failed:")

@@ -140,7 +140,7 @@ def test_clean_records_are_rarely_removed(run):
     sets = shingles_of(data, cfg)
     false_positives = []
     for d in result.dropped:
-        kept_id = DETAIL.match(d.detail).group(2)  # type: ignore[union-attr]
+        kept_id = DETAIL.match(d.detail).group(2)
         if d.source_id not in planted and jaccard(sets[d.source_id], sets[kept_id]) < cfg.threshold:
             false_positives.append(d)
     clean = len(data) - len(planted)
@@ -211,7 +211,7 @@ def test_registers_itself():
 def conv(source_id: str, *turns: str, system: str | None = None) -> Conversation:
     roles = ["user", "assistant"] * len(turns)
     messages = [Message("system", system)] if system else []
-    messages += [Message(role, text) for role, text in zip(roles, turns)]  # type: ignore[arg-type]
+    messages += [Message(role, text) for role, text in zip(roles, turns)]
     return Conversation(tuple(messages), source_id)
 
 

@@ -135,7 +135,7 @@ def ppl_case(bitext, ctx, embedded_model_dir):
         seen["scores"] = scores(batch)
         return seen["scores"]
 
-    flt.scores = spy  # type: ignore[method-assign]
+    flt.scores = spy
     result = flt.apply(records)
     return records, {r.source_id for r in planted}, result, seen["scores"]
 
@@ -203,7 +203,7 @@ def given_scores(ctx, values: list[float], **config) -> tuple[list[Conversation]
         for i in range(len(values))
     ]
     flt = PerplexityOutliers(PerplexityOutliers.Config(**config), ctx)
-    flt.scores = lambda batch: list(values)  # type: ignore[method-assign]
+    flt.scores = lambda batch: list(values)
     return records, flt.apply(records)
 
 

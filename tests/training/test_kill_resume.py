@@ -70,7 +70,7 @@ def _adapter(store: Path) -> dict:
 def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path: Path, write_suite, tiny_model_dir: Path) -> None:
     suite = _suite(write_suite, tiny_model_dir)
     reference = _start(suite, tmp_path / "ref", tmp_path)
-    assert reference.wait(timeout=600) == 0, reference.stderr.read().decode()  # type: ignore[union-attr]
+    assert reference.wait(timeout=600) == 0, reference.stderr.read().decode()
     expected = _adapter(tmp_path / "ref")
 
     store = tmp_path / "killed"
@@ -93,7 +93,7 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path: Path, w
                 time.sleep(rng.uniform(0, 0.3))  # somewhere inside the next step
                 break
             time.sleep(0.002)
-        assert proc.poll() is None, "the run finished before it could be killed: " + proc.stderr.read().decode()  # type: ignore[union-attr]
+        assert proc.poll() is None, "the run finished before it could be killed: " + proc.stderr.read().decode()
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         kills += 1
@@ -103,9 +103,9 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path: Path, w
     assert during_save >= 1, "no kill landed while a checkpoint was being written"
 
     final = _start(suite, store, tmp_path)
-    assert final.wait(timeout=600) == 0, final.stderr.read().decode()  # type: ignore[union-attr]
+    assert final.wait(timeout=600) == 0, final.stderr.read().decode()
     # Every interrupted save was set aside with its reason; none was resumed from.
-    quarantine = _state_root(store).parent / "state" / "quarantine"  # type: ignore[union-attr]
+    quarantine = _state_root(store).parent / "state" / "quarantine"
     reasons = [p.read_text() for p in quarantine.glob("*.reason.txt")]
     assert reasons and all("interrupted save" in r or "manifest" in r for r in reasons)
     got = _adapter(store)
