@@ -108,7 +108,7 @@ def test_every_kind_has_a_case() -> None:
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
-def test_a_generated_plugin_installs_registers_and_changes_a_run(
+def test_a_generated_plugin_installs_passes_its_tests_and_changes_a_run(
     kind: str, tmp_path: Path, throwaway_python: Path, harness_fake_model_dir: Path
 ) -> None:
     assert main(["new-plugin", f"harness-my-{kind}", "--kind", kind, "--dir", str(tmp_path)]) == 0
@@ -117,6 +117,9 @@ def test_a_generated_plugin_installs_registers_and_changes_a_run(
     assert listing.returncode == 0, listing.stderr
     row = next(line for line in listing.stdout.splitlines() if f" my_{kind} " in line)
     assert "harness-my-" + kind in row and "0.1.0" in row
+    own = subprocess.run([throwaway_python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], capture_output=True, text=True,
+                         cwd=tmp_path / f"harness-my-{kind}", env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
+    assert own.returncode == 0 and " passed" in own.stdout, own.stdout[-3000:] + own.stderr[-2000:]  # its own tests, as generated
 
     make_suite, command, check = CASES[kind]
     (tmp_path / "requests.jsonl").write_text((json.dumps(REQUEST) + "\n") * 2)
