@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from harness.cli import main
-from harness.cli.new_plugin import KINDS
+from harness.tools.scaffold import KINDS
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUEST = {"request": {"messages": [{"role": "user", "content": "Where is my parcel?"}]}}

@@ -12,9 +12,19 @@ from harness.plugin import hookspecs
 from harness.tools import plugin_reference
 
 
-def test_the_committed_reference_is_current() -> None:
-    committed = plugin_reference.PAGE.read_text(encoding="utf-8")
-    assert committed == plugin_reference.render(), "docs/plugins.md is stale: run python -m harness.tools.plugin_reference"
+@pytest.mark.parametrize("name", ["plugins.md", "writing-plugins.md"])
+def test_the_committed_pages_are_current(name: str) -> None:
+    committed = (plugin_reference.DOCS / name).read_text(encoding="utf-8")
+    assert committed == plugin_reference.pages()[name], f"docs/{name} is stale: run python -m harness.tools.plugin_reference"
+
+
+def test_the_guide_has_a_worked_example_of_every_kind() -> None:
+    from harness.tools.scaffold import KINDS
+
+    guide = plugin_reference.render_guide()
+    for kind, spec in KINDS.items():
+        assert f"`--kind {kind}`" in guide and f"def {spec.hook}(" in guide
+    assert "score_continuations(model, pairs)" in guide  # the benchmark example calls the model
 
 
 def test_every_hook_and_base_class_is_in_the_reference() -> None:
@@ -38,8 +48,9 @@ def test_an_undocumented_hook_is_reported_and_makes_the_page_stale(monkeypatch: 
     harness_on_something.__code__ = harness_on_something.__code__.replace(co_firstlineno=10_000)
     monkeypatch.setattr(hookspecs, "harness_on_something", harness_on_something, raising=False)
     assert plugin_reference.undocumented_hooks() == ["harness_on_something"]
-    page = tmp_path / "plugins.md"
-    page.write_text(plugin_reference.PAGE.read_text(encoding="utf-8"))
-    assert plugin_reference.main(["--check", "--out", str(page)]) == 1
-    assert plugin_reference.main(["--out", str(page)]) == 0
-    assert "### `harness_on_something`" in page.read_text() and plugin_reference.main(["--check", "--out", str(page)]) == 0
+    for name in ("plugins.md", "writing-plugins.md"):
+        (tmp_path / name).write_text((plugin_reference.DOCS / name).read_text(encoding="utf-8"))
+    assert plugin_reference.main(["--check", "--docs", str(tmp_path)]) == 1
+    assert plugin_reference.main(["--docs", str(tmp_path)]) == 0
+    page = (tmp_path / "plugins.md").read_text()
+    assert "### `harness_on_something`" in page and plugin_reference.main(["--check", "--docs", str(tmp_path)]) == 0
