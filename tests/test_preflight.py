@@ -156,7 +156,7 @@ def test_writable_dir(tmp_path: Path) -> None:
 def test_unwritable_dir(harness_readonly_folder: Path, harness_unprivileged_python) -> None:
     code = (
         "from pathlib import Path; from harness.suite.preflight import check_writable_dir; "
-        f"print(*check_writable_dir(Path({str(readonly_folder)!r}) / 'reports', where='s.yaml:3', what='reports folder'))"
+        f"print(*check_writable_dir(Path({str(harness_readonly_folder)!r}) / 'reports', where='s.yaml:3', what='reports folder'))"
     )
     done = harness_unprivileged_python(code)
     assert done.returncode == 0, done.stderr

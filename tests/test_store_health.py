@@ -88,7 +88,7 @@ def test_a_read_only_store_is_one_line(harness_readonly_folder: Path, harness_un
     os.chmod(harness_readonly_folder / "store" / "store.sqlite", 0o444)
     code = (
         "import sys; from pathlib import Path; from harness.lib.store import Store\n"
-        f"try: Store(Path({str(readonly_folder / 'store')!r}))\n"
+        f"try: Store(Path({str(harness_readonly_folder / 'store')!r}))\n"
         "except Exception as exc: print(type(exc).__name__, exc)\n"
     )
     done = harness_unprivileged_python(code)
