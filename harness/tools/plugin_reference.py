@@ -49,7 +49,22 @@ def undocumented_hooks() -> list[str]:
 
 
 def _signature(name: str, func: Callable[..., object]) -> str:
-    return f"{name}{inspect.signature(func)}".replace("'", "")
+    """``name(params) -> return`` with annotations as written (they are strings under
+    ``from __future__ import annotations``), defaults as ``repr``."""
+
+    def plain(annotation: object) -> object:
+        return inspect.Parameter.empty if annotation is inspect.Parameter.empty else _Raw(str(annotation))
+
+    sig = inspect.signature(func)
+    params = [p.replace(annotation=plain(p.annotation)) for p in sig.parameters.values()]
+    return f"{name}{sig.replace(parameters=params, return_annotation=plain(sig.return_annotation))}"
+
+
+class _Raw(str):
+    """An annotation shown as written, without quotes."""
+
+    def __repr__(self) -> str:
+        return str(self)
 
 
 def _hooks_section() -> Iterator[str]:
@@ -97,9 +112,22 @@ def _components_section() -> Iterator[str]:
         yield from _class_section(cls)
 
 
+def _testing_section() -> Iterator[str]:
+    from harness.testing import contracts, fake_model, suites
+
+    yield "## Testing helpers (`harness.testing`)\n"
+    yield "The pytest fixtures are listed by `pytest --fixtures`; these are the functions behind them.\n"
+    for func in (suites.run_suite, contracts.check_filter_ledger, contracts.check_benchmark_results,
+                 contracts.check_config_rejects_unknown_keys, fake_model.fake_model, fake_model.save_fake_model):
+        yield f"### `{func.__module__}.{func.__name__}`\n"
+        yield f"```python\n{_signature(func.__name__, func)}\n```\n"
+        yield f"{inspect.getdoc(func) or ''}\n"
+    yield from _class_section(fake_model.FakeBackend)
+
+
 def render() -> str:
     """The whole page, as it should be committed."""
-    lines = [HEADER, *_hooks_section(), *_components_section()]
+    lines = [HEADER, *_hooks_section(), *_components_section(), *_testing_section()]
     return "\n".join(lines).rstrip() + "\n"
 
 
