@@ -48,7 +48,7 @@ def fake_tokenizer() -> Any:
 
 
 def fake_transformer(vocab_size: int, seed: int = 0) -> Any:
-    """The seeded 2-layer Llama (about 40k parameters) in float32."""
+    """The seeded 2-layer Llama (about 27k parameters) in float32."""
     torch = require("torch")
     transformers = require("transformers")
     torch.manual_seed(seed)
