@@ -6,7 +6,7 @@ Run with the main venv's python:
     python scripts/vllm_server.py serve --model DIR     # serve DIR on 127.0.0.1 until Ctrl-C
     python scripts/vllm_server.py serve                 # the same, for the embedded SmolLM2
 
-``setup`` is what ``make serve-deps`` runs; the pytest fixture ``vllm_server`` calls the same code.
+``setup`` is what ``make serve-deps`` runs; the pytest fixture ``harness_vllm_server`` calls the same code.
 """
 
 from __future__ import annotations

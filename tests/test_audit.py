@@ -442,8 +442,8 @@ def test_read_categories_keys_match_the_csv_reader(bitext_path, ctx):
         read_categories(bitext_path, "b.csv", "csv", "topic")
 
 
-def test_cli_audits_a_suite_and_reports_bad_input(bitext_path, write_suite, tmp_path):
-    suite = write_suite(
+def test_cli_audits_a_suite_and_reports_bad_input(bitext_path, harness_write_suite, tmp_path):
+    suite = harness_write_suite(
         {
             "name": "audit-suite",
             "seed": 7,

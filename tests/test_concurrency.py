@@ -22,15 +22,15 @@ ROOT = os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]), os.
 
 
 @pytest.fixture
-def suite(tmp_path: Path, write_suite, tiny_model_dir: Path) -> Path:
+def suite(tmp_path: Path, harness_write_suite, harness_tiny_model_dir: Path) -> Path:
     data = tmp_path / "train.jsonl"
     rows = [{"instruction": f"What is {i} plus {i}?", "output": f"It is {2 * i}."} for i in range(24)]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return write_suite(
+    return harness_write_suite(
         {
             "name": "shared",
             "seed": 3,
-            "model": {"source": str(tiny_model_dir), "dtype": "float32"},
+            "model": {"source": str(harness_tiny_model_dir), "dtype": "float32"},
             "data": [{"path": str(data), "format": "alpaca"}],
             "train": {"name": "lora", "r": 4, "max_steps": 4, "batch_size": 4, "max_length": 64, "save_every": 2, "target_modules": TARGETS},
             "evaluate": {"ppl": {"name": "perplexity", "windows": 6, "span_chars": 200, "context_chars": 100, "window": 64, "stride": 32}},

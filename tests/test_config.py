@@ -65,9 +65,9 @@ def _assert_names_line(message: str, path: Path, line: int, needles: list[str]) 
 
 
 @pytest.mark.parametrize("case", sorted(BAD_SUITES))
-def test_load_suite_errors_name_file_line_and_key(case, write_suite):
+def test_load_suite_errors_name_file_line_and_key(case, harness_write_suite):
     text, line, needles = BAD_SUITES[case]
-    path = write_suite(text)
+    path = harness_write_suite(text)
     with pytest.raises(ConfigError) as info:
         load_suite(path)
     _assert_names_line(str(info.value), path, line, needles)
@@ -79,8 +79,8 @@ def test_load_suite_missing_file(tmp_path):
         load_suite(path)
 
 
-def test_load_suite_valid(write_suite):
-    path = write_suite(
+def test_load_suite_valid(harness_write_suite):
+    path = harness_write_suite(
         HEAD
         + "train:\n  name: lora\n  r: 4\n"
         + "evaluate:\n  intent:\n    name: support_intent\n    sample: 10\n"
@@ -106,22 +106,22 @@ def ctx(tmp_path):
     return RunContext(tmp_path, tmp_path / "work")
 
 
-def test_typo_in_component_block_names_file_line_and_key(write_suite, registries, ctx):
-    path = write_suite(TRAIN_TYPO)
+def test_typo_in_component_block_names_file_line_and_key(harness_write_suite, harness_registries, ctx):
+    path = harness_write_suite(TRAIN_TYPO)
     loaded = load_suite(path)  # the suite itself is valid: options belong to the component
     with pytest.raises(ConfigError) as info:
-        build_component(registries, "trainer", loaded.suite.train, ("train",), loaded, ctx)
+        build_component(harness_registries, "trainer", loaded.suite.train, ("train",), loaded, ctx)
     message = str(info.value)
     _assert_names_line(message, path, 6, ["train.rnk", "unknown key"])
     assert path.name in message
     assert "lora" in message
 
 
-def test_unknown_component_lists_available_names(write_suite, registries, ctx):
-    path = write_suite(UNKNOWN_TRAINER)
+def test_unknown_component_lists_available_names(harness_write_suite, harness_registries, ctx):
+    path = harness_write_suite(UNKNOWN_TRAINER)
     loaded = load_suite(path)
     with pytest.raises(UnknownComponentError) as info:
-        build_component(registries, "trainer", loaded.suite.train, ("train",), loaded, ctx)
+        build_component(harness_registries, "trainer", loaded.suite.train, ("train",), loaded, ctx)
     _assert_names_line(str(info.value), path, 3, ["unknown trainer 'lorra'", "available:", "lora"])
 
 
@@ -132,8 +132,8 @@ CLI_CASES = {**{k: v[0] for k, v in BAD_SUITES.items()}, "train_typo": TRAIN_TYP
 
 
 @pytest.mark.parametrize("case", sorted(CLI_CASES))
-def test_cli_validate_bad_suite_prints_one_line(case, write_suite, capsys):
-    path = write_suite(CLI_CASES[case])
+def test_cli_validate_bad_suite_prints_one_line(case, harness_write_suite, capsys):
+    path = harness_write_suite(CLI_CASES[case])
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err
     lines = err.splitlines()

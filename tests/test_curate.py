@@ -18,9 +18,9 @@ from harness.plugin.registry import Registries
 from harness.types import Dropped
 
 
-def curate(loaded, registries, ctx, examples=None):
+def curate(loaded, harness_registries, ctx, examples=None):
     """The curate stage on the suite's run plan (its readers and filters built once)."""
-    return curate_suite(loaded, registries, ctx.work_dir, examples)
+    return curate_suite(loaded, harness_registries, ctx.work_dir, examples)
 
 
 def alpaca(instruction: str, output: str) -> str:
@@ -64,13 +64,13 @@ def ctx(tmp_path):
 
 
 @pytest.fixture
-def suite_for(write_suite):
+def suite_for(harness_write_suite):
     def make(data: list[dict], filters=None, max_quarantined: float = 0.2, name: str = "suite.yaml"):
         curate_block = {"max_quarantined_fraction": max_quarantined}
         if filters is not None:
             curate_block["filters"] = filters
         return load_suite(
-            write_suite(
+            harness_write_suite(
                 {"name": "cur", "model": "smollm2-135m-instruct", "data": data, "curate": curate_block},
                 name=name,
             )
@@ -82,9 +82,9 @@ def suite_for(write_suite):
 FILTERS = ["exact_dedup", {"name": "min_response_length", "min_chars": 3}]
 
 
-def test_curate_accounts_for_every_record(suite_for, data_file, registries, ctx):
+def test_curate_accounts_for_every_record(suite_for, data_file, harness_registries, ctx):
     loaded = suite_for([{"path": str(data_file), "format": "alpaca"}], FILTERS)
-    outcome = curate(loaded, registries, ctx)
+    outcome = curate(loaded, harness_registries, ctx)
     ledger = outcome.ledger
     src = str(data_file)
 
@@ -116,18 +116,18 @@ def test_curate_accounts_for_every_record(suite_for, data_file, registries, ctx)
     assert len(outcome.records) == N_KEPT
 
 
-def test_curate_digest_is_stable_and_content_sensitive(suite_for, data_file, registries, ctx):
+def test_curate_digest_is_stable_and_content_sensitive(suite_for, data_file, harness_registries, ctx):
     loaded = suite_for([{"path": str(data_file), "format": "alpaca"}], FILTERS)
-    first, again = curate(loaded, registries, ctx), curate(loaded, registries, ctx)
+    first, again = curate(loaded, harness_registries, ctx), curate(loaded, harness_registries, ctx)
     assert first.digest == again.digest
-    unfiltered = curate(suite_for([{"path": str(data_file), "format": "alpaca"}], name="b.yaml"), registries, ctx)
+    unfiltered = curate(suite_for([{"path": str(data_file), "format": "alpaca"}], name="b.yaml"), harness_registries, ctx)
     assert unfiltered.digest != first.digest
 
 
-def test_too_many_malformed_lines_is_a_data_error(suite_for, data_file, registries, ctx):
+def test_too_many_malformed_lines_is_a_data_error(suite_for, data_file, harness_registries, ctx):
     loaded = suite_for([{"path": str(data_file), "format": "alpaca"}], FILTERS, max_quarantined=0.05)
     with pytest.raises(DataError) as info:
-        curate(loaded, registries, ctx)
+        curate(loaded, harness_registries, ctx)
     message = str(info.value)
     assert message.startswith(f"{data_file}:4: ")  # the first bad line
     assert f"{N_QUARANTINED} of {N_LINES} records are malformed" in message
@@ -136,17 +136,17 @@ def test_too_many_malformed_lines_is_a_data_error(suite_for, data_file, registri
 
 
 @pytest.mark.parametrize("content", ["", "\n\n  \n"])
-def test_empty_data_file_is_a_data_error(suite_for, tmp_path, registries, ctx, content):
+def test_empty_data_file_is_a_data_error(suite_for, tmp_path, harness_registries, ctx, content):
     empty = tmp_path / "empty.jsonl"
     empty.write_text(content, encoding="utf-8")
     loaded = suite_for([{"path": str(empty), "format": "alpaca"}])
     with pytest.raises(DataError, match="is empty") as info:
-        curate(loaded, registries, ctx)
+        curate(loaded, harness_registries, ctx)
     assert str(empty) in str(info.value)
 
 
-def test_missing_data_file_names_the_suite_line(write_suite, tmp_path, registries, ctx):
-    suite_path = write_suite(
+def test_missing_data_file_names_the_suite_line(harness_write_suite, tmp_path, harness_registries, ctx):
+    suite_path = harness_write_suite(
         "name: cur\n"
         "model: smollm2-135m-instruct\n"
         "data:\n"
@@ -154,25 +154,25 @@ def test_missing_data_file_names_the_suite_line(write_suite, tmp_path, registrie
         "    path: nowhere/missing.jsonl\n"
     )
     with pytest.raises(DataError) as info:
-        curate(load_suite(suite_path), registries, ctx)
+        curate(load_suite(suite_path), harness_registries, ctx)
     message = str(info.value)
     assert message.startswith(f"{suite_path}:5: ")
     assert "does not exist" in message
     assert str(tmp_path / "nowhere" / "missing.jsonl") in message  # resolved against the suite
 
 
-def test_nothing_left_after_filters_is_a_data_error(suite_for, tmp_path, registries, ctx):
+def test_nothing_left_after_filters_is_a_data_error(suite_for, tmp_path, harness_registries, ctx):
     path = tmp_path / "short.jsonl"
     path.write_text(alpaca("a", "no") + "\n" + alpaca("b", "") + "\n", encoding="utf-8")
     loaded = suite_for([{"path": str(path), "format": "alpaca"}], FILTERS)
     with pytest.raises(DataError, match="no records left after curation"):
-        curate(loaded, registries, ctx)
+        curate(loaded, harness_registries, ctx)
 
 
-def test_train_and_holdout_splits_partition_the_records(suite_for, data_file, registries, ctx):
+def test_train_and_holdout_splits_partition_the_records(suite_for, data_file, harness_registries, ctx):
     def source_ids(split: str) -> set[str]:
         source = {"path": str(data_file), "format": "alpaca", "split": split, "holdout_fraction": 0.3}
-        outcome = curate(suite_for([source], name=f"{split}.yaml"), registries, ctx)
+        outcome = curate(suite_for([source], name=f"{split}.yaml"), harness_registries, ctx)
         assert outcome.ledger.balanced
         return {r.source_id for r in outcome.records}
 
@@ -183,10 +183,10 @@ def test_train_and_holdout_splits_partition_the_records(suite_for, data_file, re
     assert train | holdout == everything
 
 
-def test_sample_keeps_a_seeded_subset(suite_for, data_file, registries, ctx):
+def test_sample_keeps_a_seeded_subset(suite_for, data_file, harness_registries, ctx):
     source = {"path": str(data_file), "format": "alpaca", "sample": 5, "seed": 3}
-    outcome = curate(suite_for([source]), registries, ctx)
-    again = curate(suite_for([source], name="again.yaml"), registries, ctx)
+    outcome = curate(suite_for([source]), harness_registries, ctx)
+    again = curate(suite_for([source], name="again.yaml"), harness_registries, ctx)
     select = outcome.ledger.stages[1]
 
     assert len(outcome.records) == 5
@@ -220,9 +220,9 @@ class BadFilters:
 
 
 @pytest.fixture
-def bad_registries(plugin_manager):
-    plugin_manager.register_from(BadFilters(), "bad_filters", "bad-filters 0.1")
-    return Registries.from_plugin_manager(plugin_manager)
+def bad_registries(harness_plugin_manager):
+    harness_plugin_manager.register_from(BadFilters(), "bad_filters", "bad-filters 0.1")
+    return Registries.from_plugin_manager(harness_plugin_manager)
 
 
 @pytest.mark.parametrize("name", ["loses_one", "invents_a_drop"])
@@ -236,14 +236,14 @@ def test_filter_that_loses_records_is_a_plugin_error(name, suite_for, data_file,
     assert "does not account for its input" in message
 
 
-def test_a_sample_larger_than_the_data_is_an_error_naming_the_line(suite_for, data_file, registries, ctx):
+def test_a_sample_larger_than_the_data_is_an_error_naming_the_line(suite_for, data_file, harness_registries, ctx):
     source = {"path": str(data_file), "format": "alpaca", "sample": 500}
     with pytest.raises(DataError) as info:
-        curate(suite_for([source]), registries, ctx)
+        curate(suite_for([source]), harness_registries, ctx)
     message = str(info.value)
     assert re.match(r".*\.yaml:\d+: sample: 500 but .* has only 17 records; .*'sample: all'", message), message
 
 
-def test_sample_all_keeps_every_record(suite_for, data_file, registries, ctx):
-    outcome = curate(suite_for([{"path": str(data_file), "format": "alpaca", "sample": "all"}]), registries, ctx)
+def test_sample_all_keeps_every_record(suite_for, data_file, harness_registries, ctx):
+    outcome = curate(suite_for([{"path": str(data_file), "format": "alpaca", "sample": "all"}]), harness_registries, ctx)
     assert len(outcome.records) == 17 and outcome.ledger.stages[1].dropped == 0

@@ -361,10 +361,10 @@ def test_a_corrupt_curated_file_is_refused(files, tmp_path):
 # ------------------------------------------------------------------------------------ API
 
 
-def test_run_flywheel_api(registries, files, tmp_path):
+def test_run_flywheel_api(harness_registries, files, tmp_path):
     now = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
     ctx = RunContext(tmp_path, tmp_path)
-    steps = build_filters(registries, [ComponentRef(name="exact_dedup"), ComponentRef(name="min_response_length")], ctx, "test")
+    steps = build_filters(harness_registries, [ComponentRef(name="exact_dedup"), ComponentRef(name="min_response_length")], ctx, "test")
     job = FlywheelJob(
         files["log"],
         DataFile(files["train"], "sharegpt"),
@@ -372,7 +372,7 @@ def test_run_flywheel_api(registries, files, tmp_path):
         FlywheelOptions(max_quarantined_fraction=0.5),
         log_source="log.jsonl",
     )
-    result = run_flywheel(registries, job, steps, ctx, Examples(), now=now)
+    result = run_flywheel(harness_registries, job, steps, ctx, Examples(), now=now)
     rows = result.outcome.rows
     assert [r["source_id"] for r in rows] == [f"log.jsonl:{n}" for n in (1, 2, 3, 13, 14, 16)]
     assert {r["provenance"]["ingested_at"] for r in rows} == {"2025-01-02T03:04:05+00:00"}

@@ -78,15 +78,15 @@ class _Plugin:
 
 
 @pytest.fixture
-def run_suite(tmp_path: Path, write_suite, tiny_model_dir: Path):
+def run_suite(tmp_path: Path, harness_write_suite, harness_tiny_model_dir: Path):
     def run(general: dict[int, float]):
         data = tmp_path / "d.jsonl"
         data.write_text('{"instruction": "a", "output": "b"}\n')
         domain = {0: 0.0, 2: 0.5, 4: 0.8, 6: 0.9}
-        suite = write_suite(
+        suite = harness_write_suite(
             {
                 "name": "curve",
-                "model": {"source": str(tiny_model_dir), "backend": "scripted_backend"},
+                "model": {"source": str(harness_tiny_model_dir), "backend": "scripted_backend"},
                 "data": [{"path": str(data), "format": "alpaca"}],
                 "train": "scripted_trainer",
                 "forgetting": {

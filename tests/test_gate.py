@@ -225,8 +225,8 @@ def ctx(tmp_path):
 
 
 @pytest.fixture
-def loaded(write_suite):
-    path = write_suite(
+def loaded(harness_write_suite):
+    path = harness_write_suite(
         {
             "name": "gates",
             "model": "smollm2-135m-instruct",
@@ -240,9 +240,9 @@ def loaded(write_suite):
     return load_suite(path)
 
 
-def decide_gates(loaded, registries, ctx, result: RunResult) -> list[Decision]:
+def decide_gates(loaded, harness_registries, ctx, result: RunResult) -> list[Decision]:
     """The gate stage on the gates and statistics the run plan builds for ``loaded``."""
-    gates, statistics = plan_gates(registries, loaded, ctx)
+    gates, statistics = plan_gates(harness_registries, loaded, ctx)
     return run_gates(gates, statistics, loaded.suite.gating, result)
 
 
@@ -260,12 +260,12 @@ def by_gate(decisions: list[Decision]) -> dict[str, Decision]:
     return {d.gate: d for d in decisions}
 
 
-def test_run_gates_identical_results_pass(loaded, registries, ctx):
+def test_run_gates_identical_results_pass(loaded, harness_registries, ctx):
     benchmarks = {
         label: {"baseline": result("baseline", SCORES), "candidate": result("candidate", SCORES)}
         for label in ("intent", "mmlu")
     }
-    decisions = by_gate(decide_gates(loaded, registries, ctx, run_result(loaded, benchmarks)))
+    decisions = by_gate(decide_gates(loaded, harness_registries, ctx, run_result(loaded, benchmarks)))
 
     intent = decisions["intent"]
     assert intent.verdict is Verdict.PASS
@@ -277,46 +277,46 @@ def test_run_gates_identical_results_pass(loaded, registries, ctx):
     assert not decisions["knowledge"].blocking
 
 
-def test_run_gates_candidate_error_is_error(loaded, registries, ctx):
+def test_run_gates_candidate_error_is_error(loaded, harness_registries, ctx):
     benchmarks = {
         "intent": {"baseline": result("baseline", SCORES), "candidate": result("candidate", SCORES)},
     }
     errors = [EvalError("intent", "candidate", "RuntimeError: out of memory")]
-    decisions = by_gate(decide_gates(loaded, registries, ctx, run_result(loaded, benchmarks, errors)))
+    decisions = by_gate(decide_gates(loaded, harness_registries, ctx, run_result(loaded, benchmarks, errors)))
 
     assert decisions["intent"].verdict is Verdict.ERROR
     assert "candidate: RuntimeError: out of memory" in decisions["intent"].reason
 
 
-def test_run_gates_missing_candidate_is_error(loaded, registries, ctx):
+def test_run_gates_missing_candidate_is_error(loaded, harness_registries, ctx):
     benchmarks = {label: {"baseline": result("baseline", SCORES)} for label in ("intent", "mmlu")}
-    decisions = decide_gates(loaded, registries, ctx, run_result(loaded, benchmarks))
+    decisions = decide_gates(loaded, harness_registries, ctx, run_result(loaded, benchmarks))
 
     assert [d.verdict for d in decisions] == [Verdict.ERROR, Verdict.ERROR]
     assert "no candidate" in decisions[0].reason
 
 
-def test_run_gates_mismatched_items_is_error(loaded, registries, ctx):
+def test_run_gates_mismatched_items_is_error(loaded, harness_registries, ctx):
     fewer = dict(list(SCORES.items())[:-1])
     benchmarks = {"intent": {"baseline": result("baseline", SCORES), "candidate": result("candidate", fewer)}}
-    decisions = by_gate(decide_gates(loaded, registries, ctx, run_result(loaded, benchmarks)))
+    decisions = by_gate(decide_gates(loaded, harness_registries, ctx, run_result(loaded, benchmarks)))
 
     assert decisions["intent"].verdict is Verdict.ERROR
     assert "not scored for both" in decisions["intent"].reason
 
 
-def test_run_gates_chance_level_benchmark_is_inconclusive(loaded, registries, ctx):
+def test_run_gates_chance_level_benchmark_is_inconclusive(loaded, harness_registries, ctx):
     at_chance = {f"m{i:02d}": float(i % 4 == 0) for i in range(60)}  # 0.25 on 4-choice MMLU
     benchmarks = {"mmlu": {"baseline": result("baseline", at_chance, "mmlu"),
                            "candidate": result("candidate", at_chance, "mmlu")}}
-    decisions = by_gate(decide_gates(loaded, registries, ctx, run_result(loaded, benchmarks)))
+    decisions = by_gate(decide_gates(loaded, harness_registries, ctx, run_result(loaded, benchmarks)))
 
     assert decisions["knowledge"].verdict is Verdict.INCONCLUSIVE
     assert "chance" in decisions["knowledge"].reason
 
 
-def test_run_gates_splits_alpha_over_blocking_gates(write_suite, registries, ctx):
-    path = write_suite(
+def test_run_gates_splits_alpha_over_blocking_gates(harness_write_suite, harness_registries, ctx):
+    path = harness_write_suite(
         {
             "name": "two",
             "model": "smollm2-135m-instruct",
@@ -331,7 +331,7 @@ def test_run_gates_splits_alpha_over_blocking_gates(write_suite, registries, ctx
         "a": {"baseline": result("baseline", SCORES), "candidate": result("candidate", SCORES)},
         "b": {"baseline": result("baseline", graded), "candidate": result("candidate", graded)},
     }
-    decisions = by_gate(decide_gates(loaded, registries, ctx, run_result(loaded, benchmarks)))
+    decisions = by_gate(decide_gates(loaded, harness_registries, ctx, run_result(loaded, benchmarks)))
 
     assert decisions["a"].comparison.alpha == pytest.approx(0.025)
     assert decisions["b"].comparison.alpha == pytest.approx(0.025)

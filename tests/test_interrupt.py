@@ -26,7 +26,7 @@ ROOT = os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]), os.
 
 
 @pytest.fixture(scope="module")
-def suite(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+def suite(tmp_path_factory: pytest.TempPathFactory, harness_tiny_model_dir: Path) -> Path:
     import yaml
 
     folder = tmp_path_factory.mktemp("interrupt")
@@ -36,7 +36,7 @@ def suite(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Pat
     suite = {
         "name": "interrupt",
         "seed": 5,
-        "model": {"source": str(tiny_model_dir), "dtype": "float32"},
+        "model": {"source": str(harness_tiny_model_dir), "dtype": "float32"},
         "data": [{"path": str(data), "format": "alpaca"}],
         "train": {"name": "lora", "r": 4, "dropout": 0.1, "max_steps": STEPS, "batch_size": 4, "max_length": 64, "save_every": 1},
         "evaluate": {"slow": "slow"},

@@ -289,8 +289,8 @@ def test_estimate_matches_cpu_training_peak_of_a_tiny_llama():
 
 
 @pytest.mark.integration
-def test_estimate_matches_cpu_training_peak_of_smollm2(embedded_model_dir, capsys):
-    estimate_bytes, measured = _check_measured(embedded_model_dir, seq_len=128, batch=2, attention="sdpa")
+def test_estimate_matches_cpu_training_peak_of_smollm2(harness_embedded_model_dir, capsys):
+    estimate_bytes, measured = _check_measured(harness_embedded_model_dir, seq_len=128, batch=2, attention="sdpa")
     assert measured > 2e9  # 134.5M params x 16 bytes = 2.15 GB of state
     # the embedded name resolves to the same model
     data = cli_json(capsys, "--model", "smollm2-135m-instruct", "--precision", "fp32", "--seq-len", "128",

@@ -27,7 +27,7 @@ class _Keep(Filter):
         return FilterResult(list(records), [])
 
 
-def test_builtins_are_registered_with_their_origin(registries: Registries) -> None:
+def test_builtins_are_registered_with_their_origin(harness_registries: Registries) -> None:
     expected = {
         "reader": {"alpaca", "sharegpt", "messages", "openai_requests", "csv", "auto", "parquet", "hf_disk"},
         "filter": {"exact_dedup", "min_response_length", "pii", "repetition", "language", "format_check", "decontaminate", "near_dedup", "perplexity_outliers", "quality_classifier"},
@@ -39,8 +39,8 @@ def test_builtins_are_registered_with_their_origin(registries: Registries) -> No
         "parity_check": {"template", "sampling", "preprocessing", "postprocessing", "traffic_shift", "replay"},
     }
     for kind, names in expected.items():
-        assert set(registries[kind].names()) == names
-    lora = registries.get("trainer", "lora")
+        assert set(harness_registries[kind].names()) == names
+    lora = harness_registries.get("trainer", "lora")
     assert lora.plugin == "harness_plugins.trainers.lora"
     assert lora.distribution == BUILTIN_DISTRIBUTION
 
@@ -96,13 +96,13 @@ def test_any_plugin_can_be_blocked(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(pm.get_plugins()) == len(DEFAULT_PLUGINS) - 1
 
 
-def test_blocking_a_plugin_removes_its_components_everywhere(write_suite, capsys, monkeypatch) -> None:
+def test_blocking_a_plugin_removes_its_components_everywhere(harness_write_suite, capsys, monkeypatch) -> None:
     """A blocked benchmark plugin is gone for a suite that names it, and for the filter that
     reads its items through the registries."""
     from harness.cli import main
     from harness.plugin.components import RunContext
 
-    suite = write_suite({"name": "b", "model": "smollm2-135m-instruct", "evaluate": {"m": {"name": "mmlu"}}})
+    suite = harness_write_suite({"name": "b", "model": "smollm2-135m-instruct", "evaluate": {"m": {"name": "mmlu"}}})
     monkeypatch.setenv("HARNESS_DISABLE_PLUGINS", "harness_plugins.benchmarks.mmlu")
     assert main(["validate", str(suite)]) == 2
     assert "unknown benchmark 'mmlu'" in capsys.readouterr().err
@@ -143,7 +143,7 @@ def _harness(args: list[str], site: Path, **env: str) -> subprocess.CompletedPro
     )
 
 
-def test_third_party_plugin_is_discovered_and_usable(installed_plugin: Path, write_suite, tmp_path: Path) -> None:
+def test_third_party_plugin_is_discovered_and_usable(installed_plugin: Path, harness_write_suite, tmp_path: Path) -> None:
     listing = _harness(["plugins"], installed_plugin)
     assert listing.returncode == 0, listing.stderr
     row = next(line for line in listing.stdout.splitlines() if "max_prompt_chars" in line)
@@ -154,7 +154,7 @@ def test_third_party_plugin_is_discovered_and_usable(installed_plugin: Path, wri
         '{"instruction": "short", "output": "fine answer"}\n'
         '{"instruction": "' + "x" * 50 + '", "output": "another answer"}\n'
     )
-    suite = write_suite(
+    suite = harness_write_suite(
         {
             "name": "third-party",
             "model": "smollm2-135m-instruct",
@@ -191,9 +191,9 @@ def test_a_broken_third_party_plugin_is_skipped_with_a_warning_or_fails_when_str
     assert skipped.returncode == 0 and "max_prompt_chars" not in skipped.stdout
 
 
-def test_a_run_goes_on_past_a_broken_plugin_unless_strict(installed_plugin: Path, write_suite, tmp_path: Path, tiny_model_dir: Path) -> None:
-    suite = write_suite(
-        {"name": "past-broken", "model": str(tiny_model_dir), "evaluate": {"intent": {"name": "support_intent", "sample": 2}}}
+def test_a_run_goes_on_past_a_broken_plugin_unless_strict(installed_plugin: Path, harness_write_suite, tmp_path: Path, harness_tiny_model_dir: Path) -> None:
+    suite = harness_write_suite(
+        {"name": "past-broken", "model": str(harness_tiny_model_dir), "evaluate": {"intent": {"name": "support_intent", "sample": 2}}}
     )
     args = ["run", str(suite), "--store", str(tmp_path / "store"), "--reports", str(tmp_path / "reports")]
     lenient = _harness(args, installed_plugin, HARNESS_EXAMPLE_PLUGIN_BREAK="import", CI="")

@@ -116,8 +116,8 @@ def test_sample_larger_than_the_data() -> None:
 # ------------------------------------------------------------------------- model, data dir
 
 
-def test_model_reference(tmp_path: Path, tiny_model_dir: Path) -> None:
-    assert check_model_reference(str(tiny_model_dir), tmp_path, where=WHERE) == []
+def test_model_reference(tmp_path: Path, harness_tiny_model_dir: Path) -> None:
+    assert check_model_reference(str(harness_tiny_model_dir), tmp_path, where=WHERE) == []
     assert check_model_reference("smollm2-135m-instruct", tmp_path, where=WHERE) == []
     _one(check_model_reference("/nonexistent", tmp_path, where=WHERE), "/nonexistent", "does not exist", "smollm2-135m-instruct")
     _one(check_model_reference("tiny", tmp_path, where=WHERE, embedded={"tiny": "no_such_package_xyz"}), "no_such_package_xyz", "not installed")
@@ -153,12 +153,12 @@ def test_writable_dir(tmp_path: Path) -> None:
     _one(check_writable_dir(tmp_path / "file" / "reports", where=WHERE, what="reports folder"), "is a file, not a folder")
 
 
-def test_unwritable_dir(readonly_folder: Path, unprivileged_python) -> None:
+def test_unwritable_dir(harness_readonly_folder: Path, harness_unprivileged_python) -> None:
     code = (
         "from pathlib import Path; from harness.suite.preflight import check_writable_dir; "
-        f"print(*check_writable_dir(Path({str(readonly_folder)!r}) / 'reports', where='s.yaml:3', what='reports folder'))"
+        f"print(*check_writable_dir(Path({str(harness_readonly_folder)!r}) / 'reports', where='s.yaml:3', what='reports folder'))"
     )
-    done = unprivileged_python(code)
+    done = harness_unprivileged_python(code)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("s.yaml:3: reports folder") and "is not writable (permission denied)" in done.stdout, done.stdout
 

@@ -36,11 +36,11 @@ def _result(tmp: Path) -> list[dict]:
     return json.loads((newest / "result.json").read_text())["benchmarks"]["slow"]["baseline"]["items"]
 
 
-def test_sigkill_during_evaluation_then_resume(tmp_path: Path, write_suite, tiny_model_dir: Path) -> None:
-    suite = write_suite(
+def test_sigkill_during_evaluation_then_resume(tmp_path: Path, harness_write_suite, harness_tiny_model_dir: Path) -> None:
+    suite = harness_write_suite(
         {
             "name": "resume",
-            "model": {"source": str(tiny_model_dir), "backend": "slow_backend"},
+            "model": {"source": str(harness_tiny_model_dir), "backend": "slow_backend"},
             "evaluate": {"slow": "slow"},
             "report": ["json"],
         }

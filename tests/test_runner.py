@@ -41,25 +41,25 @@ def _run(path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tupl
         ({"data": [{"path": "missing.jsonl", "format": "alpaca"}]}, r"suite.yaml:\d+: data file .*missing.jsonl does not exist"),
     ],
 )
-def test_bad_input_exits_2_with_one_line(tmp_path: Path, write_suite, capsys, overrides, expected) -> None:
-    code, err = _run(write_suite(_suite(tmp_path, **overrides)), tmp_path, capsys)
+def test_bad_input_exits_2_with_one_line(tmp_path: Path, harness_write_suite, capsys, overrides, expected) -> None:
+    code, err = _run(harness_write_suite(_suite(tmp_path, **overrides)), tmp_path, capsys)
     assert code == 2
     assert len(err.splitlines()) == 1 and err.startswith("harness: error: ")
     assert __import__("re").search(expected, err), err
 
 
-def test_empty_data_set_is_a_clear_error(tmp_path: Path, write_suite, capsys) -> None:
+def test_empty_data_set_is_a_clear_error(tmp_path: Path, harness_write_suite, capsys) -> None:
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n\n")
-    code, err = _run(write_suite(_suite(tmp_path, data=[{"path": str(empty), "format": "alpaca"}])), tmp_path, capsys)
+    code, err = _run(harness_write_suite(_suite(tmp_path, data=[{"path": str(empty), "format": "alpaca"}])), tmp_path, capsys)
     assert code == 2
     assert "is empty" in err and "empty.jsonl" in err
 
 
-def test_all_malformed_data_fails_with_the_first_bad_line(tmp_path: Path, write_suite, capsys) -> None:
+def test_all_malformed_data_fails_with_the_first_bad_line(tmp_path: Path, harness_write_suite, capsys) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"instruction": "a", "output": "b"}\nnot json\n{"oops": 1}\n')
-    code, err = _run(write_suite(_suite(tmp_path, data=[{"path": str(bad), "format": "alpaca"}])), tmp_path, capsys)
+    code, err = _run(harness_write_suite(_suite(tmp_path, data=[{"path": str(bad), "format": "alpaca"}])), tmp_path, capsys)
     assert code == 2
     assert "bad.jsonl:2" in err and "2 of 3 records are malformed" in err
 
@@ -98,7 +98,7 @@ class _TestPlugin:
         registrar.add(_ConstBenchmark)
 
 
-def test_failed_training_makes_its_gates_error_and_exit_3(tmp_path: Path, write_suite, tiny_model_dir: Path) -> None:
+def test_failed_training_makes_its_gates_error_and_exit_3(tmp_path: Path, harness_write_suite, harness_tiny_model_dir: Path) -> None:
     import json
 
     from harness.suite.config import load_suite
@@ -109,10 +109,10 @@ def test_failed_training_makes_its_gates_error_and_exit_3(tmp_path: Path, write_
 
     data = tmp_path / "d.jsonl"
     data.write_text('{"instruction": "a", "output": "b"}\n')
-    suite = write_suite(
+    suite = harness_write_suite(
         {
             "name": "broken",
-            "model": str(tiny_model_dir),
+            "model": str(harness_tiny_model_dir),
             "data": [{"path": str(data), "format": "alpaca"}],
             "train": "broken",
             "evaluate": {"const": "const"},

@@ -81,26 +81,26 @@ def test_a_corrupted_store_is_one_line_naming_the_file_and_the_fix(tmp_path: Pat
     assert f"harness store repair {tmp_path}" in message
 
 
-def test_a_read_only_store_is_one_line(readonly_folder: Path, unprivileged_python) -> None:
-    os.chmod(readonly_folder, 0o755)
-    Store(readonly_folder / "store").close()
-    os.chmod(readonly_folder / "store", 0o555)
-    os.chmod(readonly_folder / "store" / "store.sqlite", 0o444)
+def test_a_read_only_store_is_one_line(harness_readonly_folder: Path, harness_unprivileged_python) -> None:
+    os.chmod(harness_readonly_folder, 0o755)
+    Store(harness_readonly_folder / "store").close()
+    os.chmod(harness_readonly_folder / "store", 0o555)
+    os.chmod(harness_readonly_folder / "store" / "store.sqlite", 0o444)
     code = (
         "import sys; from pathlib import Path; from harness.lib.store import Store\n"
-        f"try: Store(Path({str(readonly_folder / 'store')!r}))\n"
+        f"try: Store(Path({str(harness_readonly_folder / 'store')!r}))\n"
         "except Exception as exc: print(type(exc).__name__, exc)\n"
     )
-    done = unprivileged_python(code)
-    os.chmod(readonly_folder / "store", 0o755)
+    done = harness_unprivileged_python(code)
+    os.chmod(harness_readonly_folder / "store", 0o755)
     assert done.stdout.startswith("StoreError ") and "the store is read-only" in done.stdout, done.stdout + done.stderr
-    assert str(readonly_folder / "store") in done.stdout and len(done.stdout.splitlines()) == 1
+    assert str(harness_readonly_folder / "store") in done.stdout and len(done.stdout.splitlines()) == 1
 
 
-def test_the_cli_reports_a_corrupted_store_before_any_work(tmp_path: Path, write_suite, capsys) -> None:
+def test_the_cli_reports_a_corrupted_store_before_any_work(tmp_path: Path, harness_write_suite, capsys) -> None:
     (tmp_path / "store").mkdir()
     (tmp_path / "store" / "store.sqlite").write_bytes(b"not a database at all" * 10)
-    suite = write_suite({"name": "s", "model": "smollm2-135m-instruct"})
+    suite = harness_write_suite({"name": "s", "model": "smollm2-135m-instruct"})
     for extra in ([], ["--no-cache"]):
         code = main(["run", str(suite), "--store", str(tmp_path / "store"), "--reports", str(tmp_path / "r"), *extra])
         err = capsys.readouterr().err.strip()
@@ -225,13 +225,13 @@ def test_repair_of_an_unreadable_file_reindexes_the_trainings(tmp_path: Path, ca
     store.close()
 
 
-def test_a_run_after_repair_reuses_the_surviving_training(tmp_path: Path, write_suite, tiny_model_dir: Path, capsys) -> None:
+def test_a_run_after_repair_reuses_the_surviving_training(tmp_path: Path, harness_write_suite, harness_tiny_model_dir: Path, capsys) -> None:
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps({"instruction": f"Say {i}.", "output": f"{i}."}) + "\n" for i in range(12)))
-    suite = write_suite(
+    suite = harness_write_suite(
         {
             "name": "repaired",
-            "model": {"source": str(tiny_model_dir), "dtype": "float32"},
+            "model": {"source": str(harness_tiny_model_dir), "dtype": "float32"},
             "data": [{"path": str(data), "format": "alpaca"}],
             "train": {"name": "lora", "r": 2, "max_steps": 2, "batch_size": 4, "max_length": 48},
             "evaluate": {"ppl": {"name": "perplexity", "windows": 2, "span_chars": 120, "context_chars": 40, "window": 48, "stride": 24}},
@@ -254,11 +254,11 @@ def test_a_run_after_repair_reuses_the_surviving_training(tmp_path: Path, write_
     assert json.loads(newest.read_text())["train"]["from_cache"] is True
 
 
-def test_a_run_that_fails_is_closed_as_failed(tmp_path: Path, write_suite, tiny_model_dir: Path, capsys) -> None:
+def test_a_run_that_fails_is_closed_as_failed(tmp_path: Path, harness_write_suite, harness_tiny_model_dir: Path, capsys) -> None:
     data = tmp_path / "d.jsonl"
     data.write_text('{"instruction": "a", "output": "b"}\n')
-    suite = write_suite({  # valid as planned; the curate stage then keeps nothing
-        "name": "s", "model": str(tiny_model_dir), "data": [{"path": str(data), "format": "alpaca"}],
+    suite = harness_write_suite({  # valid as planned; the curate stage then keeps nothing
+        "name": "s", "model": str(harness_tiny_model_dir), "data": [{"path": str(data), "format": "alpaca"}],
         "curate": {"filters": [{"name": "min_response_length", "min_chars": 100}]}, "train": "lora",
     })
     assert main(["run", str(suite), "--store", str(tmp_path / "store"), "--reports", str(tmp_path / "r")]) == 2

@@ -32,7 +32,7 @@ def _run(suite: Path, tmp: Path) -> tuple[subprocess.CompletedProcess[str], dict
 
 
 @pytest.fixture(scope="module")
-def e2e(tmp_path_factory: pytest.TempPathFactory, embedded_model_dir: Path):
+def e2e(tmp_path_factory: pytest.TempPathFactory, harness_embedded_model_dir: Path):
     tmp = tmp_path_factory.mktemp("e2e")
     extra = tmp / "extra.jsonl"
     extra.write_text(

@@ -17,7 +17,7 @@ SUITE = Path(__file__).resolve().parents[2] / "suites" / "mitigations.yaml"
 
 
 @pytest.mark.integration
-def test_replay_and_ewc_change_the_forgetting_curve_of_fsdp_full_fine_tuning(tmp_path: Path, write_suite) -> None:
+def test_replay_and_ewc_change_the_forgetting_curve_of_fsdp_full_fine_tuning(tmp_path: Path, harness_write_suite) -> None:
     suite = yaml.safe_load(SUITE.read_text())
     short = {"max_steps": 6, "eval_every": 0, "batch_size": 8, "learning_rate": 5e-4}
     suite["train"].update(short)
@@ -31,7 +31,7 @@ def test_replay_and_ewc_change_the_forgetting_curve_of_fsdp_full_fine_tuning(tmp
     suite["forgetting"]["compare"]["ewc"]["ewc"].update({"batches": 4, "batch_size": 2})
     suite["data"][0]["sample"] = 48
     suite.update(evaluate={}, gates={}, report=["json", "curve"])
-    path = write_suite(suite)
+    path = harness_write_suite(suite)
 
     code = main(["run", str(path), "--store", str(tmp_path / "store"), "--reports", str(tmp_path / "reports")])
     assert code == 0

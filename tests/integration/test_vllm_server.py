@@ -17,10 +17,10 @@ MESSAGES = [{"role": "user", "content": "What is the capital of France? Answer i
 
 
 @pytest.fixture(scope="module")
-def hf_tokenizer(embedded_model_dir: Path) -> Any:
+def hf_tokenizer(harness_embedded_model_dir: Path) -> Any:
     import transformers
 
-    return transformers.AutoTokenizer.from_pretrained(str(embedded_model_dir))
+    return transformers.AutoTokenizer.from_pretrained(str(harness_embedded_model_dir))
 
 
 def _ids(encoded: Any) -> list[int]:
@@ -29,18 +29,18 @@ def _ids(encoded: Any) -> list[int]:
     return [int(i) for i in ids]
 
 
-def test_models_lists_the_served_name(vllm_server: VllmServer) -> None:
-    assert vllm_server.url.startswith("http://127.0.0.1:") and vllm_server.url.endswith("/v1")
-    models = vllm_server.request("/v1/models")
-    assert [m["id"] for m in models["data"]] == [vllm_server.served_name]
-    assert models["data"][0]["root"] == str(vllm_server.model_dir)
+def test_models_lists_the_served_name(harness_vllm_server: VllmServer) -> None:
+    assert harness_vllm_server.url.startswith("http://127.0.0.1:") and harness_vllm_server.url.endswith("/v1")
+    models = harness_vllm_server.request("/v1/models")
+    assert [m["id"] for m in models["data"]] == [harness_vllm_server.served_name]
+    assert models["data"][0]["root"] == str(harness_vllm_server.model_dir)
 
 
-def test_greedy_chat_completion_with_logprobs(vllm_server: VllmServer, hf_tokenizer: Any) -> None:
-    reply = vllm_server.request(
+def test_greedy_chat_completion_with_logprobs(harness_vllm_server: VllmServer, hf_tokenizer: Any) -> None:
+    reply = harness_vllm_server.request(
         "/v1/chat/completions",
         {
-            "model": vllm_server.served_name,
+            "model": harness_vllm_server.served_name,
             "messages": MESSAGES,
             "temperature": 0,
             "max_tokens": 16,
@@ -63,11 +63,11 @@ def test_greedy_chat_completion_with_logprobs(vllm_server: VllmServer, hf_tokeni
 
 
 def test_tokenize_renders_the_chat_template_like_transformers(
-    vllm_server: VllmServer, hf_tokenizer: Any
+    harness_vllm_server: VllmServer, hf_tokenizer: Any
 ) -> None:
-    served = vllm_server.request(
+    served = harness_vllm_server.request(
         "/tokenize",
-        {"model": vllm_server.served_name, "messages": MESSAGES, "add_generation_prompt": True},
+        {"model": harness_vllm_server.served_name, "messages": MESSAGES, "add_generation_prompt": True},
     )
     expected = _ids(hf_tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=True))
     assert served["tokens"] == expected

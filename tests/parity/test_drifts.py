@@ -96,7 +96,7 @@ def findings(result: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 @pytest.mark.parametrize("drift", list(DRIFTS))
-def test_each_drift_is_found_by_its_check_alone(drift: str, logs: Path, tmp_path: Path, embedded_model_dir: Path) -> None:
+def test_each_drift_is_found_by_its_check_alone(drift: str, logs: Path, tmp_path: Path, harness_embedded_model_dir: Path) -> None:
     result = run_parity(logs, tmp_path, drift)
     checks = result["parity"]["checks"]
     assert [c["status"] for c in checks if c["status"] == "error"] == [], [c["error"] for c in checks]
@@ -148,12 +148,12 @@ def test_each_drift_is_found_by_its_check_alone(drift: str, logs: Path, tmp_path
         assert finding["share"] >= 0.5
 
 
-def test_truncation_counts_exactly_the_requests_over_the_limit(logs: Path, tmp_path: Path, embedded_model_dir: Path) -> None:
+def test_truncation_counts_exactly_the_requests_over_the_limit(logs: Path, tmp_path: Path, harness_embedded_model_dir: Path) -> None:
     """Independently of the harness: render each logged request with SmolLM2's own template and
     count those longer than 256 tokens; the finding must touch exactly those."""
     import transformers
 
-    tok = transformers.AutoTokenizer.from_pretrained(str(embedded_model_dir))
+    tok = transformers.AutoTokenizer.from_pretrained(str(harness_embedded_model_dir))
     over = set()
     for n, line in enumerate((logs / "support.jsonl").read_text().splitlines(), start=1):
         messages = json.loads(line)["request"]["messages"]

@@ -27,54 +27,54 @@ def pipe(model_dir: Path, tmp: Path | None = None, **spec) -> Pipeline:
     return Pipeline.build("p", PipelineSpec.model_validate(spec), model_dir, tmp or model_dir)
 
 
-def test_render_adds_bos_before_a_template_that_already_starts_with_it(embedded_model_dir: Path) -> None:
-    plain, bos = pipe(embedded_model_dir), pipe(embedded_model_dir, add_bos=True)
+def test_render_adds_bos_before_a_template_that_already_starts_with_it(harness_embedded_model_dir: Path) -> None:
+    plain, bos = pipe(harness_embedded_model_dir), pipe(harness_embedded_model_dir, add_bos=True)
     a, b = plain.render(REQ), bos.render(REQ)
     assert a.ids[0] == 1 and a.ids[1] != 1  # SmolLM2's template starts with <|im_start|>, its BOS
     assert b.ids == (1,) + a.ids
     assert a.text.endswith("<|im_start|>assistant\n")
 
 
-def test_truncation_keeps_the_configured_side(embedded_model_dir: Path) -> None:
-    full = pipe(embedded_model_dir).render(REQ)
-    left = pipe(embedded_model_dir, preprocess={"max_input_tokens": 10}).render(REQ)
-    right = pipe(embedded_model_dir, preprocess={"max_input_tokens": 10, "truncation_side": "right"}).render(REQ)
+def test_truncation_keeps_the_configured_side(harness_embedded_model_dir: Path) -> None:
+    full = pipe(harness_embedded_model_dir).render(REQ)
+    left = pipe(harness_embedded_model_dir, preprocess={"max_input_tokens": 10}).render(REQ)
+    right = pipe(harness_embedded_model_dir, preprocess={"max_input_tokens": 10, "truncation_side": "right"}).render(REQ)
     assert left.truncated and left.full_length == len(full.ids)
     assert left.ids == full.ids[-10:] and right.ids == full.ids[:10]
     assert not full.truncated
 
 
-def test_system_prompt_if_missing_or_replace(embedded_model_dir: Path) -> None:
+def test_system_prompt_if_missing_or_replace(harness_embedded_model_dir: Path) -> None:
     with_system = Request("x", (Message("system", "theirs"), Message("user", "hi")))
-    add = pipe(embedded_model_dir, system_prompt="ours")
-    replace = pipe(embedded_model_dir, system_prompt="ours", system_prompt_mode="replace")
+    add = pipe(harness_embedded_model_dir, system_prompt="ours")
+    replace = pipe(harness_embedded_model_dir, system_prompt="ours", system_prompt_mode="replace")
     assert add.messages(REQ)[0] == {"role": "system", "content": "ours"}
     assert add.messages(with_system)[0]["content"] == "theirs"
     assert replace.messages(with_system)[0]["content"] == "ours"
     assert len(replace.messages(with_system)) == 2
 
 
-def test_preprocessing_normalises_and_collapses_whitespace(embedded_model_dir: Path) -> None:
-    p = pipe(embedded_model_dir, preprocess={"normalize": "NFKC", "whitespace": "collapse"})
+def test_preprocessing_normalises_and_collapses_whitespace(harness_embedded_model_dir: Path) -> None:
+    p = pipe(harness_embedded_model_dir, preprocess={"normalize": "NFKC", "whitespace": "collapse"})
     assert p.messages(REQ)[0]["content"] == "Can I cancel my order?"
-    assert pipe(embedded_model_dir).messages(REQ)[0]["content"] == REQ.messages[0].content
+    assert pipe(harness_embedded_model_dir).messages(REQ)[0]["content"] == REQ.messages[0].content
 
 
-def test_sampling_precedence_explicit_then_generation_config_then_api_defaults(embedded_model_dir: Path, tmp_path: Path) -> None:
+def test_sampling_precedence_explicit_then_generation_config_then_api_defaults(harness_embedded_model_dir: Path, tmp_path: Path) -> None:
     (tmp_path / "gen.json").write_text(json.dumps({"temperature": 0.7, "top_p": 0.9, "top_k": 0, "max_new_tokens": 64}))
-    p = pipe(embedded_model_dir, tmp_path, sampling={"top_p": 0.5, "generation_config": "gen.json"})
+    p = pipe(harness_embedded_model_dir, tmp_path, sampling={"top_p": 0.5, "generation_config": "gen.json"})
     s = p.sampling
     assert s.values["temperature"] == 0.7 and s.sources["temperature"] == "generation_config"
     assert s.values["top_p"] == 0.5 and s.sources["top_p"] == "explicit"
     assert s.values["max_tokens"] == 64 and s.values["top_k"] == -1  # transformers' 0 is "off"
     assert s.values["repetition_penalty"] == API_DEFAULTS["repetition_penalty"] and s.sources["repetition_penalty"] == "default"
-    unset = pipe(embedded_model_dir).sampling
+    unset = pipe(harness_embedded_model_dir).sampling
     assert unset.values["temperature"] == 1.0 and not unset.greedy  # the API default is not greedy
-    greedy = pipe(embedded_model_dir, sampling={"temperature": 0}).sampling
-    assert greedy.differences(pipe(embedded_model_dir, sampling={"temperature": 0, "top_p": 0.3}).sampling) == {}
+    greedy = pipe(harness_embedded_model_dir, sampling={"temperature": 0}).sampling
+    assert greedy.differences(pipe(harness_embedded_model_dir, sampling={"temperature": 0, "top_p": 0.3}).sampling) == {}
     assert set(greedy.differences(s)) >= {"temperature", "top_p", "max_tokens"}
     with pytest.raises(Exception, match="generation_config: not found"):
-        pipe(embedded_model_dir, tmp_path, sampling={"generation_config": "missing.json"})
+        pipe(harness_embedded_model_dir, tmp_path, sampling={"generation_config": "missing.json"})
 
 
 def test_parsers() -> None:
@@ -99,17 +99,17 @@ def _template_findings(model_dir: Path, **production) -> dict[str, Finding]:
     return {f.cause: f for f in out.findings}
 
 
-def test_template_check_names_each_cause(embedded_model_dir: Path) -> None:
-    assert _template_findings(embedded_model_dir) == {}
-    assert set(_template_findings(embedded_model_dir, system_prompt="other")) == {"system_prompt"}
-    assert set(_template_findings(embedded_model_dir, add_bos=True)) == {"double_bos"}
-    assert set(_template_findings(embedded_model_dir, add_generation_prompt=False)) == {"generation_prompt"}
+def test_template_check_names_each_cause(harness_embedded_model_dir: Path) -> None:
+    assert _template_findings(harness_embedded_model_dir) == {}
+    assert set(_template_findings(harness_embedded_model_dir, system_prompt="other")) == {"system_prompt"}
+    assert set(_template_findings(harness_embedded_model_dir, add_bos=True)) == {"double_bos"}
+    assert set(_template_findings(harness_embedded_model_dir, add_generation_prompt=False)) == {"generation_prompt"}
     chatml_with_space = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n {% endfor %}<|im_start|>assistant\n"
-    found = _template_findings(embedded_model_dir, chat_template=chatml_with_space)
+    found = _template_findings(harness_embedded_model_dir, chat_template=chatml_with_space)
     assert set(found) == {"chat_template"}  # no default system prompt, a space after each turn
     assert "-<|im_start|>system" in found["chat_template"].evidence["diff"]
-    ws = pipe(embedded_model_dir).tokenizer.chat_template.replace("<|im_end|>' + '\n'", "<|im_end|>' + '\n\n'")
-    assert set(_template_findings(embedded_model_dir, chat_template=ws)) == {"whitespace"}
+    ws = pipe(harness_embedded_model_dir).tokenizer.chat_template.replace("<|im_end|>' + '\n'", "<|im_end|>' + '\n\n'")
+    assert set(_template_findings(harness_embedded_model_dir, chat_template=ws)) == {"whitespace"}
 
 
 def test_parity_gates_fail_on_threshold_and_error_is_never_a_pass() -> None:

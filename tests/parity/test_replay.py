@@ -59,10 +59,10 @@ def _short_log(tmp: Path, n: int) -> None:
     write_log(tmp / "requests.jsonl", requests)
 
 
-def test_server_errors_then_recovery_completes(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_server_errors_then_recovery_completes(tmp_path: Path, harness_tiny_model_dir: Path) -> None:
     _short_log(tmp_path, 6)
     with FakeOpenAI([("status", 503), ("status", 502), ("status", 429, 0)]) as fake:
-        suite = _suite(tmp_path, tiny_model_dir, fake.url, fake.model, {"replay": "replay"}, backoff_s=0.01, concurrency=1)
+        suite = _suite(tmp_path, harness_tiny_model_dir, fake.url, fake.model, {"replay": "replay"}, backoff_s=0.01, concurrency=1)
         code, result = _run(suite, tmp_path)
     replay = _replay(result)
     assert replay["status"] != "error", replay["error"]
@@ -71,10 +71,10 @@ def test_server_errors_then_recovery_completes(tmp_path: Path, tiny_model_dir: P
     assert code in (0, 1)
 
 
-def test_an_endpoint_that_keeps_timing_out_is_an_error_never_a_pass(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_an_endpoint_that_keeps_timing_out_is_an_error_never_a_pass(tmp_path: Path, harness_tiny_model_dir: Path) -> None:
     _short_log(tmp_path, 3)
     with FakeOpenAI(default=("sleep", 2.0)) as fake:
-        suite = _suite(tmp_path, tiny_model_dir, fake.url, fake.model, {"replay": "replay"}, timeout_s=0.2, max_retries=1, backoff_s=0.01, concurrency=1)
+        suite = _suite(tmp_path, harness_tiny_model_dir, fake.url, fake.model, {"replay": "replay"}, timeout_s=0.2, max_retries=1, backoff_s=0.01, concurrency=1)
         code, result = _run(suite, tmp_path)
     replay = _replay(result)
     assert replay["status"] == "error" and "timed out" in replay["error"]
@@ -83,11 +83,11 @@ def test_an_endpoint_that_keeps_timing_out_is_an_error_never_a_pass(tmp_path: Pa
     assert decision["gate"] == "parity.replay" and decision["verdict"] == "error"
 
 
-def test_a_server_that_drops_mid_run_keeps_partial_results_and_resume_completes(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_a_server_that_drops_mid_run_keeps_partial_results_and_resume_completes(tmp_path: Path, harness_tiny_model_dir: Path) -> None:
     _short_log(tmp_path, 10)
     with FakeOpenAI(stop_after=4) as fake:
         port = fake.port
-        suite = _suite(tmp_path, tiny_model_dir, fake.url, fake.model, {"replay": "replay"}, max_retries=1, backoff_s=0.01, concurrency=1)
+        suite = _suite(tmp_path, harness_tiny_model_dir, fake.url, fake.model, {"replay": "replay"}, max_retries=1, backoff_s=0.01, concurrency=1)
         code, first = _run(suite, tmp_path)
     assert code == 3
     assert "6 of 10 requests got no answer" in _replay(first)["error"]
@@ -101,10 +101,10 @@ def test_a_server_that_drops_mid_run_keeps_partial_results_and_resume_completes(
     assert len(replay["metrics"]["per_request"]) == 10
 
 
-def test_divergences_are_attributed_to_the_cause_another_check_found(tmp_path: Path, tiny_model_dir: Path, capfd: pytest.CaptureFixture[str]) -> None:
+def test_divergences_are_attributed_to_the_cause_another_check_found(tmp_path: Path, harness_tiny_model_dir: Path, capfd: pytest.CaptureFixture[str]) -> None:
     _short_log(tmp_path, 4)
     with FakeOpenAI() as fake:  # its answers are not the model's: every request diverges
-        suite = _suite(tmp_path, tiny_model_dir, fake.url, fake.model, {"template": "template", "replay": "replay"},
+        suite = _suite(tmp_path, harness_tiny_model_dir, fake.url, fake.model, {"template": "template", "replay": "replay"},
                        production={"system_prompt": "You are ACME's assistant."})
         code, result = _run(suite, tmp_path)
     assert code == 1  # template: high system_prompt
@@ -120,17 +120,17 @@ def test_divergences_are_attributed_to_the_cause_another_check_found(tmp_path: P
     assert "requests that diverge" in out and "template:system_prompt" in out
 
 
-def test_the_api_key_appears_in_no_artifact(tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+def test_the_api_key_appears_in_no_artifact(tmp_path: Path, harness_tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
     canary = f"sk-canary-{uuid.uuid4().hex}"
     monkeypatch.setenv(KEY_ENV, canary)
     _short_log(tmp_path, 4)
     checks = {"template": "template", "replay": "replay"}
     # first a server that quotes the Authorization header back in its errors, then a good one
     with FakeOpenAI(default="echo_auth") as bad:
-        suite = _suite(tmp_path, tiny_model_dir, bad.url, bad.model, checks, api_key_env=KEY_ENV, max_retries=1, backoff_s=0.01)
+        suite = _suite(tmp_path, harness_tiny_model_dir, bad.url, bad.model, checks, api_key_env=KEY_ENV, max_retries=1, backoff_s=0.01)
         code_bad, _ = _run(suite, tmp_path)
     with FakeOpenAI() as good:
-        suite = _suite(tmp_path, tiny_model_dir, good.url, good.model, checks, api_key_env=KEY_ENV)
+        suite = _suite(tmp_path, harness_tiny_model_dir, good.url, good.model, checks, api_key_env=KEY_ENV)
         code_good, _ = _run(suite, tmp_path)
     assert code_bad == 3 and code_good in (0, 1)
     assert all(r.headers.get("authorization") == f"Bearer {canary}" for r in good.posts())
@@ -144,12 +144,12 @@ def test_the_api_key_appears_in_no_artifact(tmp_path: Path, tiny_model_dir: Path
 
 
 @pytest.mark.integration
-def test_replay_against_a_real_vllm_server(tmp_path: Path, vllm_server) -> None:
+def test_replay_against_a_real_vllm_server(tmp_path: Path, harness_vllm_server) -> None:
     """50 logged customer-support chats replayed against vLLM (CPU) serving SmolLM2 on loopback,
     compared token by token with the offline pipeline on the same weights."""
     write_log(tmp_path / "requests.jsonl", support_requests(50, seed=11))
     checks = {"template": {"name": "template", "server_requests": 50}, "replay": "replay"}
-    suite = _suite(tmp_path, vllm_server.model_dir, vllm_server.url, vllm_server.served_name, checks)
+    suite = _suite(tmp_path, harness_vllm_server.model_dir, harness_vllm_server.url, harness_vllm_server.served_name, checks)
     code, result = _run(suite, tmp_path)
     template = next(c for c in result["parity"]["checks"] if c["check"] == "template")
     replay = _replay(result)

@@ -48,9 +48,9 @@ def _result(tmp_path: Path) -> tuple[dict[str, Any], ET.Element]:
     return json.loads((report / "result.json").read_text()), ET.parse(report / "junit.xml").getroot()
 
 
-def test_harness_run_adds_parity_gates_and_reports_one_junit_case_per_check(tmp_path: Path, write_suite, tiny_model_dir: Path) -> None:
+def test_harness_run_adds_parity_gates_and_reports_one_junit_case_per_check(tmp_path: Path, harness_write_suite, harness_tiny_model_dir: Path) -> None:
     _log(tmp_path / "requests.jsonl", bad_line=True)
-    path = write_suite(_suite(tmp_path, tiny_model_dir, gate={"fail_on": "high", "blocking": True}))
+    path = harness_write_suite(_suite(tmp_path, harness_tiny_model_dir, gate={"fail_on": "high", "blocking": True}))
     code = main(["run", str(path), "--reports", str(tmp_path / "reports"), "--store", str(tmp_path / "store")])
     result, junit = _result(tmp_path)
     assert code == 1  # template: high double_bos
@@ -65,9 +65,9 @@ def test_harness_run_adds_parity_gates_and_reports_one_junit_case_per_check(tmp_
     assert stages.index("parity") < stages.index("gate")
 
 
-def test_ungated_checks_are_junit_cases_too(tmp_path: Path, write_suite, tiny_model_dir: Path) -> None:
+def test_ungated_checks_are_junit_cases_too(tmp_path: Path, harness_write_suite, harness_tiny_model_dir: Path) -> None:
     _log(tmp_path / "requests.jsonl")
-    path = write_suite(_suite(tmp_path, tiny_model_dir))
+    path = harness_write_suite(_suite(tmp_path, harness_tiny_model_dir))
     code = main(["parity", str(path), "--reports", str(tmp_path / "reports"), "--store", str(tmp_path / "store")])
     result, junit = _result(tmp_path)
     assert code == 0 and result["decisions"] == []  # findings without a gate do not fail the run
@@ -91,7 +91,7 @@ class _BrokenPlugin:
         registrar.add(_Broken)
 
 
-def test_a_broken_check_is_an_error_for_itself_only(tmp_path: Path, write_suite, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_broken_check_is_an_error_for_itself_only(tmp_path: Path, harness_write_suite, harness_tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from harness.plugin import manager as plugins
 
     real = plugins.get_plugin_manager
@@ -104,7 +104,7 @@ def test_a_broken_check_is_an_error_for_itself_only(tmp_path: Path, write_suite,
     monkeypatch.setattr(plugins, "get_plugin_manager", with_broken)
     _log(tmp_path / "requests.jsonl")
     checks = {"broken": "broken_check", "template": "template"}
-    path = write_suite(_suite(tmp_path, tiny_model_dir, checks=checks, gate={"fail_on": "high"}))
+    path = harness_write_suite(_suite(tmp_path, harness_tiny_model_dir, checks=checks, gate={"fail_on": "high"}))
     code = main(["parity", str(path), "--reports", str(tmp_path / "reports"), "--store", str(tmp_path / "store")])
     result, _ = _result(tmp_path)
     statuses = {c["check"]: (c["status"], c["error"]) for c in result["parity"]["checks"]}
@@ -124,12 +124,12 @@ def test_a_broken_check_is_an_error_for_itself_only(tmp_path: Path, write_suite,
     ],
 )
 def test_bad_parity_config_is_one_line_naming_the_place(
-    tmp_path: Path, write_suite, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str], change: dict, expected: str
+    tmp_path: Path, harness_write_suite, harness_tiny_model_dir: Path, capsys: pytest.CaptureFixture[str], change: dict, expected: str
 ) -> None:
     import re
 
     _log(tmp_path / "requests.jsonl")
-    path = write_suite(_suite(tmp_path, tiny_model_dir, **change))
+    path = harness_write_suite(_suite(tmp_path, harness_tiny_model_dir, **change))
     code = main(["parity", str(path), "--reports", str(tmp_path / "reports"), "--store", str(tmp_path / "store")])
     err = capsys.readouterr().err.strip()
     assert code == 2

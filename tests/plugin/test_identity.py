@@ -51,10 +51,10 @@ def _run(site: Path, suite: Path, tmp_path: Path) -> subprocess.CompletedProcess
     return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, env=env)
 
 
-def test_editing_a_plugins_scoring_function_misses_the_cache(tmp_path, write_suite, tiny_model_dir):
+def test_editing_a_plugins_scoring_function_misses_the_cache(tmp_path, harness_write_suite, harness_tiny_model_dir):
     site = tmp_path / "site"
     _install_in_place(site, 0.0)
-    suite = write_suite({"name": "code-key", "model": str(tiny_model_dir), "evaluate": {"c": "constant"}})
+    suite = harness_write_suite({"name": "code-key", "model": str(harness_tiny_model_dir), "evaluate": {"c": "constant"}})
 
     first = _run(site, suite, tmp_path)
     assert first.returncode == 0, first.stderr

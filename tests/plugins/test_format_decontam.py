@@ -109,7 +109,7 @@ def clean(bitext: list[Conversation], hh: list[Conversation]) -> list[Conversati
 
 
 @pytest.fixture(scope="module")
-def format_check(embedded_model_dir: Path, ctx: RunContext):
+def format_check(harness_embedded_model_dir: Path, ctx: RunContext):
     """Build a format_check (the embedded model is materialised by the session fixture)."""
     return lambda **options: FormatCheck(FormatCheck.Config(model=MODEL, **options), ctx)
 

@@ -78,7 +78,7 @@ def test_predictions_break_ties_like_argmax() -> None:
 
 
 def test_engines_agree_and_match_lmevals_own_metrics(
-    tiny_model_dir: Path, ctx: RunContext, monkeypatch: pytest.MonkeyPatch
+    harness_tiny_model_dir: Path, ctx: RunContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import functools
 
@@ -93,7 +93,7 @@ def test_engines_agree_and_match_lmevals_own_metrics(
     run_task = _lmeval.run_task
     monkeypatch.setattr(_lmeval, "run_task", lambda *a, **kw: samples.extend(run_task(*a, **kw)) or samples)
     backend = HFBackend(ComponentConfig(), ctx)
-    model: LoadedModel = backend.load(ModelRef("baseline", tiny_model_dir, "hf", "float32", None, "t"))
+    model: LoadedModel = backend.load(ModelRef("baseline", harness_tiny_model_dir, "hf", "float32", None, "t"))
     native = HellaSwag(HellaSwagConfig(sample=4, engine="native"), ctx)
     reference = HellaSwag(HellaSwagConfig(sample=4, engine="lm_eval"), ctx)
     items = native.items()

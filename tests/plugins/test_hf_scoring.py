@@ -52,8 +52,8 @@ def assert_same(ours: list[list[tuple[float, bool]]], theirs: list[list[tuple[fl
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_model_dir: Path) -> LoadedModel:
-    return load(tiny_model_dir)
+def tiny(harness_tiny_model_dir: Path) -> LoadedModel:
+    return load(harness_tiny_model_dir)
 
 
 def test_matches_lmeval_on_tricky_requests_at_any_batch_size(tiny: LoadedModel) -> None:
@@ -76,17 +76,17 @@ def test_token_logprobs_match_a_plain_forward_pass(tiny: LoadedModel) -> None:
         token_logprobs(tiny, [([1, 2, 3], 3)])
 
 
-def test_matches_lmeval_on_real_items_with_smollm2(embedded_model_dir: Path) -> None:
+def test_matches_lmeval_on_real_items_with_smollm2(harness_embedded_model_dir: Path) -> None:
     from harness_plugins.benchmarks.hellaswag import HellaSwag, HellaSwagConfig
     from harness_plugins.benchmarks.mmlu import LETTERS, MMLU, MMLUConfig, prompt
 
-    ctx = RunContext(embedded_model_dir, embedded_model_dir)
+    ctx = RunContext(harness_embedded_model_dir, harness_embedded_model_dir)
     mmlu = MMLU(MMLUConfig(per_subject=1, subjects=["astronomy"]), ctx).items()
     hellaswag = HellaSwag(HellaSwagConfig(sample=1), ctx).items()
     requests: list[Request] = [(prompt(d), [f" {x}" for x in LETTERS]) for d in mmlu]
     requests += [(d["query"], [f" {c}" for c in d["choices"]]) for d in hellaswag]
     requests.append(("The capital of France is", [" Paris", " Lyon"]))  # a greedy continuation
-    model = load(embedded_model_dir)
+    model = load(harness_embedded_model_dir)
     ours = choice_logprobs(model, requests, batch_size=8)
     assert_same(ours, lmeval_scores(model, requests))
     assert ours[-1][0][1] and not ours[-1][1][1]

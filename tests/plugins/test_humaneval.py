@@ -64,12 +64,12 @@ def test_completions_are_scored_by_running_them_in_the_sandbox(tmp_path: Path, m
 
 
 @pytest.mark.integration
-def test_smollm2_greedy_completions_run_in_the_sandbox(embedded_model_dir: Path, tmp_path: Path) -> None:
+def test_smollm2_greedy_completions_run_in_the_sandbox(harness_embedded_model_dir: Path, tmp_path: Path) -> None:
     from harness.plugin.components import ComponentConfig
     from harness.lib.models import ModelRef, dir_fingerprint
     from harness_plugins.backends.hf import HFBackend
 
-    ref = ModelRef("baseline", embedded_model_dir, "hf", "auto", None, dir_fingerprint(embedded_model_dir))
+    ref = ModelRef("baseline", harness_embedded_model_dir, "hf", "auto", None, dir_fingerprint(harness_embedded_model_dir))
     model = HFBackend(ComponentConfig(), RunContext(tmp_path, tmp_path)).load(ref)
     bench = _bench(tmp_path, problems=2, max_new_tokens=48)
     results = bench.evaluate(model, bench.items(), lambda *a: None)

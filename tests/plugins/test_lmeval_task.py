@@ -62,7 +62,7 @@ def test_bad_configs_and_data_are_clear_errors(tmp_path: Path, data_file: Path) 
 
 
 def test_per_item_scores_match_an_independent_scorer(
-    tmp_path: Path, data_file: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+    tmp_path: Path, data_file: Path, harness_tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     from harness_plugins.backends.hf import HFBackend
     from harness_plugins.backends.hf_scoring import choice_logprobs
@@ -70,7 +70,7 @@ def test_per_item_scores_match_an_independent_scorer(
     monkeypatch.chdir(tmp_path)  # outside a git checkout: lm-eval's git lookup must stay quiet
 
     ctx = RunContext(tmp_path, tmp_path)
-    ref = ModelRef("baseline", tiny_model_dir, "hf", "float32", None, dir_fingerprint(tiny_model_dir))
+    ref = ModelRef("baseline", harness_tiny_model_dir, "hf", "float32", None, dir_fingerprint(harness_tiny_model_dir))
     model = HFBackend(ComponentConfig(), ctx).load(ref)
     bench = _bench(tmp_path, data_file="task.jsonl", id_field="qid")
     results = bench.evaluate(model, bench.items(), lambda *a: None)

@@ -29,10 +29,10 @@ def _base(model_dir: Path) -> ModelRef:
     return ModelRef("baseline", model_dir, "hf", "float32", None, dir_fingerprint(model_dir))
 
 
-def test_loss_covers_assistant_turns_only(embedded_model_dir: Path) -> None:
+def test_loss_covers_assistant_turns_only(harness_embedded_model_dir: Path) -> None:
     import transformers
 
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(embedded_model_dir))
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(harness_embedded_model_dir))
     record = Conversation(
         (
             Message("user", "Hi there"),
@@ -60,34 +60,34 @@ def _train(model_dir: Path, ctx: RunContext, out: Path, **options) -> tuple[obje
     return output, events
 
 
-def test_training_is_seeded_checkpointed_and_saved_as_safetensors(tiny_model_dir: Path, ctx: RunContext, tmp_path: Path) -> None:
+def test_training_is_seeded_checkpointed_and_saved_as_safetensors(harness_tiny_model_dir: Path, ctx: RunContext, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
     options = dict(batch_size=2, epochs=4, max_steps=5, eval_every=2, learning_rate=5e-3, precision="fp32")
-    first, events = _train(tiny_model_dir, ctx, tmp_path / "a", **options)
+    first, events = _train(harness_tiny_model_dir, ctx, tmp_path / "a", **options)
     assert [(e.step, e.final) for e in events] == [(2, False), (4, False), (5, True)]
     assert all((e.path / "adapter_model.safetensors").is_file() for e in events)
     assert not list(first.path.glob("*.bin"))
     assert first.steps == 5 and first.examples == len(CONVERSATIONS)
-    second, _ = _train(tiny_model_dir, ctx, tmp_path / "b", **options)
+    second, _ = _train(harness_tiny_model_dir, ctx, tmp_path / "b", **options)
     a = load_file(str(first.path / "adapter_model.safetensors"))
     b = load_file(str(second.path / "adapter_model.safetensors"))
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
     assert dir_fingerprint(first.path) == dir_fingerprint(second.path)
 
 
-def test_training_lowers_the_loss(tiny_model_dir: Path, ctx: RunContext, tmp_path: Path) -> None:
+def test_training_lowers_the_loss(harness_tiny_model_dir: Path, ctx: RunContext, tmp_path: Path) -> None:
     # One batch holds the whole data set and dropout is off, so without learning every step's
     # loss would be exactly the first one.  (A random 64-wide model cannot get far below ln|V|.)
     output, _ = _train(
-        tiny_model_dir, ctx, tmp_path / "c", batch_size=6, max_steps=20, epochs=20,
+        harness_tiny_model_dir, ctx, tmp_path / "c", batch_size=6, max_steps=20, epochs=20,
         learning_rate=5e-2, precision="fp32", dropout=0.0, r=16,
         target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
     )
     assert output.last_loss < output.first_loss - 0.2
 
 
-def test_untrained_adapter_has_zero_effect_and_is_not_failed(tiny_model_dir: Path, ctx: RunContext, tmp_path: Path) -> None:
+def test_untrained_adapter_has_zero_effect_and_is_not_failed(harness_tiny_model_dir: Path, ctx: RunContext, tmp_path: Path) -> None:
     """An identical candidate (a LoRA adapter whose B matrices are still zero) gives the same
     per-item results as its baseline, and the gate does not fail it."""
     import peft
@@ -98,7 +98,7 @@ def test_untrained_adapter_has_zero_effect_and_is_not_failed(tiny_model_dir: Pat
     from harness.types import Verdict
 
     backend = HFBackend(ComponentConfig(), ctx)
-    base_ref = _base(tiny_model_dir)
+    base_ref = _base(harness_tiny_model_dir)
     base = backend.load(base_ref, trainable=True)
     adapter = tmp_path / "zero-adapter"
     peft.get_peft_model(base.model, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(str(adapter))

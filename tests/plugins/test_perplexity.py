@@ -45,9 +45,9 @@ def ctx(tmp_path: Path) -> RunContext:
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_model_dir: Path) -> LoadedModel:
-    backend = HFBackend(ComponentConfig(), RunContext(tiny_model_dir, tiny_model_dir))
-    return backend.load(ModelRef("baseline", tiny_model_dir, "hf", "float32", None, "t"))
+def tiny(harness_tiny_model_dir: Path) -> LoadedModel:
+    backend = HFBackend(ComponentConfig(), RunContext(harness_tiny_model_dir, harness_tiny_model_dir))
+    return backend.load(ModelRef("baseline", harness_tiny_model_dir, "hf", "float32", None, "t"))
 
 
 def test_items_are_character_spans_spread_over_the_real_text(ctx: RunContext) -> None:

@@ -112,7 +112,7 @@ def random_chars(rng: random.Random) -> str:
 
 
 @pytest.fixture(scope="module")
-def ppl_case(bitext, ctx, embedded_model_dir):
+def ppl_case(bitext, ctx, harness_embedded_model_dir):
     """300 real records and 20 planted outliers through the filter (defaults but the token
     budget); the scores it computed are kept for the other checks."""
     real = seeded_sample(bitext, 300, 0, source_id)
@@ -126,7 +126,7 @@ def ppl_case(bitext, ctx, embedded_model_dir):
         for i, r in enumerate(donors)
     ]
     records = real + planted
-    config = PerplexityOutliers.Config(model=str(embedded_model_dir), max_tokens=32, batch_size=32)
+    config = PerplexityOutliers.Config(model=str(harness_embedded_model_dir), max_tokens=32, batch_size=32)
     flt = PerplexityOutliers(config, ctx)
     seen: dict[str, list[float]] = {}
     scores = flt.scores
@@ -171,10 +171,10 @@ def test_perplexity_scores_are_finite_and_ledger_balances(ppl_case) -> None:
     assert not result.quarantined
 
 
-def test_perplexity_scopes_and_windows(bitext, ctx, embedded_model_dir) -> None:
+def test_perplexity_scopes_and_windows(bitext, ctx, harness_embedded_model_dir) -> None:
     """Conversation scope scores every token; a long prompt still leaves tokens to score; a
     record without an assistant turn has nothing to score in response scope (NaN, kept)."""
-    config = {"model": str(embedded_model_dir), "max_tokens": 24}
+    config = {"model": str(harness_embedded_model_dir), "max_tokens": 24}
     response = PerplexityOutliers(PerplexityOutliers.Config(**config), ctx)
     whole = PerplexityOutliers(PerplexityOutliers.Config(scope="conversation", **config), ctx)
     long_prompt = Conversation(

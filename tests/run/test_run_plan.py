@@ -68,11 +68,11 @@ def _line_of(text: str, key: str) -> int:
 
 
 @pytest.mark.parametrize("slot", sorted(BAD_SLOTS))
-def test_a_bad_option_in_any_slot_fails_validate_before_any_work(slot, write_suite, tmp_path, capsys):
+def test_a_bad_option_in_any_slot_fails_validate_before_any_work(slot, harness_write_suite, tmp_path, capsys):
     where, value, key, says = BAD_SLOTS[slot]
     data = copy.deepcopy(BASE)
     _set(data, where, value)
-    path = write_suite(data)
+    path = harness_write_suite(data)
     text = path.read_text()
 
     assert main(["validate", str(path)]) == 2
@@ -86,7 +86,7 @@ def test_a_bad_option_in_any_slot_fails_validate_before_any_work(slot, write_sui
     assert not (store / "artifacts").exists() and not (tmp_path / "reports").exists()
 
 
-def test_every_problem_is_reported_at_once(write_suite, registries, tmp_path):
+def test_every_problem_is_reported_at_once(harness_write_suite, harness_registries, tmp_path):
     data = copy.deepcopy(BASE)
     for slot in ("statistic", "reporter", "trainer", "data path"):
         where, value, _key, _says = BAD_SLOTS[slot]
@@ -94,7 +94,7 @@ def test_every_problem_is_reported_at_once(write_suite, registries, tmp_path):
     from harness.suite.config import load_suite
 
     with pytest.raises(PlanError) as info:
-        plan_run(load_suite(write_suite(data)), registries, tmp_path / "work")
+        plan_run(load_suite(harness_write_suite(data)), harness_registries, tmp_path / "work")
     messages = [str(p) for p in info.value.problems]
     assert len(messages) == 4, messages
     for slot in ("statistic", "reporter", "trainer", "data path"):
@@ -102,10 +102,10 @@ def test_every_problem_is_reported_at_once(write_suite, registries, tmp_path):
     assert info.value.exit_code == 2
 
 
-def test_a_valid_suite_plans_every_component_once(write_suite, registries, tmp_path):
+def test_a_valid_suite_plans_every_component_once(harness_write_suite, harness_registries, tmp_path):
     from harness.suite.config import load_suite
 
-    plan = plan_run(load_suite(write_suite(copy.deepcopy(BASE))), registries, tmp_path / "work")
+    plan = plan_run(load_suite(harness_write_suite(copy.deepcopy(BASE))), harness_registries, tmp_path / "work")
     assert plan.trainer is not None and plan.trainer.name == "lora"
     assert set(plan.compared) == {"full"} and set(plan.probes) == {"domain", "mmlu"}
     assert [g.name for g in plan.gates] == ["intent"] and plan.gates[0].statistic == "mcnemar"
@@ -115,14 +115,14 @@ def test_a_valid_suite_plans_every_component_once(write_suite, registries, tmp_p
     assert [r.name for r in plan.reporters] == ["json"]
 
 
-def test_a_trainers_mitigation_data_is_checked_by_the_plan(write_suite, registries, tmp_path):
+def test_a_trainers_mitigation_data_is_checked_by_the_plan(harness_write_suite, harness_registries, tmp_path):
     from harness.suite.config import load_suite
 
     data = copy.deepcopy(BASE)
     data["train"]["replay"] = {"data": {"path": "${data}/wikitext2/nope.txt", "format": "text"}, "fraction": 0.2}
-    path = write_suite(data)
+    path = harness_write_suite(data)
     with pytest.raises(HarnessError) as info:
-        plan_run(load_suite(path), registries, tmp_path / "work")
+        plan_run(load_suite(path), harness_registries, tmp_path / "work")
     assert "nope.txt" in str(info.value) and f"{path}:" in str(info.value)
 
 

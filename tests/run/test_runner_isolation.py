@@ -65,13 +65,13 @@ class _BrokenHook:
             raise RuntimeError("notifier is down")
 
 
-def _run(tmp_path: Path, write_suite: Any, tiny_model_dir: Path, rule: str, report: list[str], extra: tuple = ()) -> Runner:
+def _run(tmp_path: Path, harness_write_suite: Any, harness_tiny_model_dir: Path, rule: str, report: list[str], extra: tuple = ()) -> Runner:
     data = tmp_path / "d.jsonl"
     data.write_text('{"instruction": "a", "output": "b"}\n')
-    suite = write_suite(
+    suite = harness_write_suite(
         {
             "name": "isolation",
-            "model": str(tiny_model_dir),
+            "model": str(harness_tiny_model_dir),
             "data": [{"path": str(data), "format": "alpaca"}],
             "train": "same_weights",
             "evaluate": {"scores": "scores"},
@@ -86,8 +86,8 @@ def _run(tmp_path: Path, write_suite: Any, tiny_model_dir: Path, rule: str, repo
     return runner
 
 
-def test_a_broken_reporter_is_recorded_and_the_others_still_write(tmp_path, write_suite, tiny_model_dir):
-    runner = _run(tmp_path, write_suite, tiny_model_dir, "no_regression()", ["broken_reporter", "json", "junit"])
+def test_a_broken_reporter_is_recorded_and_the_others_still_write(tmp_path, harness_write_suite, harness_tiny_model_dir):
+    runner = _run(tmp_path, harness_write_suite, harness_tiny_model_dir, "no_regression()", ["broken_reporter", "json", "junit"])
     result = runner.result
     assert [d.verdict.value for d in result.decisions] == ["pass"]
     assert result.exit_code == 3  # the gates passed, but the job did not do all it was asked to
@@ -99,14 +99,14 @@ def test_a_broken_reporter_is_recorded_and_the_others_still_write(tmp_path, writ
     assert (runner.report_dir / "junit.xml").is_file()
 
 
-def test_a_failed_gate_stays_exit_1_whatever_broke_beside_it(tmp_path, write_suite, tiny_model_dir):
-    runner = _run(tmp_path, write_suite, tiny_model_dir, "superior(margin=0.5)", ["broken_reporter", "json"])
+def test_a_failed_gate_stays_exit_1_whatever_broke_beside_it(tmp_path, harness_write_suite, harness_tiny_model_dir):
+    runner = _run(tmp_path, harness_write_suite, harness_tiny_model_dir, "superior(margin=0.5)", ["broken_reporter", "json"])
     assert [d.verdict.value for d in runner.result.decisions] == ["fail"]
     assert runner.result.exit_code == 1 and runner.result.plugin_errors
 
 
-def test_a_broken_lifecycle_hook_is_recorded_and_the_run_goes_on(tmp_path, write_suite, tiny_model_dir):
-    runner = _run(tmp_path, write_suite, tiny_model_dir, "no_regression()", ["json"], (("notifier", _BrokenHook()),))
+def test_a_broken_lifecycle_hook_is_recorded_and_the_run_goes_on(tmp_path, harness_write_suite, harness_tiny_model_dir):
+    runner = _run(tmp_path, harness_write_suite, harness_tiny_model_dir, "no_regression()", ["json"], (("notifier", _BrokenHook()),))
     result = runner.result
     assert [s.stage for s in result.stages][-1] == "report"  # every stage ran
     assert result.exit_code == 3

@@ -39,11 +39,11 @@ def _result(reports: Path) -> dict:
     return json.loads((folder / "result.json").read_text())
 
 
-def test_two_process_fsdp2_shards_trains_and_saves_loadable_weights(tmp_path: Path, write_suite, tiny_model_dir: Path) -> None:
+def test_two_process_fsdp2_shards_trains_and_saves_loadable_weights(tmp_path: Path, harness_write_suite, harness_tiny_model_dir: Path) -> None:
     import torch
     import transformers
 
-    suite = write_suite(_suite(tiny_model_dir))
+    suite = harness_write_suite(_suite(harness_tiny_model_dir))
     code = main(["run", str(suite), "--store", str(tmp_path / "store"), "--reports", str(tmp_path / "reports")])
     assert code == 0
     result = _result(tmp_path / "reports")
@@ -57,7 +57,7 @@ def test_two_process_fsdp2_shards_trains_and_saves_loadable_weights(tmp_path: Pa
     assert sum(s["local_params"] for s in shards) == total
     assert any("fsdp2: 2 processes" in note for note in train["notes"])
     # The checkpoint at step 2 and the final model are plain HF folders that load without FSDP.
-    base = transformers.AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
+    base = transformers.AutoModelForCausalLM.from_pretrained(str(harness_tiny_model_dir), dtype=torch.float32)
     for folder in (out / "checkpoint-2", out / "model"):
         model = transformers.AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
         changed = [n for n, p in model.state_dict().items() if not torch.equal(p, base.state_dict()[n])]
@@ -69,16 +69,16 @@ def test_two_process_fsdp2_shards_trains_and_saves_loadable_weights(tmp_path: Pa
     assert ppl["candidate"]["summary"]["log_prob_per_token"] != ppl["baseline"]["summary"]["log_prob_per_token"]
 
 
-def test_a_rank_that_fails_fails_the_training_loudly(tmp_path: Path, write_suite, tiny_model_dir: Path) -> None:
+def test_a_rank_that_fails_fails_the_training_loudly(tmp_path: Path, harness_write_suite, harness_tiny_model_dir: Path) -> None:
     """Workers that cannot load the weights make the training an error quoting their log, never
     a silent fallback: no candidate is evaluated."""
     import shutil
 
     broken = tmp_path / "broken-model"
-    shutil.copytree(tiny_model_dir, broken)
+    shutil.copytree(harness_tiny_model_dir, broken)
     weights = broken / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])  # the tokenizer loads, the weights do not
-    suite = write_suite(_suite(broken))
+    suite = harness_write_suite(_suite(broken))
     code = main(["run", str(suite), "--store", str(tmp_path / "store"), "--reports", str(tmp_path / "reports")])
     result = _result(tmp_path / "reports")
     assert result["train"] is None

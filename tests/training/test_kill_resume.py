@@ -18,8 +18,8 @@ STEPS = 14
 CSV = "${data}/bitext_customer_support/Bitext_Sample_Customer_Support_Training_Dataset.csv"
 
 
-def _suite(write_suite, model: Path) -> Path:
-    return write_suite(
+def _suite(harness_write_suite, model: Path) -> Path:
+    return harness_write_suite(
         {
             "name": "kill",
             "seed": 11,
@@ -67,8 +67,8 @@ def _adapter(store: Path) -> dict:
     return load_file(str(adapter))
 
 
-def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path: Path, write_suite, tiny_model_dir: Path) -> None:
-    suite = _suite(write_suite, tiny_model_dir)
+def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path: Path, harness_write_suite, harness_tiny_model_dir: Path) -> None:
+    suite = _suite(harness_write_suite, harness_tiny_model_dir)
     reference = _start(suite, tmp_path / "ref", tmp_path)
     assert reference.wait(timeout=600) == 0, reference.stderr.read().decode()
     expected = _adapter(tmp_path / "ref")

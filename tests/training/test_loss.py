@@ -73,10 +73,10 @@ def _rel(a: Any, b: Any) -> float:
 
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
-def test_supervised_loss_matches_the_full_logits_loss(tiny_model_dir: Path, lora: bool, bf16: bool) -> None:
+def test_supervised_loss_matches_the_full_logits_loss(harness_tiny_model_dir: Path, lora: bool, bf16: bool) -> None:
     import torch
 
-    model = _model(tiny_model_dir, lora)
+    model = _model(harness_tiny_model_dir, lora)
     assert supports_supervised_loss(model)
     examples = _examples()
     batch = collate(torch, examples, [[i] for i in range(len(examples))], pad_id=2)
@@ -101,10 +101,10 @@ def test_supervised_loss_matches_the_full_logits_loss(tiny_model_dir: Path, lora
             assert abs(float(fused) - float(one)) <= loss_tol * abs(float(one)), i
 
 
-def test_a_batch_without_supervised_tokens_has_zero_loss_and_gradient(tiny_model_dir: Path) -> None:
+def test_a_batch_without_supervised_tokens_has_zero_loss_and_gradient(harness_tiny_model_dir: Path) -> None:
     import torch
 
-    model = _model(tiny_model_dir, lora=True)
+    model = _model(harness_tiny_model_dir, lora=True)
     example = Example([5, 6, 7, 8], [IGNORE] * 4)
     batch = collate(torch, [example], [[0]], pad_id=2)
     loss = supervised_loss(torch, model, batch, _autocast(False), None)
@@ -113,18 +113,18 @@ def test_a_batch_without_supervised_tokens_has_zero_loss_and_gradient(tiny_model
     assert all(float(p.grad.abs().sum()) == 0.0 for p in model.parameters() if p.requires_grad)
 
 
-def test_models_with_transformed_logits_keep_the_full_logits_loss(tiny_model_dir: Path) -> None:
-    model = _model(tiny_model_dir, lora=False)
+def test_models_with_transformed_logits_keep_the_full_logits_loss(harness_tiny_model_dir: Path) -> None:
+    model = _model(harness_tiny_model_dir, lora=False)
     model.config.final_logit_softcapping = 30.0  # Gemma-2 style: logits are changed after lm_head
     assert not supports_supervised_loss(model)
 
 
-def test_frozen_weights_stored_in_bf16_give_the_same_logits_under_autocast(tiny_model_dir: Path) -> None:
+def test_frozen_weights_stored_in_bf16_give_the_same_logits_under_autocast(harness_tiny_model_dir: Path) -> None:
     import torch
 
     from harness.lib.training.local import freeze_in_dtype
 
-    model = _model(tiny_model_dir, lora=True)
+    model = _model(harness_tiny_model_dir, lora=True)
     cast = copy.deepcopy(model)
     assert freeze_in_dtype(torch, cast, torch.bfloat16) > 0
     assert all(p.dtype == torch.float32 for p in cast.parameters() if p.requires_grad)  # the adapter keeps fp32
@@ -153,7 +153,7 @@ def _reference_steps(torch: Any, model: Any, batches: list[dict[str, Any]], bf16
 
 
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
-def test_lora_training_matches_the_reference_step(tiny_model_dir: Path, tmp_path: Path, bf16: bool) -> None:
+def test_lora_training_matches_the_reference_step(harness_tiny_model_dir: Path, tmp_path: Path, bf16: bool) -> None:
     import torch
 
     from harness.lib.training.config import TrainingConfig
@@ -163,7 +163,7 @@ def test_lora_training_matches_the_reference_step(tiny_model_dir: Path, tmp_path
     examples = _examples(8, seed=1)
     plan = [[[0], [1], [2], [3]], [[4], [5], [6], [7]], [[1], [3], [5], [7]], [[0], [2], [4], [6]]]
     lr = 5e-3
-    reference = _model(tiny_model_dir, lora=True)
+    reference = _model(harness_tiny_model_dir, lora=True)
     fast = copy.deepcopy(reference)
     _reference_steps(torch, reference, [collate(torch, examples, rows, 2) for rows in plan], bf16, lr)
     engine = LocalEngine(
@@ -178,7 +178,7 @@ def test_lora_training_matches_the_reference_step(tiny_model_dir: Path, tmp_path
     for step, rows in enumerate(plan):
         loop._train_step(rows, step)
     # Compare the updates (trained - initial), not the weights, which the initial values dominate.
-    initial = dict(_model(tiny_model_dir, lora=True).named_parameters())
+    initial = dict(_model(harness_tiny_model_dir, lora=True).named_parameters())
     expected = {n: (p - initial[n]).detach() for n, p in reference.named_parameters() if p.requires_grad}
     got = {n: (p - initial[n]).detach() for n, p in fast.named_parameters() if p.requires_grad}
     assert min(float(e.norm()) for e in expected.values()) > 0, "the reference did not train"

@@ -28,14 +28,14 @@ def _suite(model: Path, train: dict) -> dict:
     }
 
 
-def _run(tmp_path: Path, write_suite, suite: dict, capsys=None) -> tuple[int, dict | None]:
-    path = write_suite(suite)
+def _run(tmp_path: Path, harness_write_suite, suite: dict, capsys=None) -> tuple[int, dict | None]:
+    path = harness_write_suite(suite)
     code = main(["run", str(path), "--store", str(tmp_path / "store"), "--reports", str(tmp_path / "reports")])
     reports = list((tmp_path / "reports").glob("*/result.json")) if (tmp_path / "reports").exists() else []
     return code, json.loads(reports[0].read_text()) if reports else None
 
 
-def test_lora_with_replay_multitask_and_ewc(tmp_path: Path, write_suite, tiny_model_dir: Path) -> None:
+def test_lora_with_replay_multitask_and_ewc(tmp_path: Path, harness_write_suite, harness_tiny_model_dir: Path) -> None:
     train = {
         "name": "lora",
         "batching": "packed",
@@ -43,7 +43,7 @@ def test_lora_with_replay_multitask_and_ewc(tmp_path: Path, write_suite, tiny_mo
         "multitask": [{"name": "instructions", "data": {"path": ALPACA, "format": "alpaca", "limit": 12}, "fraction": 0.25, "weight": 0.5}],
         "ewc": {"data": {"path": TEXT, "format": "text", "limit": 4}, "lambda": 1.0, "batches": 2, "batch_size": 2},
     }
-    code, result = _run(tmp_path, write_suite, _suite(tiny_model_dir, train))
+    code, result = _run(tmp_path, harness_write_suite, _suite(harness_tiny_model_dir, train))
     assert code == 0 and result is not None
     notes = " | ".join(result["train"]["notes"])
     assert "replay: 8 examples from" in notes and "25% of each batch" in notes
@@ -55,24 +55,24 @@ def test_lora_with_replay_multitask_and_ewc(tmp_path: Path, write_suite, tiny_mo
     assert (job / "adapter" / "adapter_model.safetensors").is_file()
 
 
-def test_full_in_process_writes_a_model_folder(tmp_path: Path, write_suite, tiny_model_dir: Path) -> None:
+def test_full_in_process_writes_a_model_folder(tmp_path: Path, harness_write_suite, harness_tiny_model_dir: Path) -> None:
     import torch
     import transformers
 
-    code, result = _run(tmp_path, write_suite, _suite(tiny_model_dir, {"name": "full", "learning_rate": 1e-3}))
+    code, result = _run(tmp_path, harness_write_suite, _suite(harness_tiny_model_dir, {"name": "full", "learning_rate": 1e-3}))
     assert code == 0 and result is not None
     folder = Path(result["train"]["path"])
     assert folder.name == "model" and (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file()
     trained = transformers.AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
-    base = transformers.AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
+    base = transformers.AutoModelForCausalLM.from_pretrained(str(harness_tiny_model_dir), dtype=torch.float32)
     assert not torch.equal(trained.model.layers[0].mlp.up_proj.weight, base.model.layers[0].mlp.up_proj.weight)
 
 
 @pytest.mark.integration
-def test_full_deepspeed_under_its_launcher(tmp_path: Path, write_suite, tiny_model_dir: Path) -> None:
+def test_full_deepspeed_under_its_launcher(tmp_path: Path, harness_write_suite, harness_tiny_model_dir: Path) -> None:
     train = {"name": "full_deepspeed", "learning_rate": 1e-3, "launch": {"nproc_per_node": 2}}
-    suite = {**_suite(tiny_model_dir, train), "evaluate": {"ppl": {"name": "perplexity", "windows": 2}}}
-    code, result = _run(tmp_path, write_suite, suite)
+    suite = {**_suite(harness_tiny_model_dir, train), "evaluate": {"ppl": {"name": "perplexity", "windows": 2}}}
+    code, result = _run(tmp_path, harness_write_suite, suite)
     assert code == 0 and result is not None, result and result.get("train_error")
     assert any(note.startswith("deepspeed: 2 processes, rank 0 held") for note in result["train"]["notes"])
     assert Path(result["train"]["path"]).name == "model"
@@ -91,16 +91,16 @@ def test_full_deepspeed_under_its_launcher(tmp_path: Path, write_suite, tiny_mod
         ({"name": "full_fsdp", "launch": {"nproc_per_node": 0}}, r"train.launch.nproc_per_node"),
     ],
 )
-def test_bad_training_options_are_one_line_errors(tmp_path: Path, write_suite, tiny_model_dir: Path, capsys, train: dict, expected: str) -> None:
-    code, _ = _run(tmp_path, write_suite, _suite(tiny_model_dir, train))
+def test_bad_training_options_are_one_line_errors(tmp_path: Path, harness_write_suite, harness_tiny_model_dir: Path, capsys, train: dict, expected: str) -> None:
+    code, _ = _run(tmp_path, harness_write_suite, _suite(harness_tiny_model_dir, train))
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and re.search(r"suite.yaml:\d+: ", err), err
     assert re.search(expected, err), err
 
 
-def test_missing_replay_data_names_the_suite_line(tmp_path: Path, write_suite, tiny_model_dir: Path, capsys) -> None:
+def test_missing_replay_data_names_the_suite_line(tmp_path: Path, harness_write_suite, harness_tiny_model_dir: Path, capsys) -> None:
     train = {"name": "lora", "replay": {"data": {"path": "no-such.txt", "format": "text"}, "fraction": 0.2}}
-    code, _ = _run(tmp_path, write_suite, _suite(tiny_model_dir, train))
+    code, _ = _run(tmp_path, harness_write_suite, _suite(harness_tiny_model_dir, train))
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert re.search(r"suite.yaml:\d+: data file .*no-such.txt does not exist", err), err

@@ -80,14 +80,14 @@ def _weights(folder: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def straight(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+def straight(harness_tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     out = tmp_path_factory.mktemp("zero-straight")
-    job, events = _job(out, tiny_model_dir)
+    job, events = _job(out, harness_tiny_model_dir)
     return SimpleNamespace(dir=out, job=job, events=events, weights=_weights(out / "model"))
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+def reference(harness_tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """The same loop in this process, one rank, plain torch AdamW on every parameter."""
     import torch
     import transformers
@@ -96,7 +96,7 @@ def reference(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     from harness.lib.training.loop import TrainLoop, total_steps
 
     examples = _examples()
-    model = transformers.AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(harness_tiny_model_dir), dtype=torch.float32)
     model.train()
     moments: dict[str, dict[str, torch.Tensor]] = {}
 
@@ -119,7 +119,7 @@ def reference(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     )
     result = TrainLoop(
         engine, CONFIG, examples, seed=SEED, output_dir=tmp_path_factory.mktemp("zero-reference"),
-        pad_id=_pad_id(tiny_model_dir), config_digest=DIGEST, emit=lambda kind, data: None, resume=False,
+        pad_id=_pad_id(harness_tiny_model_dir), config_digest=DIGEST, emit=lambda kind, data: None, resume=False,
     ).run()
     weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return SimpleNamespace(result=result, weights=weights, moments=moments)
@@ -152,7 +152,7 @@ def test_zero3_job_trains_sharded_over_two_processes(straight) -> None:
 
 
 @pytest.mark.integration
-def test_zero3_final_model_reloads_with_transformers_and_was_trained(straight, tiny_model_dir: Path) -> None:
+def test_zero3_final_model_reloads_with_transformers_and_was_trained(straight, harness_tiny_model_dir: Path) -> None:
     import torch
     import transformers
 
@@ -165,7 +165,7 @@ def test_zero3_final_model_reloads_with_transformers_and_was_trained(straight, t
         assert tensor.dtype == torch.float32
         assert torch.equal(state[name], tensor), name
     assert torch.equal(state["lm_head.weight"], state["model.embed_tokens.weight"])
-    initial = _weights(tiny_model_dir)
+    initial = _weights(harness_tiny_model_dir)
     assert set(initial) == set(straight.weights)
     changed = max(float((straight.weights[k] - initial[k]).abs().max()) for k in initial)
     assert changed > 1e-4
@@ -189,7 +189,7 @@ def test_zero3_matches_a_single_process_run(straight, reference) -> None:
 
 
 @pytest.mark.integration
-def test_zero3_resumed_job_ends_bit_for_bit_like_the_straight_one(straight, tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_zero3_resumed_job_ends_bit_for_bit_like_the_straight_one(straight, harness_tiny_model_dir: Path, tmp_path: Path) -> None:
     """Fresh processes and engines restore the step-2 state (weights, moments, step count, learning
     rate, schedule, RNG) and train steps 3-4: the weights equal the uninterrupted run's exactly."""
     import torch
@@ -198,7 +198,7 @@ def test_zero3_resumed_job_ends_bit_for_bit_like_the_straight_one(straight, tiny
     shutil.copytree(straight.dir, out)
     shutil.rmtree(out / "model")  # as if killed after the state of step 2
     (out / "result.json").unlink()
-    job, events = _job(out, tiny_model_dir)
+    job, events = _job(out, harness_tiny_model_dir)
     assert {"kind": "resumed", "step": 2, "total": STEPS} in events
     assert [e["step"] for e in events if e["kind"] == "progress"] == [3, 4]
     assert job.result["resumed_from"] == 2 and job.result["steps"] == STEPS
@@ -210,9 +210,9 @@ def test_zero3_resumed_job_ends_bit_for_bit_like_the_straight_one(straight, tiny
 
 
 @pytest.mark.integration
-def test_zero3_job_asking_for_more_processes_than_launched_fails_loudly(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_zero3_job_asking_for_more_processes_than_launched_fails_loudly(harness_tiny_model_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(CheckError, match="deepspeed training failed") as info:
-        _job(tmp_path / "mismatch", tiny_model_dir, extra={"world_size": 3})
+        _job(tmp_path / "mismatch", harness_tiny_model_dir, extra={"world_size": 3})
     assert "the job has 2 processes, the launch asked for 3" in str(info.value)
     assert not (tmp_path / "mismatch" / "model").exists()
 

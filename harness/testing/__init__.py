@@ -1,19 +1,23 @@
-"""Pytest fixtures for the harness and for plugin authors (registered as the ``harness`` pytest
-plugin through the ``pytest11`` entry point).
+"""Pytest fixtures and helpers for the harness and for plugin authors (registered as the
+``harness`` pytest plugin through the ``pytest11`` entry point, so installing the harness makes
+them available in every test session; ``pytest --fixtures`` lists each with its docstring).
 
-* ``plugin_manager`` / ``registries``: an isolated manager with the built-ins only.
-* ``embedded_model_dir``: the embedded SmolLM2 converted to safetensors (cached across sessions).
-* ``tiny_model_dir``: a randomly initialised 2-layer Llama with SmolLM2's tokenizer and chat
-  template, for fast unit tests of trainers and backends.
-* ``write_suite``: writes a suite YAML into ``tmp_path`` and returns its path.
-* ``synthetic_run()`` (a function): a finished run without a model, for reporter tests.
+Every fixture is named ``harness_*`` so it never shadows a project's own fixtures:
+
+* ``harness_plugin_manager`` / ``harness_registries``: an isolated manager with the built-ins only.
+* ``harness_register_plugin(plugin)``: registries with the built-ins and the plugin under test.
+* ``harness_fake_model`` / ``harness_fake_model_dir``: a deterministic tiny model without weights
+  to download (``harness.testing.fake_model``), in memory or as a model folder.
+* ``harness_run_suite(suite)``: ``run_suite`` with its files under ``tmp_path``.
+* ``harness_embedded_model_dir`` / ``harness_tiny_model_dir``: the embedded SmolLM2 as
+  safetensors, and a random 2-layer Llama with its tokenizer and chat template.
+* ``harness_write_suite``: writes a suite YAML into ``tmp_path`` and returns its path.
+* ``harness_readonly_folder`` / ``harness_unprivileged_python``: for tests of read-only folders.
+* ``harness_vllm_server``: a real OpenAI-compatible server (CPU vLLM in ``.venv-vllm``).
 * ``pytest --harness-suite SUITE`` (``harness.gate_items``): a suite's gates as test items.
-* ``readonly_folder``: an empty folder no one may write in, reachable by every user; with
-  ``unprivileged_python(code)``, which runs Python code as an unprivileged user (root ignores
-  permission bits), for tests of read-only stores and report folders.
-* ``vllm_server``: a real OpenAI-compatible server (CPU vLLM in ``.venv-vllm``) serving the
-  embedded SmolLM2 on 127.0.0.1 for the whole session; ``.url``, ``.served_name``,
-  ``.model_dir``. It fails, never skips, when the venv cannot be set up.
+
+Helpers: ``run_suite`` (``harness.testing.suites``), the contract checks in
+``harness.testing.contracts`` and ``synthetic_run()``, a finished run without a model.
 """
 
 from __future__ import annotations
@@ -30,7 +34,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
+from harness.testing.suites import run_suite
+
+__all__ = ["build_tiny_model", "run_suite", "synthetic_run"]
+
 if TYPE_CHECKING:
+    from harness.lib.models import LoadedModel
     from harness.lib.serving import VllmServer
     from harness.plugin.manager import HarnessPluginManager
     from harness.plugin.registry import Registries
@@ -40,21 +49,71 @@ pytest_plugins = ("harness.gate_items",)  # --harness-suite: a suite's gates as 
 
 
 @pytest.fixture
-def plugin_manager() -> HarnessPluginManager:
+def harness_plugin_manager() -> HarnessPluginManager:
+    """A fresh plugin manager with the built-in plugins only (installed entry points are not
+    loaded), so a test sees the same components on every machine."""
     from harness.plugin.manager import get_plugin_manager
 
     return get_plugin_manager(load_entrypoints=False)
 
 
 @pytest.fixture
-def registries(plugin_manager: HarnessPluginManager) -> Registries:
+def harness_registries(harness_plugin_manager: HarnessPluginManager) -> Registries:
+    """The component registries of ``harness_plugin_manager`` (built-ins only)."""
     from harness.plugin.registry import Registries
 
-    return Registries.from_plugin_manager(plugin_manager)
+    return Registries.from_plugin_manager(harness_plugin_manager)
+
+
+@pytest.fixture
+def harness_register_plugin() -> Callable[..., Registries]:
+    """``register(plugin, name=None) -> Registries``: registries with the built-ins and the plugin
+    under test (a module or an object with ``@harness.hookimpl`` functions), without installed
+    entry points; registration errors surface as the ``PluginError`` users would see."""
+    from harness.plugin.manager import get_plugin_manager
+    from harness.plugin.registry import Registries
+
+    def register(plugin: object, name: str | None = None) -> Registries:
+        label = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+        pm = get_plugin_manager(load_entrypoints=False, plugins=[(label, plugin)])
+        return Registries.from_plugin_manager(pm)
+
+    return register
+
+
+@pytest.fixture
+def harness_fake_model() -> LoadedModel:
+    """The fake model in memory (``harness.testing.fake_model``): a seeded 2-layer Llama with a
+    byte-level tokenizer and a chat template; deterministic, nothing downloaded."""
+    from harness.testing.fake_model import fake_model
+
+    return fake_model()
 
 
 @pytest.fixture(scope="session")
-def embedded_model_dir() -> Path:
+def harness_fake_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fake model saved as a model folder (a suite's ``model:``; the ``hf`` and ``fake``
+    backends both load it)."""
+    from harness.testing.fake_model import save_fake_model
+
+    return save_fake_model(tmp_path_factory.mktemp("fake-model") / "model")
+
+
+@pytest.fixture
+def harness_run_suite(tmp_path: Path) -> Callable[..., RunResult]:
+    """``run(suite, plugins=()) -> RunResult``: ``harness.testing.run_suite`` with the suite,
+    its reports and its store under ``tmp_path`` (see ``run_suite`` for the arguments)."""
+    from harness.testing.suites import run_suite
+
+    def run(suite: Any, **kwargs: Any) -> RunResult:
+        return run_suite(suite, work_dir=kwargs.pop("work_dir", tmp_path), **kwargs)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def harness_embedded_model_dir() -> Path:
+    """The embedded SmolLM2-135M-Instruct converted to safetensors (cached across sessions)."""
     from harness.lib.models import EMBEDDED, materialize_embedded
 
     return materialize_embedded(EMBEDDED["smollm2-135m-instruct"])
@@ -87,12 +146,16 @@ def build_tiny_model(tokenizer_dir: Path, out: Path, seed: int = 0) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(embedded_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(embedded_model_dir, tmp_path_factory.mktemp("tiny-llama"))
+def harness_tiny_model_dir(harness_embedded_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised 2-layer Llama with SmolLM2's tokenizer and chat template, for fast
+    tests of trainers and backends that need a real tokenizer."""
+    return build_tiny_model(harness_embedded_model_dir, tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture
-def write_suite(tmp_path: Path) -> Callable[..., Path]:
+def harness_write_suite(tmp_path: Path) -> Callable[..., Path]:
+    """``write(data, name="suite.yaml") -> Path``: a suite (dict or YAML text) written into ``tmp_path``."""
+
     def write(data: dict[str, Any] | str, name: str = "suite.yaml") -> Path:
         path = tmp_path / name
         text = data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False)
@@ -103,7 +166,7 @@ def write_suite(tmp_path: Path) -> Callable[..., Path]:
 
 
 @pytest.fixture
-def readonly_folder() -> Iterator[Path]:
+def harness_readonly_folder() -> Iterator[Path]:
     """An empty folder with mode 0555 under the system's temporary folder (not under root's
     ``tmp_path``, which other users cannot reach); removed afterwards."""
     folder = Path(tempfile.mkdtemp(prefix="harness-readonly-"))
@@ -116,7 +179,7 @@ def readonly_folder() -> Iterator[Path]:
 
 
 @pytest.fixture
-def unprivileged_python() -> Callable[[str], subprocess.CompletedProcess[str]]:
+def harness_unprivileged_python() -> Callable[[str], subprocess.CompletedProcess[str]]:
     """``run(code)``: ``code`` in a fresh interpreter as a user without privileges (as root, uid
     65534 through ``setpriv``), with this process's ``sys.path`` as its ``PYTHONPATH``."""
 
@@ -134,7 +197,7 @@ def unprivileged_python() -> Callable[[str], subprocess.CompletedProcess[str]]:
 
 
 @pytest.fixture(scope="session")
-def vllm_server(embedded_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
+def harness_vllm_server(harness_embedded_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
     """A started ``harness.lib.serving.VllmServer`` (fp32, eager) for the session; stopped at the end.
 
     The first use builds ``.venv-vllm`` (a few minutes); its log is ``vllm.log`` under the
@@ -150,7 +213,7 @@ def vllm_server(embedded_model_dir: Path, tmp_path_factory: pytest.TempPathFacto
     if problem:  # outside the except block: no chained traceback in the report
         pytest.fail(problem, pytrace=False)
     log = tmp_path_factory.mktemp("vllm") / "vllm.log"
-    server = VllmServer(embedded_model_dir, log_path=log, python=python)
+    server = VllmServer(harness_embedded_model_dir, log_path=log, python=python)
     try:
         server.start()
     except RuntimeError as exc:
