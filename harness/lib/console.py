@@ -73,6 +73,7 @@ def library_output_to(log_path: Path, console: Console) -> Iterator[Path | None]
     :func:`screen_stderr` keep writing to the screen.  Yields the
     log's path, or ``None`` when it cannot be created (then nothing is redirected).
     """
+    created = [d for d in (log_path.parent, *log_path.parent.parents) if not d.exists()]
     try:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(log_path, "a", buffering=1, encoding="utf-8")
@@ -100,15 +101,17 @@ def library_output_to(log_path: Path, console: Console) -> Iterator[Path | None]
             if stream not in saved_streams:
                 stream.close()
         log.close()
-        _drop_if_empty(log_path)
+        _drop_if_empty(log_path, created)
 
 
-def _drop_if_empty(log_path: Path) -> None:
-    """Remove an empty log, and its folder if the run left nothing else there."""
+def _drop_if_empty(log_path: Path, created: list[Path]) -> None:
+    """Remove an empty log, and the folders made for it that the run left empty (a run that
+    stops at its plan leaves no report folder behind)."""
     try:
         if log_path.stat().st_size == 0:
             log_path.unlink()
-            log_path.parent.rmdir()
+            for folder in created:  # innermost first
+                folder.rmdir()
     except OSError:
         pass
 
