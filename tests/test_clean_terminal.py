@@ -14,7 +14,12 @@ import pytest
 from rich.console import Console
 from tqdm import tqdm
 
-from harness.lib.console import RunConsole, library_output_to, make_console, screen_stderr
+from harness.lib.console import (
+    RunConsole,
+    library_output_to,
+    make_console,
+    screen_stderr,
+)
 
 ROOT = os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")) if p)
 
@@ -151,5 +156,5 @@ def test_a_run_prints_only_our_lines(noisy_suite: Path, tmp_path: Path) -> None:
     assert "FutureWarning" in log.read_text() or "it/s]" in log.read_text()  # the libraries did speak
     assert f"library output: {log}" in done.stdout
     quiet = _run(noisy_suite, tmp_path, "--quiet")
-    assert quiet.returncode == 0 and not re.search(r"^ {10}\S", quiet.stdout, re.M)
+    assert quiet.returncode == 0 and not re.search(r"^ {10}\S", quiet.stdout, re.MULTILINE)
     assert "library output" not in quiet.stdout and "Gates" in quiet.stdout

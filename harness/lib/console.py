@@ -70,16 +70,27 @@ def library_output_to(log_path: Path, console: Console) -> Iterator[Path | None]
     Both the file descriptors 1 and 2 and ``sys.stdout``/``sys.stderr`` point at ``log_path``
     for the duration, so tqdm bars, ``warnings``, ``logging`` handlers and launcher subprocesses
     all land there; ``console``, consoles made meanwhile by :func:`make_console` and
-    :func:`screen_stderr` keep writing to the screen.  Yields the
-    log's path, or ``None`` when it cannot be created (then nothing is redirected).
+    :func:`screen_stderr` keep writing to the screen.  Yields the log's path, or ``None`` when it
+    cannot be created (then nothing is redirected).
     """
     created = [d for d in (log_path.parent, *log_path.parent.parents) if not d.exists()]
     try:
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(log_path, "a", buffering=1, encoding="utf-8")
+        log_path.touch()
     except OSError:
         yield None
         return
+    try:
+        with log_path.open("a", buffering=1, encoding="utf-8") as log, _redirected(log, console):
+            yield log_path
+    finally:
+        _drop_if_empty(log_path, created)
+
+
+@contextmanager
+def _redirected(log: TextIO, console: Console) -> Iterator[None]:
+    """Point fds 1 and 2 and ``sys.stdout``/``sys.stderr`` at ``log``; keep ``console`` and
+    :func:`screen_stderr` on the screen; restore everything afterwards."""
     out, err = _screen_stream(sys.stdout, 1), _screen_stream(sys.stderr, 2)
     saved_fds, saved_streams, saved_file = (os.dup(1), os.dup(2)), (sys.stdout, sys.stderr), console._file
     console.file = out if console._file is None else console._file
@@ -88,7 +99,7 @@ def library_output_to(log_path: Path, console: Console) -> Iterator[Path | None]
     os.dup2(log.fileno(), 2)
     sys.stdout = sys.stderr = log
     try:
-        yield log_path
+        yield
     finally:
         log.flush()
         sys.stdout, sys.stderr = saved_streams
@@ -100,8 +111,6 @@ def library_output_to(log_path: Path, console: Console) -> Iterator[Path | None]
         for stream in (out, err):
             if stream not in saved_streams:
                 stream.close()
-        log.close()
-        _drop_if_empty(log_path, created)
 
 
 def _drop_if_empty(log_path: Path, created: list[Path]) -> None:
