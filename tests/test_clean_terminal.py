@@ -139,10 +139,9 @@ def noisy_suite(tmp_path: Path, write_suite, tiny_model_dir: Path) -> Path:
 
 
 def _run(suite: Path, tmp_path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
-    """``harness run`` in a fresh process, with the libraries as loud as they get (and lines wide
-    enough that rich does not wrap a long path onto a line of its own)."""
+    """``harness run`` in a fresh process, with the libraries as loud as they get."""
     env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
-    env.update(PYTHONPATH=ROOT, PYTHONWARNINGS="always", TRANSFORMERS_VERBOSITY="info", OMP_NUM_THREADS="1", COLUMNS="400")
+    env.update(PYTHONPATH=ROOT, PYTHONWARNINGS="always", TRANSFORMERS_VERBOSITY="info", OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "harness.cli", *flags, "run", str(suite), "--store", str(tmp_path / "store"), "--reports", str(tmp_path / "reports")]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
 
@@ -158,3 +157,12 @@ def test_a_run_prints_only_our_lines(noisy_suite: Path, tmp_path: Path) -> None:
     quiet = _run(noisy_suite, tmp_path, "--quiet")
     assert quiet.returncode == 0 and not re.search(r"^ {10}\S", quiet.stdout, re.MULTILINE)
     assert "library output" not in quiet.stdout and "Gates" in quiet.stdout
+
+
+def test_a_long_stage_line_stays_one_line(tmp_path: Path) -> None:
+    out = tmp_path / "out.txt"
+    with out.open("w") as handle:
+        console = RunConsole(Console(file=handle, width=40))
+        console.stage("curate", "x" * 100)
+        console.note("y" * 100)
+    assert out.read_text().splitlines() == ["   curate " + "x" * 100, " " * 10 + "y" * 100]

@@ -135,12 +135,13 @@ class RunConsole:
 
     def stage(self, name: str, message: str, style: str = "") -> None:
         text = escape(message)
-        self.console.print(f"[bold cyan]{name:>9}[/] " + (f"[{style}]{text}[/]" if style else text))
+        # soft_wrap: one line stays one line (a CI log must not split it); the terminal wraps it
+        self.console.print(f"[bold cyan]{name:>9}[/] " + (f"[{style}]{text}[/]" if style else text), soft_wrap=True)
 
     def note(self, message: str) -> None:
         if self.quiet:
             return
-        self.console.print(f"          {escape(message)}")
+        self.console.print(f"          {escape(message)}", soft_wrap=True)
 
     @contextmanager
     def progress(self, description: str) -> Iterator[ProgressFn]:
