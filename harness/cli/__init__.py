@@ -35,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description="Evaluation and regression harness for fine-tuned LLMs: may this model ship?")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("--quiet", "-q", action="store_true", help="only stage lines, results and errors: no notes or progress")
+    loudness.add_argument(
+        "--verbose", "-v", action="store_true",
+        help="also show what the libraries print (progress bars, warnings, logs); by default a run sends it to run.log in its report folder",
+    )
     parser.add_argument(
         "--strict-plugins",
         action=argparse.BooleanOptionalAction,

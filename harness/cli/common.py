@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,8 +42,10 @@ def plugin_manager() -> HarnessPluginManager:
 
 
 def _warn_skipped(pm: HarnessPluginManager) -> None:
+    from harness.lib.console import screen_stderr
+
     for line in pm.skipped:
-        print(f"harness: warning: {line}", file=sys.stderr)
+        print(f"harness: warning: {line}", file=screen_stderr())
     pm.skipped.clear()
 
 

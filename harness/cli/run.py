@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, console: Console, only_parity: bool = False) -> int:
     from harness.cli.common import load
-    from harness.lib.console import RunConsole
+    from harness.lib.console import RunConsole, library_output_to
     from harness.lib.interrupt import recording
     from harness.run.runner import Runner, RunOptions
 
@@ -31,9 +31,16 @@ def run(args: argparse.Namespace, console: Console, only_parity: bool = False) -
         use_cache=not args.no_cache,
         only_parity=only_parity,
     )
-    runner = Runner(loaded, pm, registries, RunConsole(console), options)
+    quiet, verbose = getattr(args, "quiet", False), getattr(args, "verbose", False)
+    runner = Runner(loaded, pm, registries, RunConsole(console, quiet=quiet), options)
     try:
         with recording(runner.store, runner.run_id):
-            return runner.run().exit_code
+            if verbose:
+                return runner.run().exit_code
+            with library_output_to(runner.report_dir / "run.log", console) as log:
+                code = runner.run().exit_code
+            if log is not None and not quiet:
+                runner.console.stage("log", f"library output: {log}")
+            return code
     finally:
         runner.store.close()

@@ -22,13 +22,13 @@ class SamplingSpec(StrictModel):
     neutral default (greedy, no nucleus, no penalty) otherwise.
     """
 
-    temperature: float | None = Field(None, ge=0)
-    top_p: float | None = Field(None, gt=0, le=1)
-    top_k: int | None = Field(None, ge=-1)
-    max_tokens: int | None = Field(None, ge=1)
-    stop: list[str] | None = None
-    repetition_penalty: float | None = Field(None, gt=0)
-    seed: int | None = None
+    temperature: float | None = Field(None, ge=0, description="sampling temperature; null: the generation_config default")
+    top_p: float | None = Field(None, gt=0, le=1, description="nucleus sampling threshold")
+    top_k: int | None = Field(None, ge=-1, description="top-k sampling (-1: off)")
+    max_tokens: int | None = Field(None, ge=1, description="longest generated answer in tokens")
+    stop: list[str] | None = Field(None, description="stop strings")
+    repetition_penalty: float | None = Field(None, gt=0, description="penalty on repeated tokens")
+    seed: int | None = Field(None, description="sampling seed")
     generation_config: str = Field(
         "ignore",
         description="'auto': take unset values from the model's generation_config.json (as vLLM's "
@@ -39,10 +39,10 @@ class SamplingSpec(StrictModel):
 class PreprocessSpec(StrictModel):
     """What happens to request text before it reaches the model."""
 
-    normalize: Literal["none", "NFC", "NFKC", "NFD", "NFKD"] = "none"
-    whitespace: Literal["keep", "strip", "collapse"] = "keep"
+    normalize: Literal["none", "NFC", "NFKC", "NFD", "NFKD"] = Field("none", description="Unicode normalization of the prompt")
+    whitespace: Literal["keep", "strip", "collapse"] = Field("keep", description="whitespace handling of the prompt")
     max_input_tokens: int | None = Field(None, ge=1, description="truncate the prompt to this many tokens")
-    truncation_side: Literal["left", "right"] = "left"
+    truncation_side: Literal["left", "right"] = Field("left", description="which end of a too-long prompt is cut")
 
 
 class PostprocessSpec(StrictModel):
@@ -56,10 +56,10 @@ class PostprocessSpec(StrictModel):
     * ``lenient_json``: the first ``{...}`` object found in the text, then as ``json``.
     """
 
-    parser: Literal["contains", "strip", "regex", "json", "lenient_json"] = "strip"
-    pattern: str | None = None
+    parser: Literal["contains", "strip", "regex", "json", "lenient_json"] = Field("strip", description="how the answer is extracted from the output")
+    pattern: str | None = Field(None, description="regular expression for the regex parser")
     field: str | None = Field(None, description="JSON key holding the answer")
-    json_schema: dict[str, Any] | None = Field(None, alias="schema")
+    json_schema: dict[str, Any] | None = Field(None, alias="schema", description="JSON schema the json parsers validate against")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -77,10 +77,10 @@ class EndpointSpec(StrictModel):
     url: str = Field(description="base URL, e.g. http://127.0.0.1:8000/v1")
     model: str = Field(description="the served model name")
     api_key_env: str | None = Field(None, description="environment variable holding the API key")
-    timeout_s: float = Field(60.0, gt=0)
-    max_retries: int = Field(3, ge=0)
+    timeout_s: float = Field(60.0, gt=0, description="timeout of one request in seconds")
+    max_retries: int = Field(3, ge=0, description="retries of a failed request")
     backoff_s: float = Field(0.5, ge=0, description="first retry delay; doubles each retry")
-    concurrency: int = Field(4, ge=1)
+    concurrency: int = Field(4, ge=1, description="requests in flight at once")
 
 
 class PipelineSpec(StrictModel):
@@ -96,11 +96,11 @@ class PipelineSpec(StrictModel):
     add_bos: bool = Field(
         False, description="the tokenizer prepends its BOS token to the rendered prompt"
     )
-    add_generation_prompt: bool = True
-    sampling: SamplingSpec = Field(default_factory=SamplingSpec)
-    preprocess: PreprocessSpec = Field(default_factory=PreprocessSpec)
-    postprocess: PostprocessSpec = Field(default_factory=PostprocessSpec)
-    endpoint: EndpointSpec | None = None
+    add_generation_prompt: bool = Field(True, description="append the assistant turn opener to the prompt")
+    sampling: SamplingSpec = Field(default_factory=SamplingSpec, description="sampling parameters")
+    preprocess: PreprocessSpec = Field(default_factory=PreprocessSpec, description="prompt preprocessing")
+    postprocess: PostprocessSpec = Field(default_factory=PostprocessSpec, description="how the answer is parsed from the output")
+    endpoint: EndpointSpec | None = Field(None, description="a live OpenAI-compatible endpoint (production only)")
 
     @model_validator(mode="after")
     def _one_template(self) -> PipelineSpec:

@@ -20,8 +20,8 @@ class StrictModel(BaseModel):
 class ComponentRef(StrictModel):
     """A component by name with its options: ``lora`` or ``{name: lora, r: 8}``."""
 
-    name: str
-    options: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field(description="the component's registered name")
+    options: dict[str, Any] = Field(default_factory=dict, description="options passed to the component's config (written inline beside name)")
 
     @model_validator(mode="before")
     @classmethod
@@ -45,13 +45,13 @@ class DataSource(StrictModel):
 
     path: str = Field(description="relative to the suite, or '${data}/...' for the data folder")
     format: str = Field("auto", description="reader component: alpaca, sharegpt, messages, csv, auto")
-    split: Literal["train", "holdout", "all"] = "all"
-    holdout_fraction: float = Field(0.1, ge=0, le=1)
+    split: Literal["train", "holdout", "all"] = Field("all", description="keep the train or holdout part of the stable hash split, or all records")
+    holdout_fraction: float = Field(0.1, ge=0, le=1, description="fraction of source ids in the holdout part")
     sample: Annotated[int, Field(ge=1)] | Literal["all"] | None = Field(
         None, description="keep a seeded sample of this many records ('all': every record)"
     )
-    seed: int = 0
-    options: dict[str, Any] = Field(default_factory=dict)
+    seed: int = Field(0, description="seed of the sample")
+    options: dict[str, Any] = Field(default_factory=dict, description="options passed to the component's config (written inline beside name)")
 
     @model_validator(mode="before")
     @classmethod

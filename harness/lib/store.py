@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import sqlite3
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -78,8 +77,11 @@ def cache_key(kind: str, material: dict[str, Any]) -> tuple[str, str]:
 
 
 def warn(message: str) -> None:
-    """A warning about the store, on stderr, in the CLI's one-line style."""
-    print(f"harness: warning: {message}", file=sys.stderr)
+    """A warning about the store, on stderr (the screen's, even during a run), in the CLI's
+    one-line style."""
+    from harness.lib.console import screen_stderr
+
+    print(f"harness: warning: {message}", file=screen_stderr())
 
 
 @contextmanager

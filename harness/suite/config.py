@@ -34,7 +34,7 @@ class ModelSpec(StrictModel):
 
 
 class CurateSpec(StrictModel):
-    filters: list[ComponentRef] = Field(default_factory=list)
+    filters: list[ComponentRef] = Field(default_factory=list, description="filter components, applied in order")
     max_quarantined_fraction: float = Field(
         0.05, ge=0, le=1, description="fail the run when more of the input than this is malformed"
     )
@@ -43,7 +43,7 @@ class CurateSpec(StrictModel):
 class GateSpec(StrictModel):
     """A rule on one benchmark: ``non_inferior(margin=0.02)`` or ``{rule: superior(), ...}``."""
 
-    rule: str
+    rule: str = Field(description="a gate rule: non_inferior(margin=...), superior(), no_regression(...)")
     benchmark: str | None = Field(None, description="evaluate label; defaults to the gate name")
     blocking: bool = Field(True, description="advisory gates are reported but never fail a run")
     statistic: str = Field("auto", description="mcnemar, paired_bootstrap, or auto")
@@ -56,7 +56,7 @@ class GateSpec(StrictModel):
 
 class GatingSpec(StrictModel):
     alpha: float = Field(0.05, gt=0, lt=0.5, description="one-sided level of each test")
-    correction: Literal["bonferroni", "none"] = "bonferroni"
+    correction: Literal["bonferroni", "none"] = Field("bonferroni", description="multiple-comparison correction across blocking gates")
     inconclusive: Literal["fail", "pass"] = Field(
         "fail", description="whether an inconclusive blocking gate fails the run (exit 1)"
     )
@@ -96,18 +96,19 @@ class ForgettingSpec(StrictModel):
 
 
 class Suite(StrictModel):
-    name: str
-    description: str = ""
-    seed: int = 0
-    model: ModelSpec
-    data: list[DataSource] = Field(default_factory=list)
-    curate: CurateSpec = Field(default_factory=CurateSpec)
-    train: ComponentRef | None = None
-    forgetting: ForgettingSpec | None = None
-    evaluate: dict[str, ComponentRef] = Field(default_factory=dict)
-    gates: dict[str, GateSpec] = Field(default_factory=dict)
-    gating: GatingSpec = Field(default_factory=GatingSpec)
+    name: str = Field(description="the suite's name, shown in reports and run history")
+    description: str = Field("", description="free text shown in reports")
+    seed: int = Field(0, description="seed of every random choice (sampling, splits, training, bootstrap)")
+    model: ModelSpec = Field(description="the base model (a string is its source)")
+    data: list[DataSource] = Field(default_factory=list, description="training data files")
+    curate: CurateSpec = Field(default_factory=CurateSpec, description="filters applied to the training data")
+    train: ComponentRef | None = Field(None, description="the trainer component; none: evaluate the base model only")
+    forgetting: ForgettingSpec | None = Field(None, description="probes and bounds that track forgetting during training")
+    evaluate: dict[str, ComponentRef] = Field(default_factory=dict, description="benchmarks run on the base and trained model (label -> benchmark)")
+    gates: dict[str, GateSpec] = Field(default_factory=dict, description="ship/no-ship rules on benchmarks (gate name -> rule)")
+    gating: GatingSpec = Field(default_factory=GatingSpec, description="the level of the gate tests and what an inconclusive gate does")
     report: list[ComponentRef] = Field(
+        description="reporter components",
         default_factory=lambda: [
             ComponentRef(name=n) for n in ("terminal", "json", "junit", "curve", "html", "markdown")
         ]

@@ -35,8 +35,8 @@ SEVERITY_RANK: dict[str, int] = {"low": 1, "medium": 2, "high": 3}
 class ParityGateSpec(StrictModel):
     """Parity checks as gates: a check fails when it reports a finding at or above ``fail_on``."""
 
-    fail_on: Severity = "high"
-    blocking: bool = True
+    fail_on: Severity = Field("high", description="lowest finding severity that fails a check's gate")
+    blocking: bool = Field(True, description="whether a failing parity gate fails the run")
 
 
 def _default_checks() -> dict[str, ComponentRef]:
@@ -54,7 +54,7 @@ class ParitySpec(StrictModel):
     offline_set: DataSource | None = Field(
         None, description="the offline evaluation inputs, compared with production traffic"
     )
-    offline: PipelineSpec = Field(default_factory=PipelineSpec)
-    production: PipelineSpec = Field(default_factory=PipelineSpec)
-    checks: dict[str, ComponentRef] = Field(default_factory=_default_checks)
+    offline: PipelineSpec = Field(default_factory=PipelineSpec, description="the offline evaluation pipeline")
+    production: PipelineSpec = Field(default_factory=PipelineSpec, description="the production serving configuration")
+    checks: dict[str, ComponentRef] = Field(default_factory=_default_checks, description="parity checks to run (label -> check)")
     gate: ParityGateSpec | None = Field(None, description="turn every check into a gate")
