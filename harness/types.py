@@ -217,11 +217,23 @@ class Decision:
     reason: str
     blocking: bool = True
     comparison: Comparison | None = None
+    underpowered: bool = False
+    """A pass whose sample could not detect the rule's margin (shown ``pass (underpowered)``)."""
+
+    @property
+    def shown(self) -> str:
+        """The verdict as every report shows it."""
+        return shown_verdict(self.verdict.value, self.underpowered)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["verdict"] = self.verdict.value
         return data
+
+
+def shown_verdict(verdict: str, underpowered: bool) -> str:
+    """``pass (underpowered)`` for an underpowered pass, else the verdict itself."""
+    return f"{verdict} (underpowered)" if underpowered and verdict == "pass" else verdict
 
 
 # ------------------------------------------------------------------------------- parity

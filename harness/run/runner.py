@@ -109,7 +109,7 @@ class Runner:
         self._evaluate(plan, models)
         if plan.parity is not None:
             self._parity(plan, models[-1])
-        self._gate(plan, run_gates(plan.gates, plan.statistics, suite.gating, self.result))
+        self._gate(plan, run_gates(plan.gates, plan.statistics, suite.gating, self.result, self._clusters(plan)))
         self._report(plan)
         return self.result
 
@@ -250,6 +250,11 @@ class Runner:
     @property
     def _alpha(self) -> float:
         return self.loaded.suite.gating.alpha
+
+    @staticmethod
+    def _clusters(plan: RunPlan) -> dict[str, dict[str, str] | None]:
+        """Per benchmark label, each item's cluster (source); ``None`` for independent items."""
+        return {label: bench.clusters() for label, bench in plan.benchmarks.items()}
 
     def _compare(self, plan: RunPlan, base: ModelRef, outcome: CurateOutcome) -> None:
         """Train each of ``forgetting.compare``'s trainers on the same curated data and draw its

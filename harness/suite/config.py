@@ -56,7 +56,17 @@ class GateSpec(StrictModel):
 
 class GatingSpec(StrictModel):
     alpha: float = Field(0.05, gt=0, lt=0.5, description="one-sided level of each test")
-    correction: Literal["bonferroni", "none"] = "bonferroni"
+    correction: Literal["holm", "bonferroni", "none"] = Field(
+        "holm", description="family-wise correction over the blocking gates (Holm's step-down by default)"
+    )
+    require_power: bool = Field(
+        False,
+        description="a blocking gate whose sample cannot detect its margin is an error at validate, and an "
+        "underpowered no_regression pass is inconclusive",
+    )
+    assumed_baseline: float | None = Field(
+        None, ge=0, le=1, description="baseline score assumed by power analysis when the store has none"
+    )
     inconclusive: Literal["fail", "pass"] = Field(
         "fail", description="whether an inconclusive blocking gate fails the run (exit 1)"
     )
