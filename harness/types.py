@@ -325,9 +325,12 @@ class ForgettingResult:
     selected_path: Path | None = None
     reasons: dict[int, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    correction: str = ""
+    """How the error over general probes x checkpoints is controlled (one line)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "correction": self.correction,
             "domain": self.domain,
             "bounds": self.bounds,
             "selection": self.selection,

@@ -236,7 +236,8 @@ class Runner:
             steps = ", ".join(str(c.step) for c in self.result.checkpoints)
             self.console.stage("forgetting", f"{len(plan.probes)} probes at steps 0, {steps}")
             result = run_forgetting(
-                self.env, spec, plan.backend, plan.probes, base, self.result.checkpoints, plan.statistics, self._alpha
+                self.env, spec, plan.backend, plan.probes, base, self.result.checkpoints, plan.statistics, self._alpha,
+                self.loaded.suite.gating.correction,
             )
             self.result.forgetting = result
             for step in sorted(result.reasons):
@@ -270,7 +271,8 @@ class Runner:
                     output, _cached = self._train(plan, trainer, loc, base, outcome, events.append)
                     self.result.compare_train[label] = output
                     self.result.forgetting_compare[label] = run_forgetting(
-                        self.env, spec, plan.backend, plan.probes, base, events, plan.statistics, self._alpha
+                        self.env, spec, plan.backend, plan.probes, base, events, plan.statistics, self._alpha,
+                self.loaded.suite.gating.correction,
                     )
                 except Exception as exc:  # recorded: one broken comparison does not stop the run
                     message = f"{type(exc).__name__}: {exc}"
