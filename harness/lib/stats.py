@@ -234,3 +234,22 @@ def wilson(successes: float, n: int, alpha: float) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def planning_sd(baseline: float, correlation: float = 0.5) -> float:
+    """Per-item standard deviation of a paired 0/1 difference when both models score about
+    ``baseline`` and their items correlate by ``correlation`` (a planning assumption)."""
+    return math.sqrt(max(2 * baseline * (1 - baseline) * (1 - correlation), 0.0))
+
+
+def detectable_effect(sd: float, n: int, alpha: float, power: float = POWER) -> float:
+    """The smallest true change a one-sided test at ``alpha`` finds with ``power`` on ``n`` items."""
+    return mde(sd / math.sqrt(max(n, 1)), alpha, power)
+
+
+def needed_n(sd: float, effect: float, alpha: float, power: float = POWER) -> int | None:
+    """Items needed to detect ``effect`` with ``power`` at one-sided ``alpha``; ``None`` for an
+    effect of 0 (no sample is enough)."""
+    if effect <= 0:
+        return None
+    return max(1, math.ceil(((_z(1 - alpha) + _z(power)) * sd / effect) ** 2))

@@ -47,6 +47,9 @@ class GateSpec(StrictModel):
     benchmark: str | None = Field(None, description="evaluate label; defaults to the gate name")
     blocking: bool = Field(True, description="advisory gates are reported but never fail a run")
     statistic: str = Field("auto", description="mcnemar, paired_bootstrap, or auto")
+    assumed_baseline: float | None = Field(
+        None, ge=0, le=1, description="baseline score power analysis assumes for this gate when the store has none"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -66,6 +69,9 @@ class GatingSpec(StrictModel):
     )
     assumed_baseline: float | None = Field(
         None, ge=0, le=1, description="baseline score assumed by power analysis when the store has none"
+    )
+    assumed_correlation: float = Field(
+        0.5, ge=0, lt=1, description="item correlation of baseline and candidate assumed by power analysis"
     )
     inconclusive: Literal["fail", "pass"] = Field(
         "fail", description="whether an inconclusive blocking gate fails the run (exit 1)"
