@@ -53,3 +53,31 @@ def test_gate_with_enough_items_is_not_flagged(write_suite, tmp_path, capsys):
     assert main(["validate", str(suite), "--store", str(tmp_path / "store")]) == 0
     out = capsys.readouterr().out
     assert "cannot reach" not in out and "valid" in out
+
+
+def test_baseline_from_the_store_when_it_has_the_evaluation(write_suite, tmp_path):
+    """Baseline results cached for this exact evaluation replace the assumption."""
+    from harness.cli.common import load
+    from harness.lib.models import resolve_model
+    from harness.lib.store import Store
+    from harness.run.plan import plan_run
+    from harness.run.power import gate_power
+    from harness.stages.evaluate import Evaluator
+
+    suite = _suite(write_suite, tmp_path, False, 0.05, 40)
+    loaded, _pm, registries = load(suite)
+    store_dir = tmp_path / "store"
+    plan = plan_run(loaded, registries, store_dir / "work", store_dir=store_dir)
+    bench = plan.benchmarks["intent"]
+    spec = loaded.suite.model
+    ref = resolve_model(spec.source, spec.backend, spec.dtype, loaded.dir)
+    store = Store(store_dir)
+    material = Evaluator(store, plan.backend, ref, None).material(bench)  # type: ignore[arg-type]
+    items = bench.items()
+    store.put_items("evaluate", material, {
+        it["id"]: {"item_id": it["id"], "prediction": "", "reference": "", "score": float(k < 30)}
+        for k, it in enumerate(items)
+    })
+    (row,) = gate_power(loaded, plan, store_dir)
+    assert row.source == "store" and row.baseline == pytest.approx(0.75)
+    assert row.n == 40

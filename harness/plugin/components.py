@@ -205,6 +205,9 @@ class Benchmark(Component):
     chance: ClassVar[float | None] = None
     """The score of a random guesser, when it is known (e.g. 0.25 for 4-choice MMLU)."""
     chunk_size: ClassVar[int] = 64
+    proportion: ClassVar[bool] = True
+    """Whether per-item scores are 0/1 (or in [0, 1]); power analysis plans with a proportion's
+    variance only then, other metrics need the baseline's scores in the store."""
     cluster_field: ClassVar[str | None] = None
     """The item field naming the item's source (items sharing it are not independent, e.g.
     HellaSwag's activity, MMLU's subject); ``None`` when items are independent."""
