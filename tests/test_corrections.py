@@ -188,3 +188,21 @@ def test_clip_interval_keeps_bounds_inside_the_range():
     assert raw.ci_low < -0.5 or cmp.ci_low >= -0.5
     assert cmp.ci_low >= -0.5 and cmp.ci_high <= 0.5
     assert clip_interval(raw) == cmp
+
+
+def test_reports_show_an_underpowered_pass():
+    import xml.etree.ElementTree as ET
+
+    from harness.lib.reportview import gate_rows
+    from harness_plugins.reporters.files import _gate_case
+
+    cmp = _cmp([float(i % 2) for i in range(40)], [float(i % 2) for i in range(40)])
+    rule = Rule("no_regression", 0.05)
+    verdict, reason = decide(rule, cmp)
+    decision = Decision("g", "b", str(rule), verdict, reason, True, cmp, underpowered=underpowered(rule, cmp))
+    doc = decision.to_json()
+    assert doc["underpowered"] is True
+    assert gate_rows({"decisions": [doc]})[0].shown == "pass (underpowered)"  # markdown and HTML
+    suite = ET.Element("testsuite")
+    assert _gate_case(suite, doc, inconclusive_fails=True) == "passed"
+    assert suite.find("testcase/system-out").text.startswith("pass (underpowered): no_regression")  # junit
