@@ -7,7 +7,7 @@ records, near-duplicate "variants" (a real record or filler with 0.5-5% of its w
 so their Jaccard with the source spreads across the threshold).  All shuffled, seeded.
 
 Three ways of finding the near-duplicate pairs, each in its own subprocess (a clean peak RSS),
-one after the other, on the same records with the same shingles (word 5-grams of the
+one after the other, on the same records with the same shingles (word bigrams (the defaults; ``--shingle``) of the
 normalised user and assistant turns with role markers, ``near_dedup``'s definition):
 
 * ``near_dedup``: our filter end to end, ``NearDedup.apply`` (verification on);
@@ -74,8 +74,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--quick", action="store_true", help="10,000 records")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threshold", type=float, default=0.8)
-    parser.add_argument("--shingle", type=int, default=5)
+    parser.add_argument("--threshold", type=float, default=0.75)
+    parser.add_argument("--shingle", type=int, default=2)
     parser.add_argument("--num-perm", type=int, default=128)
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset")
     parser.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)

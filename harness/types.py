@@ -223,11 +223,23 @@ class Decision:
     reason: str
     blocking: bool = True
     comparison: Comparison | None = None
+    underpowered: bool = False
+    """A pass whose sample could not detect the rule's margin (shown ``pass (underpowered)``)."""
+
+    @property
+    def shown(self) -> str:
+        """The verdict as every report shows it."""
+        return shown_verdict(self.verdict.value, self.underpowered)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["verdict"] = self.verdict.value
         return data
+
+
+def shown_verdict(verdict: str, underpowered: bool) -> str:
+    """``pass (underpowered)`` for an underpowered pass, else the verdict itself."""
+    return f"{verdict} (underpowered)" if underpowered and verdict == "pass" else verdict
 
 
 # ------------------------------------------------------------------------------- parity
@@ -319,9 +331,12 @@ class ForgettingResult:
     selected_path: Path | None = None
     reasons: dict[int, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    correction: str = ""
+    """How the error over general probes x checkpoints is controlled (one line)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "correction": self.correction,
             "domain": self.domain,
             "bounds": self.bounds,
             "selection": self.selection,

@@ -91,7 +91,7 @@ def test_load_suite_valid(harness_write_suite):
     assert suite.evaluate["intent"].options == {"sample": 10}
     assert suite.gates["intent"].rule == "superior(margin=0.01)"
     assert suite.gates["intent"].blocking is True
-    assert suite.gating.correction == "bonferroni"
+    assert suite.gating.correction == "holm"
 
 
 # ------------------------------------------------------- component blocks (need registries)

@@ -168,7 +168,7 @@ def test_every_line_is_accounted_for(corpus, curated):
     assert_balanced(curated["ledger"], len(lines), blank, len(curated["curated"]))
     assert [s["name"] for s in curated["ledger"]["stages"]] == [
         "read planted.jsonl",
-        *(f"filter {n}" for n in ("exact_dedup", "min_response_length", "pii", "repetition", "format_check")),
+        *(f"filter {n}" for n in ("exact_dedup", "near_dedup", "min_response_length", "language", "pii", "repetition", "format_check")),
     ]
     kept = {r["source_id"] for r in curated["curated"]}
     dropped = {d["source_id"] for d in curated["ledger"]["dropped"]}
@@ -247,7 +247,7 @@ def test_report_has_counts_and_short_examples_per_reason(corpus, curated):
                 assert len(example["excerpt"]) <= EXCERPT_CHARS
     read = report["stages"][0]["reasons"]
     assert read["quarantined: invalid JSON"]["examples"][0]["excerpt"].startswith('{"instruction": "Mail [EMAIL] the invoice"')
-    pii = report["stages"][3]["reasons"]
+    pii = report["stages"][5]["reasons"]  # read, exact_dedup, near_dedup, min_response_length, language, pii
     assert {"redacted: email", "redacted: credit_card", "redacted: national_id"} <= set(pii)
     stdout = curated["stdout"]
     assert "read planted.jsonl: in " in stdout and "= kept " in stdout

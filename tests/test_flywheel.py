@@ -257,7 +257,7 @@ def test_reasons_name_what_they_matched(files, first_run):
         "effective (rating >= 4 or thumbs up, not rephrased)",
         f"novel (minhash, both, threshold 0.8, {N_TRAIN} known records)",
     ]
-    assert names[4:] == [f"filter {n}" for n in ("exact_dedup", "min_response_length", "pii", "repetition", "format_check")]
+    assert names[4:] == [f"filter {n}" for n in ("exact_dedup", "near_dedup", "min_response_length", "language", "pii", "repetition", "format_check")]
 
 
 def long_training_index_from(files: dict[str, Any]) -> int:

@@ -120,6 +120,10 @@ def test_the_best_checkpoint_within_bounds_is_selected_and_gated(run_suite) -> N
     assert [p.within_bound for p in general] == [None, True, True, False]
     assert general[3].comparison.diff == pytest.approx(-0.5)
     assert general[3].comparison.ci_high < -0.05
+    # Holm over 1 probe x 3 checkpoints: steps 2 and 4 are within at 0.05/3; step 6 alone is then
+    # tested at 0.05
+    assert f.correction == "holm over 3 bound checks (1 general probes x 3 checkpoints), family-wise alpha 0.05"
+    assert [p.comparison.alpha for p in general[1:]] == pytest.approx([0.05 / 3, 0.05 / 3, 0.05])
     assert f.selected_step == 4
     assert f.reasons[4].startswith("selected: best domain score 0.800")
     assert "domain score 0.500 < 0.800" in f.reasons[2]

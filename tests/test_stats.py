@@ -45,7 +45,7 @@ def test_mcnemar_exact_p_value_and_difference():
     assert cmp.diff == pytest.approx(0.3)  # (8 - 2) / 20
     assert cmp.baseline == pytest.approx(8 / 20)
     assert cmp.candidate == pytest.approx(14 / 20)
-    assert cmp.detail == {"lost": 2.0, "won": 8.0}
+    assert cmp.detail == {"lost": 2.0, "won": 8.0, "design_effect": 1.0}
     low, high = _agresti_min(2, 8, 20, 0.05)
     assert (cmp.ci_low, cmp.ci_high) == (pytest.approx(low), pytest.approx(high))
 

@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--filters",
         metavar="FILTERS_YAML_OR_INLINE",
         help="filter chain: a YAML file or inline YAML ('[exact_dedup, {name: pii, action: drop}]', "
-        "'exact_dedup,pii'); default: exact_dedup, min_response_length, pii (redact), repetition, format_check",
+        "'exact_dedup,pii'); default: exact_dedup, near_dedup, min_response_length, language (English), pii (redact), repetition, format_check",
     )
     parser.add_argument(
         "--max-quarantined-fraction",

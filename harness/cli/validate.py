@@ -23,12 +23,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     from harness.cli.common import load
+    from harness.cli.power import report_power
     from harness.run.plan import plan_run
+    from harness.run.power import gate_power
 
     loaded, _pm, registries = load(args.suite)
     store = args.store or loaded.dir / (loaded.suite.store or ".harness")
     plan = plan_run(loaded, registries, store / "work", reports_dir=args.reports, store_dir=store)
     for note in plan.notes:
         console.print(f"{args.suite}: warning: {note}", markup=False)
+    code = report_power(args.suite, gate_power(loaded, plan, store), loaded.suite.gating.require_power, console)
+    if code:
+        return code
     console.print(f"{args.suite}: valid", markup=False)
     return 0

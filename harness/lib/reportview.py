@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from harness.types import shown_verdict
 
 EXIT_MEANING = {
     0: "all blocking gates pass",
@@ -96,6 +97,12 @@ class GateRow:
     n: int | None = None
     test: str = ""
     threshold: float | None = None
+    underpowered: bool = False
+
+    @property
+    def shown(self) -> str:
+        """The verdict as reports show it (``pass (underpowered)`` for a weak pass)."""
+        return shown_verdict(self.verdict, self.underpowered)
 
 
 def gate_rows(doc: dict[str, Any]) -> list[GateRow]:
@@ -108,6 +115,7 @@ def gate_rows(doc: dict[str, Any]) -> list[GateRow]:
                 c.get("diff"), c.get("ci_low"), c.get("ci_high"),
                 1 - 2 * c["alpha"] if "alpha" in c else None,
                 c.get("p_value"), c.get("mde"), c.get("n"), c.get("test", ""), threshold(d["rule"]),
+                bool(d.get("underpowered", False)),
             )
         )
     return rows

@@ -213,6 +213,12 @@ class Benchmark(Component[ConfigT]):
     chance: ClassVar[float | None] = None
     """The score of a random guesser, when it is known (e.g. 0.25 for 4-choice MMLU)."""
     chunk_size: ClassVar[int] = 64
+    proportion: ClassVar[bool] = True
+    """Whether per-item scores are 0/1 (or in [0, 1]); power analysis plans with a proportion's
+    variance only then, other metrics need the baseline's scores in the store."""
+    cluster_field: ClassVar[str | None] = None
+    """The item field naming the item's source (items sharing it are not independent, e.g.
+    HellaSwag's activity, MMLU's subject); ``None`` when items are independent."""
 
     def items(self) -> list[Item]:
         raise NotImplementedError
@@ -243,6 +249,12 @@ class Benchmark(Component[ConfigT]):
             text = json.dumps(rest, ensure_ascii=False, sort_keys=True, default=str)
         return text if len(text) <= PROMPT_CHARS else text[: PROMPT_CHARS - 1] + "…"
 
+    def clusters(self) -> dict[str, str] | None:
+        """Item id -> cluster label from ``cluster_field``; ``None`` when items are independent."""
+        if self.cluster_field is None:
+            return None
+        return {str(i["id"]): str(i.get(self.cluster_field, i["id"])) for i in self.items()}
+
     def summary(self, results: Sequence[ItemResult]) -> dict[str, float]:
         """Headline figures of a whole result (default: the weighted mean of the scores)."""
         total = sum(r.weight for r in results)
@@ -258,8 +270,14 @@ class Statistic(Component[ConfigT]):
         return True
 
     def compare(
-        self, baseline: Sequence[float], candidate: Sequence[float], alpha: float
+        self,
+        baseline: Sequence[float],
+        candidate: Sequence[float],
+        alpha: float,
+        clusters: Sequence[str] | None = None,
     ) -> Comparison:
+        """Candidate against baseline at one-sided ``alpha``; ``clusters`` labels each item's
+        source (items of one cluster are not independent), ``None`` when they are."""
         raise NotImplementedError
 
 

@@ -109,7 +109,7 @@ class Runner:
         self._evaluate(plan, models)
         if plan.parity is not None:
             self._parity(plan, models[-1])
-        self._gate(plan, run_gates(plan.gates, plan.statistics, suite.gating, self.result))
+        self._gate(plan, run_gates(plan.gates, plan.statistics, suite.gating, self.result, self._clusters(plan)))
         self._report(plan)
         return self.result
 
@@ -240,7 +240,8 @@ class Runner:
             steps = ", ".join(str(c.step) for c in self.result.checkpoints)
             self.console.stage("forgetting", f"{len(plan.probes)} probes at steps 0, {steps}")
             result = run_forgetting(
-                self.env, spec, plan.backend, plan.probes, base, self.result.checkpoints, plan.statistics, self._alpha
+                self.env, spec, plan.backend, plan.probes, base, self.result.checkpoints, plan.statistics, self._alpha,
+                self.loaded.suite.gating.correction,
             )
             self.result.forgetting = result
             for step in sorted(result.reasons):
@@ -254,6 +255,11 @@ class Runner:
     @property
     def _alpha(self) -> float:
         return self.loaded.suite.gating.alpha
+
+    @staticmethod
+    def _clusters(plan: RunPlan) -> dict[str, dict[str, str] | None]:
+        """Per benchmark label, each item's cluster (source); ``None`` for independent items."""
+        return {label: bench.clusters() for label, bench in plan.benchmarks.items()}
 
     def _compare(self, plan: RunPlan, base: ModelRef, outcome: CurateOutcome) -> None:
         """Train each of ``forgetting.compare``'s trainers on the same curated data and draw its
@@ -269,7 +275,8 @@ class Runner:
                     output, _cached = self._train(plan, trainer, loc, base, outcome, events.append)
                     self.result.compare_train[label] = output
                     self.result.forgetting_compare[label] = run_forgetting(
-                        self.env, spec, plan.backend, plan.probes, base, events, plan.statistics, self._alpha
+                        self.env, spec, plan.backend, plan.probes, base, events, plan.statistics, self._alpha,
+                self.loaded.suite.gating.correction,
                     )
                 except Exception as exc:  # recorded: one broken comparison does not stop the run
                     message = f"{type(exc).__name__}: {exc}"

@@ -7,7 +7,10 @@ the score and its change with a confidence interval at every step.
 
 A checkpoint is *eligible* when every general probe stays within its bound (by the suite's
 selection rule); the selected checkpoint is the eligible one with the best domain score (the
-earliest on a tie).  Every other checkpoint gets the reason it was not chosen.  Checkpoints are
+earliest on a tie).  The claims "probe P stays within its bound at checkpoint C" form one family
+over general probes x checkpoints, decided under the suite's ``gating.correction`` (Holm's
+step-down by default), so the chance that any checkpoint is called eligible while one of its
+probes is in truth beyond its bound stays at most ``alpha``.  Every other checkpoint gets the reason it was not chosen.  Checkpoints are
 scored after training, from their saved adapters, so the trainer's memory is not shared with the
 evaluation and every point goes through the per-item cache.
 """
@@ -21,6 +24,7 @@ from harness.lib.models import ModelRef
 from harness.plugin.components import Backend, Benchmark, Statistic
 from harness.stages.env import StageEnv
 from harness.stages.evaluate import Evaluator, describe
+from harness.lib.stats import holm_levels
 from harness.stages.gate import Rule, decide, paired_comparison
 from harness.suite.config import ForgettingSpec
 from harness.types import BenchmarkResult, CheckpointEvent, CurvePoint, ForgettingResult, Verdict
@@ -61,9 +65,11 @@ def run_forgetting(
     checkpoints: list[CheckpointEvent],
     statistics: Mapping[str, Statistic],
     alpha: float,
+    correction: str = "holm",
 ) -> ForgettingResult:
     """Score every probe at every point, draw the series, and select a checkpoint.  Each point
-    is compared with step 0 by the plan's ``statistics`` at one-sided level ``alpha``."""
+    is compared with step 0 by the plan's ``statistics``; the general probes' bound checks are
+    one family at family-wise level ``alpha`` under ``correction``."""
     points = _points(base, checkpoints)
     result = ForgettingResult(
         domain=spec.domain,
@@ -72,35 +78,56 @@ def run_forgetting(
         steps=[step for step, _, _ in points],
     )
     scored, result.errors = _score_all(env, backend, probes, points)
-    eligible: dict[int, bool] = {}
+    cache: dict[tuple[str, int, float], object] = {}
+
+    def compare(label: str, step: int, level: float):
+        if (label, step, level) not in cache:
+            cache[(label, step, level)] = paired_comparison(statistics, scored[(label, 0)], scored[(label, step)], "auto", level)
+        return cache[(label, step, level)]
+
+    def within(key: tuple[str, int], level: float) -> bool:
+        rule = Rule(spec.selection, result.bounds[key[0]])
+        return decide(rule, compare(*key, level))[0] is Verdict.PASS  # type: ignore[arg-type]
+
+    family = [(label, step) for label in result.bounds for step, _, _ in points[1:]
+              if (label, 0) in scored and (label, step) in scored]
+    levels = holm_levels(family, alpha, within, correction)  # type: ignore[arg-type]
+    result.correction = (
+        f"{correction} over {len(family)} bound checks ({len(result.bounds)} general probes x "
+        f"{len(points) - 1} checkpoints), family-wise alpha {alpha:g}"
+    )
     rejections: dict[int, list[str]] = {step: [] for step, _, _ in points[1:]}
     for label in probes:
-        base_res = scored.get((label, 0))
-        series: list[CurvePoint] = []
-        for step, _ref, _path in points:
-            res = scored.get((label, step))
-            if res is None:
-                if step:
-                    rejections[step].append(f"{label} could not be scored")
-                continue
-            if step == 0 or base_res is None:
-                series.append(CurvePoint(step, res.score, res.summary))
-                continue
-            cmp = paired_comparison(statistics, base_res, res, "auto", alpha)
-            within: bool | None = None
-            note = ""
-            if label != spec.domain:
-                rule = Rule(spec.selection, result.bounds[label])
-                verdict, note = decide(rule, cmp)
-                within = verdict is Verdict.PASS
-                if not within:
-                    rejections[step].append(f"{label} not within -{rule.margin:g}: {note}")
-            series.append(CurvePoint(step, res.score, res.summary, cmp, within, note))
-        result.series[label] = series
-    for step in rejections:
-        eligible[step] = not rejections[step]
+        result.series[label] = _series(label, points, scored, spec, result, compare, levels, alpha, rejections)
+    eligible = {step: not reasons for step, reasons in rejections.items()}
     _select(result, spec.domain, points, eligible, rejections)
     return result
+
+
+def _series(label, points, scored, spec, result, compare, levels, alpha, rejections) -> list[CurvePoint]:
+    """One probe's curve; a general probe's bound check at its family level, the domain probe's
+    comparison at ``alpha`` (it is reported, not tested)."""
+    series: list[CurvePoint] = []
+    for step, _ref, _path in points:
+        res = scored.get((label, step))
+        if res is None:
+            if step:
+                rejections[step].append(f"{label} could not be scored")
+            continue
+        if step == 0 or (label, 0) not in scored:
+            series.append(CurvePoint(step, res.score, res.summary))
+            continue
+        if label == spec.domain:
+            series.append(CurvePoint(step, res.score, res.summary, compare(label, step, alpha), None, ""))
+            continue
+        rule = Rule(spec.selection, result.bounds[label])
+        cmp = compare(label, step, levels[(label, step)])
+        verdict, note = decide(rule, cmp)
+        ok = verdict is Verdict.PASS
+        if not ok:
+            rejections[step].append(f"{label} not within -{rule.margin:g}: {note}")
+        series.append(CurvePoint(step, res.score, res.summary, cmp, ok, note))
+    return series
 
 
 def _select(

@@ -47,6 +47,9 @@ class GateSpec(StrictModel):
     benchmark: str | None = Field(None, description="evaluate label; defaults to the gate name")
     blocking: bool = Field(True, description="advisory gates are reported but never fail a run")
     statistic: str = Field("auto", description="mcnemar, paired_bootstrap, or auto")
+    assumed_baseline: float | None = Field(
+        None, ge=0, le=1, description="baseline score power analysis assumes for this gate when the store has none"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -56,7 +59,20 @@ class GateSpec(StrictModel):
 
 class GatingSpec(StrictModel):
     alpha: float = Field(0.05, gt=0, lt=0.5, description="one-sided level of each test")
-    correction: Literal["bonferroni", "none"] = Field("bonferroni", description="multiple-comparison correction across blocking gates")
+    correction: Literal["holm", "bonferroni", "none"] = Field(
+        "holm", description="family-wise correction over the blocking gates (Holm's step-down by default)"
+    )
+    require_power: bool = Field(
+        False,
+        description="a blocking gate whose sample cannot detect its margin is an error at validate, and an "
+        "underpowered no_regression pass is inconclusive",
+    )
+    assumed_baseline: float | None = Field(
+        None, ge=0, le=1, description="baseline score assumed by power analysis when the store has none"
+    )
+    assumed_correlation: float = Field(
+        0.5, ge=0, lt=1, description="item correlation of baseline and candidate assumed by power analysis"
+    )
     inconclusive: Literal["fail", "pass"] = Field(
         "fail", description="whether an inconclusive blocking gate fails the run (exit 1)"
     )

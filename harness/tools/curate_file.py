@@ -29,13 +29,17 @@ from harness.types import Ledger
 
 DEFAULT_FILTERS: tuple[ComponentRef, ...] = (
     ComponentRef(name="exact_dedup"),
+    ComponentRef(name="near_dedup"),
     ComponentRef(name="min_response_length"),
+    ComponentRef(name="language"),
     ComponentRef(name="pii", options={"action": "redact"}),
     ComponentRef(name="repetition"),
     ComponentRef(name="format_check"),
 )
-"""The chain a data file (or a log) gets without ``--filters``: duplicates, empty answers, PII
-(redacted, the record kept), looping answers, and what the chat template or context cannot take."""
+"""The chain a data file (or a log) gets without ``--filters``: duplicates and lightly edited
+copies (``near_dedup`` at its measured defaults), empty answers, turns in another language than
+English (``language``; pass a chain to expect others), PII (redacted, the record kept), looping
+answers, and what the chat template or context cannot take."""
 
 
 @dataclass(frozen=True)

@@ -72,10 +72,17 @@ class HellaSwag(Benchmark[HellaSwagConfig]):
         path = self.ctx.data_path(cfg.path, "HellaSwag data")
         records = _read_records(path)
         chosen = seeded_sample(records, cfg.sample, cfg.seed, key=lambda r: str(r["idx"]))
+        self._activities = {f"hellaswag/{r['idx']}": str(r["activity_label"]) for r in chosen}
         return [_doc(r) for r in sorted(chosen, key=lambda r: r["idx"])]
 
     def items(self) -> list[Item]:
         return self.docs
+
+    def clusters(self) -> dict[str, str]:
+        """Item id -> source activity (``activity_label``): contexts of one activity share
+        their wording and difficulty, so the gates treat them as one cluster."""
+        self.docs  # noqa: B018  # fills the activity map
+        return dict(self._activities)
 
     def evaluate(self, model: LoadedModel, items: Sequence[Item], progress: ProgressFn) -> list[ItemResult]:
         cfg = self.config

@@ -50,6 +50,10 @@ class MMLU(Benchmark[MMLUConfig]):
     metric = "accuracy"
     chance = 0.25
 
+    def clusters(self) -> dict[str, str]:
+        """Item id -> subject (the id's first part): questions of one subject are one cluster."""
+        return {str(i["id"]): str(i["id"]).split("/", 1)[0] for i in self.items()}
+
     @cached_property
     def docs(self) -> list[dict[str, Any]]:
         cfg = self.config

@@ -72,6 +72,7 @@ class Perplexity(Benchmark[PerplexityConfig]):
     Config = PerplexityConfig
     metric = "log_prob_per_token"
     chance = None
+    proportion = False
 
     @cached_property
     def docs(self) -> list[dict[str, Any]]:

@@ -39,9 +39,14 @@ How it works, and why:
   further representative: every drop names a kept record that it really matches, and no two
   kept records are a verified near-duplicate pair.
 
-Choosing ``shingle``: word 5-grams are strict.  One edited word changes up to five shingles, so
-a copy with 2% of its words edited has a Jaccard of about 0.83 and one with 5% about 0.65 (not
-a near-duplicate at 0.8); word bigrams put the 5% copy at about 0.85.
+Choosing the defaults (word bigrams, threshold 0.75, 128 permutations): word 5-grams are strict.
+One edited word changes up to five shingles, so a copy with 2% of its words edited has a Jaccard
+of about 0.83 and one with 5% about 0.65; word bigrams put the 5% copy at about 0.85.  Measured on
+real Bitext and HH-RLHF records (``benchmarks/dedup.py``, ``tests/plugins/test_near_dedup.py``):
+200 planted copies with 1-5% of their words edited are all found (recall 1.00; 5-grams at 0.8:
+0.345), and 2,000 clean records (no edit-similar copy of one another) lose none.  Everything the
+defaults remove from the raw data has a word edit similarity of 0.88 or more with what it keeps
+(HH-RLHF conversations that share their opening turns, templated Bitext answers).
 
 Cost is linear in the data apart from the pairs inside LSH buckets, which grow with the
 square of the size of a family of near-identical records.  Memory beyond the records is about
@@ -73,8 +78,8 @@ class NearDedupConfig(FilterActionConfig):
         "both",
         description="compare user turns (prompt), assistant turns (response) or both with role markers",
     )
-    shingle: int = Field(5, ge=1, le=64, description="word n-gram size of the shingles")
-    threshold: float = Field(0.8, gt=0.0, le=1.0, description="Jaccard similarity that makes a near-duplicate")
+    shingle: int = Field(2, ge=1, le=64, description="word n-gram size of the shingles")
+    threshold: float = Field(0.75, gt=0.0, le=1.0, description="Jaccard similarity that makes a near-duplicate")
     num_perm: int = Field(128, ge=8, le=4096, description="MinHash permutations (signature length)")
     seed: int = Field(0, ge=0, lt=2**64, description="MinHash seed")
     verify: bool = Field(True, description="confirm every LSH candidate pair with exact Jaccard")

@@ -14,8 +14,8 @@ from typing import Any
 import harness
 from harness.lib.resultdoc import RESULT_SCHEMA, result_document, write_files
 from harness.plugin.components import Reporter
-from harness.types import RunResult
 from harness.plugin.registry import Registrar
+from harness.types import RunResult, shown_verdict
 
 __all__ = ["RESULT_SCHEMA", "JUnitReporter", "JsonReporter"]
 
@@ -39,7 +39,7 @@ class JsonReporter(Reporter):
 def _gate_case(suite: ET.Element, d: dict[str, Any], inconclusive_fails: bool) -> str:
     """One gate as a test case; returns the count it adds to (``failures``, ``errors``...)."""
     case = ET.SubElement(suite, "testcase", classname=f"gates.{d['benchmark']}", name=d["gate"])
-    message = f"{d['verdict']}: {d['rule']}: {d['reason']}"
+    message = f"{shown_verdict(d['verdict'], bool(d.get('underpowered')))}: {d['rule']}: {d['reason']}"
     if d["verdict"] == "pass":
         ET.SubElement(case, "system-out").text = message
         return "passed"

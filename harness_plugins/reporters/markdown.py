@@ -99,7 +99,7 @@ def _verdict(doc: dict[str, Any]) -> list[str]:
 def _gates(doc: dict[str, Any]) -> list[str]:
     rows = [
         (
-            f"{ICON.get(g.verdict, '')} {g.verdict}" + ("" if g.blocking else " (advisory)"),
+            f"{ICON.get(g.verdict, '')} {g.shown}" + ("" if g.blocking else " (advisory)"),
             g.gate, g.rule, signed(g.diff),
             f"[{signed(g.ci_low)}, {signed(g.ci_high)}]" if g.ci_low is not None else "-",
             number(g.p_value), f"≥ {number(g.mde)}" if g.mde is not None else "-", g.reason,

@@ -91,7 +91,7 @@ class TerminalReporter(Reporter):
             table.add_column(column)
         for d in result.decisions:
             colour = _COLOURS[d.verdict]
-            verdict = f"[{colour}]{d.verdict.value}[/]" + ("" if d.blocking else " (advisory)")
+            verdict = f"[{colour}]{d.shown}[/]" + ("" if d.blocking else " (advisory)")
             table.add_row(d.gate, d.rule, verdict, escape(d.reason))
         out.print(table)
         meaning = _EXIT_MEANING.get(result.exit_code, "")

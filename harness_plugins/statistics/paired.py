@@ -1,4 +1,5 @@
-"""Paired statistical tests for gates: exact McNemar (binary scores) and paired bootstrap."""
+"""Paired statistical tests for gates: exact McNemar (binary scores) and paired bootstrap, both
+cluster-aware when the benchmark labels its items' sources."""
 
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ class McNemar(Statistic):
     def applies_to(self, scores: Sequence[float]) -> bool:
         return stats.is_binary(scores)
 
-    def compare(self, baseline: Sequence[float], candidate: Sequence[float], alpha: float) -> Comparison:
-        return stats.mcnemar(baseline, candidate, alpha)
+    def compare(
+        self, baseline: Sequence[float], candidate: Sequence[float], alpha: float, clusters: Sequence[str] | None = None
+    ) -> Comparison:
+        return stats.mcnemar(baseline, candidate, alpha, clusters)
 
 
 class BootstrapConfig(ComponentConfig):
@@ -34,9 +37,11 @@ class PairedBootstrap(Statistic[BootstrapConfig]):
     description = "paired bootstrap of the mean difference, for any per-item score"
     Config = BootstrapConfig
 
-    def compare(self, baseline: Sequence[float], candidate: Sequence[float], alpha: float) -> Comparison:
+    def compare(
+        self, baseline: Sequence[float], candidate: Sequence[float], alpha: float, clusters: Sequence[str] | None = None
+    ) -> Comparison:
         cfg = self.config
-        return stats.paired_bootstrap(baseline, candidate, alpha, cfg.resamples, cfg.seed)
+        return stats.paired_bootstrap(baseline, candidate, alpha, cfg.resamples, cfg.seed, clusters)
 
 
 @harness.hookimpl

@@ -14,6 +14,7 @@ Recall counts the planted copies whose exact Jaccard with their original reaches
 
 from __future__ import annotations
 
+import difflib
 import random
 import re
 from collections import Counter
@@ -249,7 +250,10 @@ def test_prompt_and_response_scopes_compare_different_turns(dedup):
 
 def test_both_scope_tells_roles_apart_and_ignores_system_turns(dedup):
     swapped = [conv("a", PROMPT, ANSWER), conv("b", ANSWER, PROMPT)]
-    assert dedup().apply(swapped).dropped == []
+    # word 5-grams: the role markers change enough shingles; word bigrams (the defaults) change
+    # only the few around each marker, so a role swap of a long pair stays above 0.75
+    assert dedup(shingle=5, threshold=0.8).apply(swapped).dropped == []
+    assert dedup().apply(swapped).dropped[0].detail == "jaccard 0.89 with a"
     system = [conv("a", PROMPT, ANSWER, system="Be brief."), conv("b", PROMPT, ANSWER, system="Be kind.")]
     assert [d.detail for d in dedup().apply(system).dropped] == ["jaccard 1.00 with a"]
 
@@ -352,3 +356,50 @@ def test_config_is_validated(dedup):
     for bad in ({"scope": "system"}, {"threshold": 0}, {"threshold": 1.5}, {"shingle": 0}, {"extra": 1}):
         with pytest.raises(ValidationError):
             dedup(**bad)
+
+
+# --------------------------------------------------------------------- the defaults, as measured
+
+
+def _words(record: Conversation) -> list[str]:
+    return " ".join(m.content for m in record.messages if m.role in ("user", "assistant")).casefold().split()
+
+
+def _edit_similarity(a: Conversation, b: Conversation) -> float:
+    """Word-level edit similarity (difflib's ratio): the reference for "a near-duplicate"."""
+    return difflib.SequenceMatcher(None, _words(a), _words(b), autojunk=False).ratio()
+
+
+@pytest.fixture(scope="module")
+def clean_2000(ctx) -> list[Conversation]:
+    """1,000 Bitext and 1,000 HH-RLHF records with none that is an edit-similar (>= 0.85) copy of
+    another: candidates come from a permissive detector (word unigrams, Jaccard 0.5), the
+    decision from the edit similarity, so the set does not depend on the defaults under test."""
+    root = data_dir()
+    csv = CsvReader(CsvReader.Config(user="{instruction}", assistant="{response}"), ctx)
+    bitext = [r for r in csv.read(root / BITEXT, "bitext.csv") if isinstance(r, Conversation)]
+    hh = [r for r in ShareGPTReader(ShareGPTReader.Config(), ctx).read(root / HH, "hh.jsonl") if isinstance(r, Conversation)]
+    pool = seeded_sample(bitext, 1100, 1, source_id) + seeded_sample(hh, 1100, 1, source_id)
+    by_id = {r.source_id: r for r in pool}
+    permissive = NearDedup(NearDedup.Config(shingle=1, threshold=0.5), ctx).apply(pool)
+    copies = {d.source_id for d in permissive.dropped
+              if _edit_similarity(by_id[d.source_id], by_id[DETAIL.match(d.detail).group(2)]) >= 0.85}  # type: ignore[union-attr]
+    kept = [r for r in pool if r.source_id not in copies]
+    return [r for r in kept if r.source_id.startswith("bitext")][:1000] + [r for r in kept if r.source_id.startswith("hh")][:1000]
+
+
+def test_defaults_find_copies_with_up_to_5_percent_of_words_edited(real, ctx):
+    """Every planted copy counts (not only those above the threshold): edits of 0.5-5% of words."""
+    rng = random.Random(5)
+    vocab = sorted({w for r in real for m in r.messages for w in m.content.split()})
+    originals = rng.sample(real, 200)
+    copies = [Conversation(edit(o, rng.uniform(0.005, 0.05), rng, vocab).messages, f"copy:{k}") for k, o in enumerate(originals)]
+    dropped = {d.source_id for d in NearDedup(NearDedup.Config(), ctx).apply(real + copies).dropped}
+    recall = sum(c.source_id in dropped for c in copies) / len(copies)
+    assert recall >= 0.95, f"recall {recall:.3f} at the defaults"
+
+
+def test_defaults_remove_nothing_from_2000_clean_records(clean_2000, ctx):
+    assert len(clean_2000) == 2000
+    dropped = NearDedup(NearDedup.Config(), ctx).apply(clean_2000).dropped
+    assert dropped == [] or list(dropped) == [], [d.detail for d in dropped][:5]

@@ -129,6 +129,7 @@ def test_json_reporter_writes_result(ctx, out_dir):
                 "ci_low": -0.2, "ci_high": 0.6, "p_value": 1.0, "mde": 0.7, "alpha": 0.05,
                 "detail": {"lost": 0.0, "won": 1.0},
             },
+            "underpowered": False,
         }
     ]
 
