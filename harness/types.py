@@ -313,9 +313,17 @@ class ForgettingResult:
     selected_path: Path | None = None
     reasons: dict[int, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    stopped_step: int | None = None
+    """The step at which ``forgetting.stop`` ended the training, when it did."""
+    stop_reason: str = ""
+    stop_when: str = ""
+    """The stop condition that fired (``bound_exceeded`` or ``bound_exceeded_before_domain_converged``)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "stopped_step": self.stopped_step,
+            "stop_reason": self.stop_reason,
+            "stop_when": self.stop_when,
             "domain": self.domain,
             "bounds": self.bounds,
             "selection": self.selection,
@@ -373,6 +381,9 @@ class TrainOutput:
     last_loss: float
     seconds: float
     notes: tuple[str, ...] = ()
+    stopped_step: int | None = None
+    """The checkpoint step whose probes ended the training early (``forgetting.stop``), if any."""
+    stop_reason: str = ""
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
