@@ -18,7 +18,7 @@ CSV = "${data}/bitext_customer_support/Bitext_Sample_Customer_Support_Training_D
 PROMPT = "Intent of: {instruction}"
 
 
-def _suite(model: Path, learning_rate: float, when: str = "bound_exceeded") -> dict:
+def _suite(model: Path, learning_rate: float, when: str = "bound_exceeded", report: tuple = ("json",)) -> dict:
     return {
         "name": "live",
         "seed": 3,
@@ -37,7 +37,7 @@ def _suite(model: Path, learning_rate: float, when: str = "bound_exceeded") -> d
         },
         "evaluate": {"wikitext_full": {"name": "perplexity", "path": "wikitext2/valid.txt", "windows": 8, "span_chars": 200}},
         "gates": {"wikitext_full": {"rule": "no_regression(margin=0.25)", "blocking": False}},
-        "report": ["json", "markdown"],
+        "report": list(report),
     }
 
 
@@ -51,7 +51,7 @@ def _run(tmp_path: Path, write_suite, suite: dict) -> tuple[int, dict, Path]:
 def test_a_forgetting_learning_rate_stops_early_and_still_gates_the_best_eligible(
     tmp_path: Path, write_suite, tiny_model_dir: Path, capsys
 ) -> None:
-    code, result, folder = _run(tmp_path, write_suite, _suite(tiny_model_dir, 0.05))
+    code, result, folder = _run(tmp_path, write_suite, _suite(tiny_model_dir, 0.05, report=("json", "markdown", "html", "terminal")))
     out = capsys.readouterr().out
     f, train = result["forgetting"], result["train"]
     assert f["stop_when"] == "bound_exceeded" and f["stopped_step"] is not None
@@ -67,7 +67,8 @@ def test_a_forgetting_learning_rate_stops_early_and_still_gates_the_best_eligibl
     # selection still ran: an eligible earlier checkpoint is gated, else the stopped one is named
     eligible = [s for s in f["steps"][1:] if f["reasons"][str(s)].startswith("selected")]
     assert f["selected_step"] == (eligible[0] if eligible else None)
-    assert f"stopped at step {step}" in (folder / "report.md").read_text()
+    for shown in ((folder / "report.md").read_text(), (folder / "report.html").read_text(), out):
+        assert f"topped at step {step}" in shown
     assert code in (0, 1)
 
 
