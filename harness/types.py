@@ -154,6 +154,9 @@ class ItemResult:
     benchmarks), so a report can show what the model really said; empty when there is none."""
     prompt: str = ""
     """What the model was asked (filled from the benchmark item by the evaluate stage)."""
+    category: str = ""
+    """The item's category when the benchmark has one (an intent, a subject), so failures can be
+    counted per category (``harness failures``); empty when there is none."""
 
 
 @dataclass(frozen=True)
