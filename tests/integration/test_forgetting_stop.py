@@ -18,7 +18,7 @@ SUITE = Path(__file__).resolve().parents[2] / "suites" / "forgetting.yaml"
 @pytest.mark.integration
 def test_a_forgetting_lora_stops_early_and_gates_the_best_eligible_checkpoint(tmp_path: Path, write_suite) -> None:
     suite = yaml.safe_load(SUITE.read_text())
-    suite["train"].update(learning_rate=2e-2, max_steps=20, eval_every=5, warmup_steps=0)
+    suite["train"].update(learning_rate=6e-3, max_steps=20, eval_every=4, warmup_steps=0)
     probes = suite["forgetting"]["probes"]
     suite["forgetting"].update(
         probes={"domain": {**probes["domain"], "sample": 16}, "wikitext2": probes["wikitext2"]},
@@ -32,11 +32,15 @@ def test_a_forgetting_lora_stops_early_and_gates_the_best_eligible_checkpoint(tm
     (report,) = (tmp_path / "reports").iterdir()
     result = json.loads((report / "result.json").read_text())
     f = result["forgetting"]
-    assert f["stop_when"] == "bound_exceeded" and f["stopped_step"] in (5, 10, 15), f
+    assert f["stop_when"] == "bound_exceeded" and f["stopped_step"] in (4, 8, 12, 16), f
     assert result["train"]["steps"] == f["stopped_step"] < 20
     assert "wikitext2 dropped beyond its bound 0.25" in f["stop_reason"]
     assert f["steps"][-1] == f["stopped_step"]
-    eligible = [s for s in f["steps"][1:] if f["reasons"][str(s)].startswith("selected")]
-    assert f["selected_step"] == (eligible[0] if eligible else None)
+    # an earlier checkpoint stayed within the bound (on CPU: step 4, -0.20 nats; step 8 stopped
+    # the run at -0.39): it is the one selected and gated
+    selected = f["selected_step"]
+    assert selected is not None and selected < f["stopped_step"], f["reasons"]
+    assert f["reasons"][str(selected)].startswith("selected")
+    assert f"checkpoint-{selected}" in result["models"]["candidate"]
     assert [d["gate"] for d in result["decisions"]] == ["wikitext2"] and code in (0, 1)
     assert f"stopped at step {f['stopped_step']}" in (report / "report.md").read_text()
