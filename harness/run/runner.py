@@ -44,6 +44,7 @@ from harness.types import (
     Conversation,
     Decision,
     EvalError,
+    ForgettingResult,
     RunEndEvent,
     RunResult,
     RunStartEvent,
@@ -254,9 +255,8 @@ class Runner:
                 self.env, spec, plan.backend, plan.probes, base, self.result.checkpoints, plan.statistics, self._alpha,
                 prescored=live.scored if live is not None else None,
             )
-            if output.stopped_step is not None and spec.stop is not None:
-                result.stopped_step, result.stop_reason, result.stop_when = output.stopped_step, output.stop_reason, spec.stop.when
-                self.console.stage("forgetting", f"training stopped at step {output.stopped_step} ({spec.stop.when}): {output.stop_reason}", style="yellow")
+            if spec.stop is not None:
+                _record_stop(result, output, live, spec.stop.when, self.console)
             self.result.forgetting = result
             for step in sorted(result.reasons):
                 self.console.note(f"step {step}: {result.reasons[step]}")
@@ -385,3 +385,18 @@ class Runner:
             except Exception as exc:
                 plugin = f"plugin {impl.plugin_name!r} ({self.pm.distribution_of(impl.plugin_name)})"
                 self._plugin_error(f"{plugin} in {hook_name}", f"{type(exc).__name__}: {exc}")
+
+
+def _record_stop(
+    result: ForgettingResult, output: TrainOutput, live: LiveForgetting | None, when: str, console: RunConsole
+) -> None:
+    """Put an early stop into the forgetting result.  A launched job may end before the request
+    reaches it (its workers go on while a checkpoint is scored): the rule fired, nothing stopped,
+    and the reason says so while ``stopped_step`` stays empty."""
+    if output.stopped_step is not None:
+        result.stopped_step, result.stop_reason, result.stop_when = output.stopped_step, output.stop_reason, when
+        console.stage("forgetting", f"training stopped at step {output.stopped_step} ({when}): {output.stop_reason}", style="yellow")
+    elif live is not None and live.stop is not None:
+        result.stop_when = when
+        result.stop_reason = f"the rule fired at step {live.stop.step} after the training had ended: {live.stop.reason}"
+        console.stage("forgetting", result.stop_reason, style="yellow")
