@@ -391,12 +391,13 @@ def _record_stop(
     result: ForgettingResult, output: TrainOutput, live: LiveForgetting | None, when: str, console: RunConsole
 ) -> None:
     """Put an early stop into the forgetting result.  A launched job may end before the request
-    reaches it (its workers go on while a checkpoint is scored): the rule fired, nothing stopped,
-    and the reason says so while ``stopped_step`` stays empty."""
+    reaches it (its workers go on while a checkpoint is scored), and a trainer outside the shared
+    loop may not read requests: then the rule fired, nothing stopped, and the reason says so
+    while ``stopped_step`` stays empty."""
     if output.stopped_step is not None:
         result.stopped_step, result.stop_reason, result.stop_when = output.stopped_step, output.stop_reason, when
         console.stage("forgetting", f"training stopped at step {output.stopped_step} ({when}): {output.stop_reason}", style="yellow")
     elif live is not None and live.stop is not None:
         result.stop_when = when
-        result.stop_reason = f"the rule fired at step {live.stop.step} after the training had ended: {live.stop.reason}"
+        result.stop_reason = f"the rule fired at step {live.stop.step} but the training ran to its end: {live.stop.reason}"
         console.stage("forgetting", result.stop_reason, style="yellow")
