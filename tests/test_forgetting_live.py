@@ -62,7 +62,7 @@ def test_a_forgetting_learning_rate_stops_early_and_still_gates_the_best_eligibl
     wikitext = {p["step"]: p for p in f["series"]["wikitext"]}
     assert wikitext[step]["within_bound"] is False
     # the curve grew on the terminal, one line per point, before the stop
-    assert "curve step 0/8" in out and f"curve step {step}/8" in out and "beyond bound" in out
+    assert out.index("curve step 0") < out.index("training: 1/8") and f"curve step {step}/8" in out and "beyond bound" in out
     assert f"stopping the training at step {step}" in out
     # selection still ran: an eligible earlier checkpoint is gated, else the stopped one is named
     eligible = [s for s in f["steps"][1:] if f["reasons"][str(s)].startswith("selected")]

@@ -170,6 +170,7 @@ class Runner:
         live = None
         if spec is not None and spec.live:
             live = LiveForgetting(self.env, spec, plan.backend, plan.probes, base, plan.statistics, self._alpha)
+            live.score_base()
         output = self._train_or_record(plan, trainer, base, outcome, live)
         if output is None:
             return None

@@ -96,6 +96,7 @@ class LiveForgetting:
     errors: list[str] = field(default_factory=list)
     stop: StopRequest | None = None
     history: dict[str, list[float]] = field(default_factory=dict)
+    _base_scored: bool = False
 
     @property
     def console(self) -> RunConsole:
@@ -105,13 +106,19 @@ class LiveForgetting:
     def bounds(self) -> dict[str, float]:
         return {label: self.spec.bounds.get(label, self.spec.default_bound) for label in self.probes if label != self.spec.domain}
 
-    def __call__(self, event: CheckpointEvent) -> None:
-        if not any(step == 0 for _label, step in self.scored):
+    def score_base(self) -> None:
+        """Score the probes on the base model (step 0), once: before training starts, so a probe
+        that cannot run shows before the training is paid for, and the curve starts at once."""
+        if not self._base_scored:
+            self._base_scored = True
             self._score(0, self.base)
-            self._line(0, event.total_steps, {})
+            self._line(0, "step 0", {})
+
+    def __call__(self, event: CheckpointEvent) -> None:
+        self.score_base()
         self._score(event.step, self.base.derived(f"step-{event.step}", event.path))
         comparisons = self._compare(event.step)
-        self._line(event.step, event.total_steps, comparisons)
+        self._line(event.step, f"step {event.step}/{event.total_steps}", comparisons)
         if self.spec.stop is None or event.final or self.stop is not None:
             return
         domain = self.history.get(self.spec.domain, [])
@@ -145,7 +152,7 @@ class LiveForgetting:
                 out[label] = paired_comparison(self.statistics, base, now, "auto", self.alpha)
         return out
 
-    def _line(self, step: int, total: int, comparisons: Mapping[str, Comparison]) -> None:
+    def _line(self, step: int, point: str, comparisons: Mapping[str, Comparison]) -> None:
         """One point of the curve: each probe's score, its change and whether it is within bound."""
         cells = []
         for label in self.probes:
@@ -159,4 +166,4 @@ class LiveForgetting:
                 bad = exceeded_bounds({label: cmp}, self.bounds)
                 cell += f" {cmp.diff:+.3f}" + (" beyond bound" if bad else "")
             cells.append(cell)
-        self.console.curve(f"step {step}/{total}", cells)
+        self.console.curve(point, cells)
