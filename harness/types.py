@@ -160,6 +160,9 @@ class ItemResult:
     benchmarks), so a report can show what the model really said; empty when there is none."""
     prompt: str = ""
     """What the model was asked (filled from the benchmark item by the evaluate stage)."""
+    category: str = ""
+    """The item's category when the benchmark has one (an intent, a subject), so failures can be
+    counted per category (``harness failures``); empty when there is none."""
 
 
 @dataclass(frozen=True)
@@ -333,10 +336,18 @@ class ForgettingResult:
     errors: list[str] = field(default_factory=list)
     correction: str = ""
     """How the error over general probes x checkpoints is controlled (one line)."""
+    stopped_step: int | None = None
+    """The step at which ``forgetting.stop`` ended the training, when it did."""
+    stop_reason: str = ""
+    stop_when: str = ""
+    """The stop condition that fired (``bound_exceeded`` or ``bound_exceeded_before_domain_converged``)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "correction": self.correction,
+            "stopped_step": self.stopped_step,
+            "stop_reason": self.stop_reason,
+            "stop_when": self.stop_when,
             "domain": self.domain,
             "bounds": self.bounds,
             "selection": self.selection,
@@ -394,6 +405,9 @@ class TrainOutput:
     last_loss: float
     seconds: float
     notes: tuple[str, ...] = ()
+    stopped_step: int | None = None
+    """The checkpoint step whose probes ended the training early (``forgetting.stop``), if any."""
+    stop_reason: str = ""
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

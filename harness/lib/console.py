@@ -143,6 +143,14 @@ class RunConsole:
             return
         self.console.print(f"          {escape(message)}", soft_wrap=True)
 
+    def curve(self, point: str, cells: list[str]) -> None:
+        """One new point of a curve drawn while a run goes on (the live forgetting probes): printed
+        above any progress bar, so the rows build up the curve line by line; a cell that says
+        ``beyond bound`` is shown in red."""
+        shown = [f"[red]{escape(c)}[/]" if c.endswith("beyond bound") else escape(c) for c in cells]
+        self.console.print(f"[bold cyan]{'curve':>9}[/] [bold]{escape(point)}[/]  " + "  |  ".join(shown))
+        sys.stdout.flush()
+
     @contextmanager
     def progress(self, description: str) -> Iterator[ProgressFn]:
         """Yield a ``progress(done, total, message)`` callback for one long step: a live bar on a

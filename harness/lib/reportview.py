@@ -79,6 +79,16 @@ def headline(doc: dict[str, Any]) -> Headline:
     return Headline(code, status, meaning, tuple(why))
 
 
+def stop_line(doc: dict[str, Any]) -> str | None:
+    """One line on an early stop of the training (``forgetting.stop``), or ``None``: the step,
+    the rule that fired, why, and which checkpoint was gated instead."""
+    f = doc.get("forgetting") or {}
+    if f.get("stopped_step") is None:
+        return None
+    chosen = f"step {f['selected_step']}" if f.get("selected_step") is not None else "no checkpoint was eligible; the stopped one"
+    return f"training stopped at step {f['stopped_step']} ({f.get('stop_when', '')}): {f.get('stop_reason', '')}; gated: {chosen}"
+
+
 @dataclass(frozen=True)
 class GateRow:
     gate: str

@@ -33,6 +33,7 @@ from harness.stages.curate import CurateOutcome, curate, read_selected
 from harness.stages.env import StageEnv
 from harness.stages.evaluate import Evaluator, describe
 from harness.stages.forgetting import run_forgetting
+from harness.stages.forgetting_live import LiveForgetting
 from harness.stages.gate import exit_code, run_gates
 from harness.stages.parity import parity_decisions, run_parity
 from harness.stages.train import TrainStage
@@ -43,6 +44,7 @@ from harness.types import (
     Conversation,
     Decision,
     EvalError,
+    ForgettingResult,
     RunEndEvent,
     RunResult,
     RunStartEvent,
@@ -168,17 +170,32 @@ class Runner:
     def _train_candidate(self, plan: RunPlan, trainer: Trainer, base: ModelRef, outcome: CurateOutcome) -> ModelRef | None:
         """Train, draw the forgetting curve, train the compared configurations; the model to
         gate, or ``None`` when training failed (recorded: its gates become ``error``)."""
-        output = self._train_or_record(plan, trainer, base, outcome)
+        spec = self.loaded.suite.forgetting
+        live = None
+        if spec is not None and spec.live:
+            live = LiveForgetting(self.env, spec, plan.backend, plan.probes, base, plan.statistics, self._alpha)
+            live.score_base()
+        output = self._train_or_record(plan, trainer, base, outcome, live)
         if output is None:
             return None
-        gated = self._forgetting(plan, base, output)
+        gated = self._forgetting(plan, base, output, live)
         self._compare(plan, base, outcome)
         return base.derived("candidate", gated)
 
-    def _train_or_record(self, plan: RunPlan, trainer: Trainer, base: ModelRef, outcome: CurateOutcome) -> TrainOutput | None:
+    def _train_or_record(
+        self, plan: RunPlan, trainer: Trainer, base: ModelRef, outcome: CurateOutcome, live: LiveForgetting | None
+    ) -> TrainOutput | None:
+        """Train the candidate (the live probes, when given, watch each checkpoint); its output, or
+        ``None`` when training failed (recorded)."""
+
+        def on_checkpoint(event: CheckpointEvent) -> None:
+            self._on_checkpoint(event)
+            if live is not None:
+                live(event)
+
         with self._stage("train") as done:
             try:
-                output, from_cache = self._train(plan, trainer, ("train",), base, outcome, self._on_checkpoint)
+                output, from_cache = self._train(plan, trainer, ("train",), base, outcome, on_checkpoint)
             except HarnessError as exc:
                 if exc.exit_code == 2:
                     raise
@@ -231,7 +248,7 @@ class Runner:
             raise DataError(f"{self.loaded.where(loc)}: data file not found: {path}")
         return path
 
-    def _forgetting(self, plan: RunPlan, base: ModelRef, output: TrainOutput) -> Path:
+    def _forgetting(self, plan: RunPlan, base: ModelRef, output: TrainOutput, live: LiveForgetting | None) -> Path:
         """Draw the forgetting curve when the suite asks for it; return the weights to gate."""
         spec = self.loaded.suite.forgetting
         if spec is None:
@@ -242,7 +259,10 @@ class Runner:
             result = run_forgetting(
                 self.env, spec, plan.backend, plan.probes, base, self.result.checkpoints, plan.statistics, self._alpha,
                 self.loaded.suite.gating.correction,
+                prescored=live.scored if live is not None else None,
             )
+            if spec.stop is not None:
+                _record_stop(result, output, live, spec.stop.when, self.console)
             self.result.forgetting = result
             for step in sorted(result.reasons):
                 self.console.note(f"step {step}: {result.reasons[step]}")
@@ -377,3 +397,19 @@ class Runner:
             except Exception as exc:
                 plugin = f"plugin {impl.plugin_name!r} ({self.pm.distribution_of(impl.plugin_name)})"
                 self._plugin_error(f"{plugin} in {hook_name}", f"{type(exc).__name__}: {exc}")
+
+
+def _record_stop(
+    result: ForgettingResult, output: TrainOutput, live: LiveForgetting | None, when: str, console: RunConsole
+) -> None:
+    """Put an early stop into the forgetting result.  A launched job may end before the request
+    reaches it (its workers go on while a checkpoint is scored), and a trainer outside the shared
+    loop may not read requests: then the rule fired, nothing stopped, and the reason says so
+    while ``stopped_step`` stays empty."""
+    if output.stopped_step is not None:
+        result.stopped_step, result.stop_reason, result.stop_when = output.stopped_step, output.stop_reason, when
+        console.stage("forgetting", f"training stopped at step {output.stopped_step} ({when}): {output.stop_reason}", style="yellow")
+    elif live is not None and live.stop is not None:
+        result.stop_when = when
+        result.stop_reason = f"the rule fired at step {live.stop.step} but the training ran to its end: {live.stop.reason}"
+        console.stage("forgetting", result.stop_reason, style="yellow")

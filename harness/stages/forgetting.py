@@ -11,8 +11,9 @@ earliest on a tie).  The claims "probe P stays within its bound at checkpoint C"
 over general probes x checkpoints, decided under the suite's ``gating.correction`` (Holm's
 step-down by default), so the chance that any checkpoint is called eligible while one of its
 probes is in truth beyond its bound stays at most ``alpha``.  Every other checkpoint gets the reason it was not chosen.  Checkpoints are
-scored after training, from their saved adapters, so the trainer's memory is not shared with the
-evaluation and every point goes through the per-item cache.
+scored from their saved adapters, through the per-item cache: while the trainer runs
+(``harness.stages.forgetting_live``, which may also stop it) or, with ``live: false``, after it;
+points scored live are passed in and not scored again.
 """
 
 from __future__ import annotations
@@ -38,13 +39,20 @@ def _points(base: ModelRef, checkpoints: list[CheckpointEvent]) -> list[tuple[in
 
 
 def _score_all(
-    env: StageEnv, backend: Backend, probes: Mapping[str, Benchmark], points: list[tuple[int, ModelRef, Path | None]]
+    env: StageEnv,
+    backend: Backend,
+    probes: Mapping[str, Benchmark],
+    points: list[tuple[int, ModelRef, Path | None]],
+    prescored: Mapping[tuple[str, int], BenchmarkResult],
 ) -> tuple[dict[tuple[str, int], BenchmarkResult], list[str]]:
-    results: dict[tuple[str, int], BenchmarkResult] = {}
+    results: dict[tuple[str, int], BenchmarkResult] = dict(prescored)
     errors: list[str] = []
     for step, ref, _path in points:
+        todo = {label: probe for label, probe in probes.items() if (label, step) not in results}
+        if not todo:
+            continue
         evaluator = Evaluator(env.store, backend, ref, env.console, env.use_cache)
-        for label, probe in probes.items():
+        for label, probe in todo.items():
             try:
                 results[(label, step)] = res = evaluator.run(label, probe)
             except Exception as exc:  # a probe that cannot run makes its points unknown, not passing
@@ -66,10 +74,12 @@ def run_forgetting(
     statistics: Mapping[str, Statistic],
     alpha: float,
     correction: str = "holm",
+    prescored: Mapping[tuple[str, int], BenchmarkResult] | None = None,
 ) -> ForgettingResult:
-    """Score every probe at every point, draw the series, and select a checkpoint.  Each point
-    is compared with step 0 by the plan's ``statistics``; the general probes' bound checks are
-    one family at family-wise level ``alpha`` under ``correction``."""
+    """Score every probe at every point (those in ``prescored`` are taken as they are), draw the
+    series, and select a checkpoint.  Each point is compared with step 0 by the plan's
+    ``statistics``; the general probes' bound checks are one family at family-wise level
+    ``alpha`` under ``correction``."""
     points = _points(base, checkpoints)
     result = ForgettingResult(
         domain=spec.domain,
@@ -77,7 +87,7 @@ def run_forgetting(
         selection=spec.selection,
         steps=[step for step, _, _ in points],
     )
-    scored, result.errors = _score_all(env, backend, probes, points)
+    scored, result.errors = _score_all(env, backend, probes, points, prescored or {})
     cache: dict[tuple[str, int, float], object] = {}
 
     def compare(label: str, step: int, level: float):

@@ -10,6 +10,12 @@ is started again finds its resumable state there and goes on from the newest com
 holds the key's lock while it trains: a second run of the same candidate on the same store waits
 ("waiting for another run that is training the same candidate") and then reuses the result.
 
+A checkpoint callback may end the training early by raising ``StopTraining`` (the live forgetting
+probes do, under ``forgetting.stop``): the stage writes the request where the trainer's loop looks
+for it between steps.  A stopped training is not cached: it depends on the probes and the stop
+rule as much as on the trainer, so a later run trains (resuming from the saved state) and decides
+again.
+
 Paths in the cache entry are relative to the store, and the entry is also written beside the
 adapter (``cache-entry.json``), so ``harness store repair`` can put a verifying training back into
 a new store when the old database is lost.
@@ -27,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.lib.training.context import TrainContext, no_reader, plain_path
+from harness.lib.training.stop import StopTraining, clear_stop, request_stop
 from harness.plugin.components import Backend, Trainer
 from harness.lib.console import RunConsole
 from harness.stages.curate import CurateOutcome
@@ -76,7 +83,10 @@ class TrainStage:
         output, events = hit
         self.console.stage("train", f"from cache: {output.path} ({output.steps} steps)")
         for event in events:
-            on_checkpoint(event)
+            try:
+                on_checkpoint(event)
+            except StopTraining as stop:  # this training ran to its end before; it is kept whole
+                self.console.note(f"the cached training ran to the end; the stop rule would have ended it: {stop}")
         return output, True
 
     def __call__(
@@ -130,10 +140,14 @@ class TrainStage:
         on_checkpoint: Callable[[CheckpointEvent], None],
     ) -> TrainOutput:
         events: list[CheckpointEvent] = []
+        clear_stop(out_dir)
 
         def record(event: CheckpointEvent) -> None:
             events.append(event)
-            on_checkpoint(event)
+            try:
+                on_checkpoint(event)
+            except StopTraining as stop:
+                request_stop(out_dir, stop.request)
 
         model = backend.load(base, trainable=True) if trainer.in_process else _tokenizer_only(base)
         self.console.stage("train", f"{trainer.name} on {len(outcome.records)} records")
@@ -142,6 +156,9 @@ class TrainStage:
             output = trainer.train(model, outcome.records, ctx)
         del model
         gc.collect()
+        if output.stopped_step is not None:
+            self.console.note(f"stopped early after {output.steps} steps: {output.stop_reason} (not cached)")
+            return output
         value = {
             "output": {**output.to_json(), "path": self.store.relative(output.path)},
             "fingerprint": dir_fingerprint(output.path),

@@ -78,6 +78,19 @@ class GatingSpec(StrictModel):
     )
 
 
+class StopSpec(StrictModel):
+    """When the live forgetting probes end the training early."""
+
+    when: Literal["bound_exceeded", "bound_exceeded_before_domain_converged"] = Field(
+        description="bound_exceeded: a general probe shows evidence of a drop beyond its bound "
+        "(its no_regression test fails against step 0); bound_exceeded_before_domain_converged: "
+        "the same, while the domain probe is still improving (so no earlier checkpoint has learned it)"
+    )
+    min_domain_gain: float = Field(
+        0.01, ge=0, description="the domain has converged once a checkpoint gains less than this over the previous one"
+    )
+
+
 class ForgettingSpec(StrictModel):
     """Probes evaluated on the base model (step 0) and on every training checkpoint, the bounds
     the general probes must stay within, and how the checkpoint to ship is chosen."""
@@ -100,6 +113,12 @@ class ForgettingSpec(StrictModel):
         description="a checkpoint is eligible when no general probe shows evidence of a drop "
         "beyond its bound (no_regression), or when each shows evidence it stays within (non_inferior)",
     )
+    live: bool = Field(
+        True,
+        description="score the probes on each checkpoint while the trainer goes on (between steps), "
+        "drawing the curve as it grows; false scores them all after training",
+    )
+    stop: StopSpec | None = Field(None, description="end the training early when forgetting shows (needs live)")
 
     @model_validator(mode="after")
     def _labels(self) -> ForgettingSpec:
@@ -108,6 +127,8 @@ class ForgettingSpec(StrictModel):
         unknown = sorted(set(self.bounds) - set(self.probes))
         if unknown:
             raise ValueError(f"bounds for unknown probes {unknown}")
+        if self.stop is not None and not self.live:
+            raise ValueError("stop needs live: true (the probes must be scored while training)")
         return self
 
 

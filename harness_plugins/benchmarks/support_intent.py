@@ -105,7 +105,7 @@ class SupportIntent(Benchmark[SupportIntentConfig]):
             text = raw if isinstance(raw, str) else str(raw[0])
             prediction = text.strip()
             score = float(prediction == doc["intent"])
-            results.append(ItemResult(doc["id"], prediction, doc["intent"], score, raw=text))
+            results.append(ItemResult(doc["id"], prediction, doc["intent"], score, raw=text, category=doc["intent"]))
         progress(len(items), len(items), "done")
         return results
 

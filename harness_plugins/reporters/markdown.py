@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import Field
 
 import harness
-from harness.lib.reportview import ItemPair, benchmark_rows, gate_rows, headline, item_pairs, number, signed
+from harness.lib.reportview import ItemPair, benchmark_rows, gate_rows, headline, item_pairs, number, signed, stop_line
 from harness.lib.resultdoc import result_document, write_files
 from harness.plugin.components import ComponentConfig, Reporter
 from harness.types import RunResult
@@ -92,6 +92,9 @@ def _verdict(doc: dict[str, Any]) -> list[str]:
     lines += [f"- {cell(line, 400)}" for line in head.why[:20]]
     if len(head.why) > 20:
         lines.append(f"- … and {len(head.why) - 20} more")
+    stopped = stop_line(doc)
+    if stopped:
+        lines.append(f"- ⏹️ {cell(stopped, 600)}")
     lines += ["", f"<sub>run `{doc['run_id']}` · {doc['started_at'][:19]} · {doc['duration_s']:.0f} s</sub>", ""]
     return lines
 

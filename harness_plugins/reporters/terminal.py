@@ -183,6 +183,8 @@ class TerminalReporter(Reporter):
             table.add_row(escape(label) + bound, *cells)
         self.console.print(table)
         chosen = f"step {f.selected_step}" if f.selected_step is not None else "none"
+        if f.stopped_step is not None:
+            self.console.print(f"[red]Training stopped at step {f.stopped_step} ({f.stop_when}):[/] {escape(f.stop_reason)}")
         self.console.print(f"Selected checkpoint (*): {chosen}")
         for step in sorted(f.reasons):
             self.console.print(f"  step {step}: {escape(f.reasons[step])}")

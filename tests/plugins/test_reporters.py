@@ -108,7 +108,7 @@ def test_json_reporter_writes_result(ctx, out_dir):
     candidate = data["benchmarks"]["intent"]["candidate"]
     assert candidate["score"] == 0.75 and candidate["n"] == 4
     assert candidate["items"][1] == {
-        "item_id": "q1", "prediction": "A", "reference": "A", "score": 1, "weight": 1.0, "raw": "", "prompt": "",
+        "item_id": "q1", "prediction": "A", "reference": "A", "score": 1, "weight": 1.0, "raw": "", "prompt": "", "category": "",
     }
     assert data["benchmarks"]["intent"]["baseline"]["score"] == 0.5
     assert data["eval_errors"] == [{"benchmark": "mmlu", "model": "candidate", "message": "RuntimeError: boom"}]

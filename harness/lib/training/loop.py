@@ -13,7 +13,10 @@ sharded by FSDP2 or DeepSpeed ZeRO-3 over several processes); the loop owns ever
   with every rank's RNG state), and on start the newest complete state is restored, so a killed run
   resumed ends with the weights of an uninterrupted one, bit for bit on CPU;
 * checkpoint events every ``eval_every`` steps (consolidated weights or adapter, for the forgetting
-  curve) and the final weights.
+  curve) and the final weights;
+* an early stop (``harness.lib.training.stop``): a request written while the loop runs (by the live
+  forgetting probes) ends it between two steps; the newest checkpoint is then the final weights
+  when it is the current step's, else the current weights are saved as the final ones.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from harness.lib.training import checkpoint
 from harness.lib.training.batching import collate, plan_epoch, token_loss
 from harness.lib.training.config import TrainingConfig
 from harness.lib.training.examples import IGNORE, Example
+from harness.lib.training.stop import StopRequest, read_stop
 
 
 class Engine(Protocol):
@@ -128,6 +132,8 @@ class LoopResult:
     """Non-padding tokens of the steps this process ran (resumed steps excluded)."""
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
+    stopped: dict[str, Any] | None = None
+    """``{"step", "reason"}`` of an early stop: the checkpoint that asked for it and why."""
 
 
 def total_steps(examples: Sequence[Example], cfg: TrainingConfig, seed: int) -> int:
@@ -226,61 +232,90 @@ class TrainLoop:
             checkpoint.commit(staging, step, full)
         self.engine.barrier()
 
+    def _stop_requested(self) -> StopRequest | None:
+        """The stop request, if one was written; every rank agrees (rank 0 reads, one collective)."""
+        found = read_stop(self.output_dir) if self.engine.rank == 0 else None
+        if self.engine.world_size == 1:
+            return found
+        if not self.engine.all_reduce_sum(1.0 if found else 0.0):
+            return None
+        return found or StopRequest(-1, "stopped by rank 0")
+
     def run(self) -> LoopResult:
-        _torch, cfg, engine = self.torch, self.cfg, self.engine
+        cfg, engine = self.cfg, self.engine
         started = time.perf_counter()
         total = total_steps(self.examples, cfg, self.seed)
         step, epoch0, batch0 = 0, 0, 0
-        losses: list[float] = []
-        tokens, input_tokens = 0, 0
-        events: list[dict[str, Any]] = []
+        self.losses: list[float] = []
+        self.tokens, self.input_tokens = 0, 0
+        self.events: list[dict[str, Any]] = []
         restored = self._restore()
         if restored is not None:
             step, epoch0, batch0, meta = restored
-            losses, tokens = list(meta["losses"]), int(meta["tokens"])
-            events = [{**e, "path": str(self.output_dir / e["path"])} for e in meta["checkpoints"]]
+            self.losses, self.tokens = list(meta["losses"]), int(meta["tokens"])
+            self.events = [{**e, "path": str(self.output_dir / e["path"])} for e in meta["checkpoints"]]
             self.emit("resumed", {"step": step, "total": total})
-            for event in events:
+            for event in self.events:
                 self.emit("checkpoint", event)
         resumed_from = step if restored is not None else None
         self.emit("start", {"total": total, **engine.sharding()})
+        stop = self._stop_requested() if self.events else None
         epoch = epoch0
-        while step < total:
+        while step < total and stop is None:
             plan = self._plan(epoch)
             for index in range(batch0 if epoch == epoch0 else 0, len(plan)):
                 if step >= total:
                     break
-                loss_value, grad_norm = self._train_step(plan[index], step)
-                tokens += sum(_supervised_after_shift(self.examples[i]) for row in plan[index] for i in row)
-                input_tokens += sum(len(self.examples[i]) for row in plan[index] for i in row)
-                step += 1
-                losses.append(loss_value)
-                self.emit(
-                    "progress",
-                    {"step": step, "total": total, "loss": loss_value, "grad_norm": grad_norm,
-                     "input_tokens": input_tokens, "elapsed": time.perf_counter() - started},
-                )
-                position = (epoch, index + 1) if index + 1 < len(plan) else (epoch + 1, 0)
-                if cfg.eval_every and step % cfg.eval_every == 0 and step < total:
-                    path = self.output_dir / f"checkpoint-{step}"
-                    engine.save_consolidated(path)
-                    event = {"step": step, "total": total, "path": str(path), "loss": loss_value, "final": False}
-                    events.append(event)
-                    self.emit("checkpoint", event)
-                if step % cfg.state_every == 0 and step < total:
-                    meta = {"losses": losses, "tokens": tokens, "checkpoints": [self._portable(e) for e in events]}
-                    self._save_state(step, *position, meta)
+                step = self._step(plan, index, epoch, step, total, started)
+                stop = self._stop_requested()
+                if stop is not None:
+                    break
             epoch += 1
+        final = self._finish(step, total, stop)
+        last = self.losses[-1] if self.losses else float("nan")
+        return LoopResult(
+            steps=step, total_steps=total, first_loss=self.losses[0] if self.losses else float("nan"), last_loss=last,
+            supervised_tokens=self.tokens, seconds=time.perf_counter() - started, resumed_from=resumed_from,
+            checkpoints=[*self.events, final], losses=self.losses, input_tokens=self.input_tokens,
+            stopped=None if stop is None else {"step": stop.step, "reason": stop.reason},
+        )
+
+    def _step(self, plan: list[list[list[int]]], index: int, epoch: int, step: int, total: int, started: float) -> int:
+        """Train on ``plan[index]``, report it, write its checkpoint and state when due; the new step."""
+        cfg, engine, rows = self.cfg, self.engine, plan[index]
+        loss_value, grad_norm = self._train_step(rows, step)
+        self.tokens += sum(_supervised_after_shift(self.examples[i]) for row in rows for i in row)
+        self.input_tokens += sum(len(self.examples[i]) for row in rows for i in row)
+        step += 1
+        self.losses.append(loss_value)
+        self.emit(
+            "progress",
+            {"step": step, "total": total, "loss": loss_value, "grad_norm": grad_norm,
+             "input_tokens": self.input_tokens, "elapsed": time.perf_counter() - started},
+        )
+        position = (epoch, index + 1) if index + 1 < len(plan) else (epoch + 1, 0)
+        if cfg.eval_every and step % cfg.eval_every == 0 and step < total:
+            path = self.output_dir / f"checkpoint-{step}"
+            engine.save_consolidated(path)
+            event = {"step": step, "total": total, "path": str(path), "loss": loss_value, "final": False}
+            self.events.append(event)
+            self.emit("checkpoint", event)
+        if step % cfg.state_every == 0 and step < total:
+            meta = {"losses": self.losses, "tokens": self.tokens, "checkpoints": [self._portable(e) for e in self.events]}
+            self._save_state(step, *position, meta)
+        return step
+
+    def _finish(self, step: int, total: int, stop: StopRequest | None) -> dict[str, Any]:
+        """The final weights' event: after a stop at the newest checkpoint's step, that checkpoint
+        (already reported); else the current weights, saved and reported as final."""
+        if stop is not None and self.events and self.events[-1]["step"] == step:
+            return self.events.pop()
         final = self.output_dir / self.final_name
-        engine.save_consolidated(final)
-        last = losses[-1] if losses else float("nan")
+        self.engine.save_consolidated(final)
+        last = self.losses[-1] if self.losses else float("nan")
         event = {"step": step, "total": total, "path": str(final), "loss": last, "final": True}
         self.emit("checkpoint", event)
-        return LoopResult(
-            steps=step, total_steps=total, first_loss=losses[0] if losses else float("nan"), last_loss=last,
-            supervised_tokens=tokens, seconds=time.perf_counter() - started, resumed_from=resumed_from,
-            checkpoints=[*events, event], losses=losses, input_tokens=input_tokens,
-        )
+        return event
 
     def _train_step(self, rows: list[list[int]], step: int) -> tuple[float, float]:
         """One optimizer step on the global batch ``rows``; returns its loss and gradient norm."""

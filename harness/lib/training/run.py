@@ -116,6 +116,9 @@ def finish(result: LoopResult, data: TrainingData, started: float, notes: list[s
     extra = list(notes or [])
     if result.resumed_from is not None:
         extra.append(f"resumed from the state at step {result.resumed_from}")
+    stopped = result.stopped or {}
+    if stopped:
+        extra.append(f"stopped early at step {result.steps} of {result.total_steps}: {stopped['reason']}")
     return TrainOutput(
         path=Path(result.checkpoints[-1]["path"]),
         steps=result.steps,
@@ -125,6 +128,8 @@ def finish(result: LoopResult, data: TrainingData, started: float, notes: list[s
         last_loss=result.last_loss,
         seconds=time.perf_counter() - started,
         notes=tuple(data.notes + extra),
+        stopped_step=stopped.get("step"),
+        stop_reason=stopped.get("reason", ""),
     )
 
 
