@@ -15,6 +15,8 @@ from harness.errors import require
 from harness.lib.device import device, resolve_dtype
 from harness.lib.models import LoadedModel, ModelRef
 
+from harness_plugins.backends.hf_model import HFModel
+
 
 class HFBackend(Backend):
     name = "hf"
@@ -43,7 +45,9 @@ class HFBackend(Backend):
         model.train(trainable)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        return LoadedModel(ref=ref, model=model, tokenizer=tokenizer, dtype=dtype)
+        loaded = LoadedModel(ref=ref, model=model, tokenizer=tokenizer, dtype=dtype)
+        loaded.api = HFModel(loaded)
+        return loaded
 
 
 @harness.hookimpl

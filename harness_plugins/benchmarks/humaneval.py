@@ -85,7 +85,7 @@ class HumanEval(Benchmark):
         return Sandbox(SandboxLimits(wall_s=cfg.timeout_s), workers=cfg.workers)
 
     def evaluate(self, model: LoadedModel, items: Sequence[Item], progress: ProgressFn) -> list[ItemResult]:
-        from harness_plugins.backends.hf_generate import GenerationConfig, generate
+        from harness.lib.model_api import GenerationConfig, model_api
 
         cfg: HumanEvalConfig = self.config  # type: ignore[assignment]
         greedy = cfg.samples == 1
@@ -99,7 +99,7 @@ class HumanEval(Benchmark):
         )
         prompts = [item["prompt"] for item in items for _ in range(cfg.samples)]
         progress(0, len(items), "generating")
-        completions = generate(model, prompts, gen)
+        completions = model_api(model).generate(prompts, gen)
         progress(0, len(items), "running in the sandbox")
         jobs = [
             (item["prompt"] + completions[i * cfg.samples + j], item["entry_point"], item["test"])

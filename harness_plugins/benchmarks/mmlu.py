@@ -93,10 +93,10 @@ class MMLU(Benchmark):
         """Log-likelihood of " A".." D" after each item's prompt, from the configured engine."""
         cfg: MMLUConfig = self.config  # type: ignore[assignment]
         if cfg.engine == "native":
-            from harness_plugins.backends.hf_scoring import choice_logprobs
+            from harness.lib.model_api import model_api
 
             requests = [(prompt(doc), [f" {letter}" for letter in LETTERS]) for doc in items]
-            scored = choice_logprobs(model, requests, batch_size=cfg.batch_size)
+            scored = model_api(model).choice_loglikelihoods(requests, batch_size=cfg.batch_size)
             return [[loglik for loglik, _ in row] for row in scored]
         from harness.lib.lmeval import run_task
 

@@ -90,10 +90,11 @@ class Perplexity(Benchmark):
         return self.docs
 
     def evaluate(self, model: LoadedModel, items: Sequence[Item], progress: ProgressFn) -> list[ItemResult]:
-        from harness_plugins.backends.hf_scoring import max_length, token_logprobs
+        from harness.lib.model_api import model_api
 
+        api = model_api(model)
         cfg: PerplexityConfig = self.config  # type: ignore[assignment]
-        window = min(cfg.window, max_length(model))
+        window = min(cfg.window, api.tokenizer_facts().max_length)
         if cfg.stride >= window:
             raise DataError(f"perplexity.stride ({cfg.stride}) must be below the window ({window})")
         progress(0, len(items), "log-probability of the held-out text")
@@ -105,7 +106,7 @@ class Perplexity(Benchmark):
                 passes.append(sequence)
                 owners.append(i)
         sums, counts = [0.0] * len(items), [0] * len(items)
-        for owner, logprobs in zip(owners, token_logprobs(model, passes, batch_size=cfg.batch_size)):
+        for owner, logprobs in zip(owners, api.token_logprobs(passes, batch_size=cfg.batch_size)):
             sums[owner] += sum(logprobs)
             counts[owner] += len(logprobs)
         results = []
