@@ -12,6 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 #: ``(context, continuations)``: score every continuation after the same context.
 ChoiceRequest = tuple[str, Sequence[str]]
@@ -111,6 +112,12 @@ class ModelAPI(ABC):
     @abstractmethod
     def tokenizer_facts(self) -> TokenizerFacts:
         """Context length and special tokens."""
+
+    def lm_eval_model(self, batch_size: int) -> Any:
+        """An lm-eval ``LM`` for lm-eval tasks; backends with a native one (``HFLM``) override."""
+        from harness.lib.lmeval import model_api_lm
+
+        return model_api_lm(self, batch_size)
 
 
 def model_api(model: object) -> ModelAPI:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from harness.errors import require
 from harness.lib.model_api import (
     Capabilities,
     ChoiceRequest,
@@ -50,6 +51,14 @@ class HFModel(ModelAPI):
         prefix = self.tokenizer.bos_token_id
         prefix = prefix if prefix is not None else self.tokenizer.eos_token_id
         return [prefix, *ids] if add_bos and prefix is not None else ids
+
+    def lm_eval_model(self, batch_size: int) -> Any:
+        """lm-eval's own ``HFLM`` around the in-memory model (its batching and padding)."""
+        huggingface = require("lm_eval.models.huggingface")
+        model = self.loaded.model
+        return huggingface.HFLM(
+            pretrained=model, tokenizer=self.tokenizer, batch_size=batch_size, device=str(model.device)
+        )
 
     def tokenizer_facts(self) -> TokenizerFacts:
         return TokenizerFacts(

@@ -41,6 +41,7 @@ from pydantic import Field, model_validator
 import harness
 from harness.plugin.components import Benchmark, ComponentConfig, Item, ProgressFn
 from harness.errors import DataError
+from harness.lib.model_api import ModelAPI
 from harness.lib.models import LoadedModel
 from harness.types import ItemResult
 
@@ -101,7 +102,7 @@ class Perplexity(Benchmark):
         passes: list[tuple[list[int], int]] = []
         owners: list[int] = []
         for i, doc in enumerate(items):
-            tokens, n_context = encode(model.tokenizer, doc["context"], doc["text"])
+            tokens, n_context = encode(api, doc["context"], doc["text"])
             for sequence in strided_passes(tokens, n_context, window, cfg.stride):
                 passes.append(sequence)
                 owners.append(i)
@@ -147,14 +148,13 @@ def _next_cut(cuts: list[int], offset: int) -> int | None:
     return cuts[i] if i < len(cuts) else None
 
 
-def encode(tokenizer: Any, context: str, text: str) -> tuple[list[int], int]:
+def encode(api: ModelAPI, context: str, text: str) -> tuple[list[int], int]:
     """The tokens of ``context`` then ``text`` (tokenised separately, no special tokens) and the
-    number of context tokens; an empty context becomes the prefix token."""
-    ctx = list(tokenizer.encode(context, add_special_tokens=False)) if context else []
+    number of context tokens; an empty context becomes the prefix token (BOS, else EOS)."""
+    ctx = api.encode(context) if context else []
     if not ctx:
-        prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        ctx = [prefix]
-    span = list(tokenizer.encode(text, add_special_tokens=False))
+        ctx = api.encode("", add_bos=True)
+    span = api.encode(text)
     return ctx + span, len(ctx)
 
 

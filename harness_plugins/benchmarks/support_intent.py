@@ -79,9 +79,10 @@ class SupportIntent(Benchmark):
 
     def evaluate(self, model: LoadedModel, items: Sequence[Item], progress: ProgressFn) -> list[ItemResult]:
         from harness.lib.lmeval import run_task
+        from harness.lib.model_api import model_api
 
         cfg: SupportIntentConfig = self.config  # type: ignore[assignment]
-        eos = model.tokenizer.eos_token or "\n"
+        eos = model_api(model).tokenizer_facts().eos_token or "\n"
         task = {
             "task": "harness_support_intent",
             "output_type": "generate_until",
