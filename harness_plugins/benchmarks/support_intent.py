@@ -48,6 +48,7 @@ class SupportIntent(Benchmark):
     name = "support_intent"
     description = "Bitext customer-support intent (27 labels), held-out split, strict exact match"
     Config = SupportIntentConfig
+    needs = ("generate", "chat")
     metric = "exact_match"
 
     @cached_property
