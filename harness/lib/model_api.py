@@ -101,6 +101,11 @@ class ModelAPI(ABC):
         """One completion per prompt (a prompt may repeat to draw several samples), each cut at
         its first stop string."""
 
+    def generate_chat(self, conversations: Sequence[Sequence[dict[str, str]]], config: GenerationConfig) -> list[str]:
+        """One completion per conversation; by default rendered with :meth:`render_chat` and
+        sent to :meth:`generate` (an endpoint uses its chat route instead)."""
+        return self.generate([self.render_chat(c) for c in conversations], config)
+
     @abstractmethod
     def render_chat(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> str:
         """The prompt text of a conversation, through the model's chat template."""
