@@ -118,6 +118,9 @@ class ModelAPI(ABC):
     def tokenizer_facts(self) -> TokenizerFacts:
         """Context length and special tokens."""
 
+    def close(self) -> None:
+        """Release what the model holds outside this process (a server, connections)."""
+
     def lm_eval_model(self, batch_size: int) -> Any:
         """An lm-eval ``LM`` for lm-eval tasks; backends with a native one (``HFLM``) override."""
         from harness.lib.lmeval import model_api_lm

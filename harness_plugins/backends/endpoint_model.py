@@ -102,6 +102,13 @@ class EndpointModel(ModelAPI):
 
         return self.client.map_calls(one, list(enumerate(conversations)))
 
+    def close(self) -> None:
+        """Close the connections and stop the server this model started, if any."""
+        self.client.close()
+        server = getattr(self, "server", None)
+        if server is not None:
+            server.stop()
+
     # -- text -----------------------------------------------------------------------------
 
     def render_chat(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> str:

@@ -118,9 +118,7 @@ class VllmServerBackend(Backend):
 
 
 def _venv() -> Path:
-    raw = os.environ.get("HARNESS_VLLM_VENV")
-    if raw:
-        return Path(raw)
+    """The server venv: ``$HARNESS_VLLM_VENV``, else ``.venv-vllm`` in the checkout."""
     from harness.lib.serving import venv_dir
 
     return venv_dir()
