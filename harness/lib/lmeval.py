@@ -100,8 +100,16 @@ def model_api_lm(api: ModelAPI, batch_size: int) -> Any:
             return api.loglikelihood_rolling([req.args[0] for req in requests], batch_size)
 
         def generate_until(self, requests: list[Any]) -> list[str]:
-            return [api.generate([ctx], _generation(kwargs, batch_size))[0] for ctx, kwargs in
-                    (req.args for req in requests)]
+            """Requests with the same generation settings go to the model API in one batch."""
+            groups: dict[str, list[int]] = {}
+            for i, req in enumerate(requests):
+                groups.setdefault(json.dumps(req.args[1], sort_keys=True, default=str), []).append(i)
+            out: list[str] = [""] * len(requests)
+            for indices in groups.values():
+                config = _generation(requests[indices[0]].args[1], batch_size)
+                for i, text in zip(indices, api.generate([requests[i].args[0] for i in indices], config)):
+                    out[i] = text
+            return out
 
         def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
             return api.render_chat(chat_history, add_generation_prompt)
