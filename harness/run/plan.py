@@ -357,7 +357,7 @@ def plan_run(
     notes: list[str] = []
     _environment(loaded, reports_dir, store_dir, problems, notes)
     backend = problems.attempt(
-        lambda: _typed(build_component(registries, "backend", ComponentRef(name=suite.model.backend), ("model",), loaded, ctx), Backend)
+        lambda: _typed(build_component(registries, "backend", ComponentRef(name=suite.model.backend, options=suite.model.backend_options), ("model",), loaded, ctx), Backend)
     )
     curate = _plan_curate(registries, loaded, ctx, problems) if suite.train is not None else None
     trainer = None

@@ -179,3 +179,19 @@ def test_a_loglikelihood_benchmark_on_a_backend_without_them_is_a_plan_error(wri
     assert "benchmark 'mmlu' needs loglikelihood, which backend 'chat_only' does not provide" in message
     assert f"{path}:{_line_of(path.read_text(), 'mmlu')}" in message
     assert "support_intent" not in message  # generation is offered: no complaint
+
+
+def test_an_endpoint_backend_without_its_api_key_fails_validate(write_suite, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("HARNESS_TEST_DEPLOY_KEY", raising=False)
+    options = {"url": "http://127.0.0.1:9/v1", "served_model": "m", "api_key_env": "HARNESS_TEST_DEPLOY_KEY"}
+    path = write_suite({
+        "name": "endpoint",
+        "model": {"source": "smollm2-135m-instruct", "backend": "openai", "backend_options": options},
+        "evaluate": {"intent": {"name": "support_intent", "sample": 4}},
+        "report": ["json"],
+    })  # fmt: skip
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "HARNESS_TEST_DEPLOY_KEY" in err and "not set" in err and len(err.splitlines()) == 1, err
+    monkeypatch.setenv("HARNESS_TEST_DEPLOY_KEY", "sk-test")
+    assert main(["validate", str(path)]) == 0
