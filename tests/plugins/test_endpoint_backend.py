@@ -99,3 +99,26 @@ def test_an_unset_api_key_variable_is_a_config_error(tmp_path: Path, monkeypatch
     assert info.value.exit_code == EXIT_BAD_INPUT
     monkeypatch.setenv("HARNESS_TEST_KEY", "sk-secret")
     assert OpenAIBackend(config, RunContext(tmp_path, tmp_path)).capabilities.loglikelihood
+
+
+def _gpu_vllm() -> str | None:
+    """Why the in-process vLLM backend cannot run here, or None when it can."""
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available():
+        return "vLLM in-process needs a GPU; none on this machine"
+    if importlib.util.find_spec("vllm") is None:
+        return "vLLM in-process needs a GPU build of vllm; it is not importable here"
+    return None
+
+
+@pytest.mark.skipif(_gpu_vllm() is not None, reason=_gpu_vllm() or "")
+def test_vllm_in_process_agrees_with_hf(tiny: LoadedModel, tmp_path: Path) -> None:
+    from harness_plugins.backends.vllm_inproc import VllmBackend, VllmConfig
+
+    model = VllmBackend(VllmConfig(), RunContext(tmp_path, tmp_path)).load(tiny.ref)
+    requests = [("Question: 2+2=\nAnswer:", [" 4", " 5"]), ("The cat ", ["sat on the mat"])]
+    for got, expected in zip(model.api.choice_loglikelihoods(requests), tiny.api.choice_loglikelihoods(requests)):
+        assert [lp for lp, _ in got] == pytest.approx([lp for lp, _ in expected], abs=1e-3)
