@@ -34,7 +34,7 @@ def test_builtins_are_registered_with_their_origin(harness_registries: Registrie
         "trainer": {"lora", "full", "full_fsdp", "full_deepspeed"},
         "benchmark": {"mmlu", "support_intent", "humaneval", "hellaswag", "perplexity", "lm_eval_task"},
         "statistic": {"mcnemar", "paired_bootstrap"},
-        "backend": {"hf"},
+        "backend": {"hf", "openai", "vllm", "vllm_server"},
         "reporter": {"terminal", "json", "junit", "curve", "html", "markdown"},
         "parity_check": {"template", "sampling", "preprocessing", "postprocessing", "traffic_shift", "replay"},
     }

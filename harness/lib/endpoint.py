@@ -279,6 +279,37 @@ class EndpointClient:
         except (ValueError, KeyError, TypeError) as exc:
             raise self._parse_error(url, response, "a token list", exc) from None
 
+    def complete(self, prompt: str | list[int], params: dict[str, Any]) -> dict[str, Any]:
+        """POST ``/completions`` (text or token ids) and return choice 0 as the server sent it:
+        the model API reads its ``text`` and, with ``echo`` and ``logprobs``, the prompt's
+        per-token log-probabilities (``logprobs.token_logprobs``/``top_logprobs``)."""
+        url = f"{self._base}/completions"
+        response = self._post(url, {"model": self.spec.model, "prompt": prompt, **params})
+        self._raise_for_status(url, response)
+        try:
+            choice = response.json()["choices"][0]
+            if not isinstance(choice, dict):
+                raise TypeError("choice is not an object")
+            return choice
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise self._parse_error(url, response, "a completion", exc) from None
+
+    def served_models(self) -> list[str]:
+        """The model ids the server lists at ``/models`` (its identity for the cache key)."""
+        url = f"{self._base}/models"
+        response = self._send("GET", url, None)
+        self._raise_for_status(url, response)
+        try:
+            return sorted(str(entry["id"]) for entry in response.json()["data"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise self._parse_error(url, response, "a model list", exc) from None
+
+    def map_calls(self, call: Callable[[Any], Any], jobs: Sequence[Any]) -> list[Any]:
+        """``call(job)`` for every job, ``spec.concurrency`` at a time, results in job order;
+        the first error is raised (the benchmark errors rather than scoring what it lacks)."""
+        with ThreadPoolExecutor(max_workers=self.spec.concurrency, thread_name_prefix="endpoint") as pool:
+            return list(pool.map(call, jobs))
+
     def map_chat(
         self,
         jobs: Sequence[tuple[str, list[dict[str, str]], dict[str, Any]]],
@@ -396,7 +427,11 @@ class EndpointClient:
         )
 
     def _post(self, url: str, body: dict[str, Any]) -> httpx.Response:
-        """POST with the retry policy; returns the first response that is not worth retrying
+        """POST with the retry policy (see :meth:`_send`)."""
+        return self._send("POST", url, body)
+
+    def _send(self, method: str, url: str, body: dict[str, Any] | None) -> httpx.Response:
+        """Send with the retry policy; returns the first response that is not worth retrying
         (any status outside :data:`RETRY_STATUSES`), or raises :class:`EndpointError`."""
         path = httpx.URL(url).path
         attempts = self.spec.max_retries + 1
@@ -406,7 +441,7 @@ class EndpointClient:
         for attempt in range(attempts):
             retry_after: float | None = None
             try:
-                response = self._client.post(url, json=body)
+                response = self._client.request(method, url, json=body)
             except httpx.ConnectTimeout:
                 cause, kind, status = f"connect timed out after {self.spec.timeout_s:g}s", "connection", None
             except httpx.TimeoutException:

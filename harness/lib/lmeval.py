@@ -1,7 +1,9 @@
 """Run a locally defined lm-evaluation-harness task on an in-memory model and return per-sample
 records.
 
-The benchmark plugins build their items (a seeded sample of real data), write them as JSONL into
+The model is any backend's :class:`~harness.lib.model_api.ModelAPI`: its ``lm_eval_model`` gives
+lm-eval an ``LM`` (the ``hf`` backend hands over an in-memory ``HFLM``; other backends the
+generic :class:`ModelAPILM` adapter).  The benchmark plugins build their items (a seeded sample of real data), write them as JSONL into
 a private temporary folder and hand lm-eval a task config with an *absolute* ``data_files`` path
 (lm-eval resolves relative ones against the working directory).  The model is passed as an
 in-memory ``HFLM``, so it is loaded once per run, not once per task.
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import CheckError, require
+from harness.lib.model_api import GenerationConfig, ModelAPI, model_api
 from harness.lib.models import LoadedModel
 
 
@@ -63,7 +66,6 @@ def run_task(
     """Evaluate ``docs`` with the lm-eval ``task`` config; return samples ordered by ``doc_id``."""
     lm_eval = require("lm_eval")
     require("datasets").disable_progress_bars()
-    huggingface = require("lm_eval.models.huggingface")
     silence_git_lookup(require("lm_eval.evaluator"))
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -80,12 +82,7 @@ def run_task(
             "dataset_kwargs": {"data_files": {"test": str(data_file)}},
             "test_split": "test",
         }
-        lm = huggingface.HFLM(
-            pretrained=model.model,
-            tokenizer=model.tokenizer,
-            batch_size=batch_size,
-            device=str(model.model.device),
-        )
+        lm = model_api(model).lm_eval_model(batch_size)
         results = lm_eval.simple_evaluate(
             model=lm,
             tasks=[config],
@@ -105,3 +102,54 @@ def run_task(
     if len(samples) != len(docs):
         raise CheckError(f"lm-eval scored {len(samples)} of {len(docs)} items of {task['task']!r}")
     return samples
+
+
+def model_api_lm(api: ModelAPI, batch_size: int) -> Any:
+    """An lm-eval ``LM`` over any :class:`ModelAPI`, for backends without a native lm-eval model."""
+    base = require("lm_eval.api.model").LM
+
+    class ModelAPILM(base):  # type: ignore[misc, valid-type]
+        """lm-eval's three request types, answered by the model API in one batch each."""
+
+        def loglikelihood(self, requests: list[Any]) -> list[tuple[float, bool]]:
+            return api.loglikelihood([req.args for req in requests], batch_size)
+
+        def loglikelihood_rolling(self, requests: list[Any]) -> list[float]:
+            return api.loglikelihood_rolling([req.args[0] for req in requests], batch_size)
+
+        def generate_until(self, requests: list[Any]) -> list[str]:
+            """Requests with the same generation settings go to the model API in one batch."""
+            groups: dict[str, list[int]] = {}
+            for i, req in enumerate(requests):
+                groups.setdefault(json.dumps(req.args[1], sort_keys=True, default=str), []).append(i)
+            out: list[str] = [""] * len(requests)
+            for indices in groups.values():
+                config = _generation(requests[indices[0]].args[1], batch_size)
+                for i, text in zip(indices, api.generate([requests[i].args[0] for i in indices], config)):
+                    out[i] = text
+            return out
+
+        def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+            return api.render_chat(chat_history, add_generation_prompt)
+
+        @property
+        def tokenizer_name(self) -> str:
+            return type(api).__name__
+
+        def chat_template(self, chat_template: bool | str = False) -> str | None:
+            return type(api).__name__ if chat_template else None
+
+    return ModelAPILM()
+
+
+def _generation(kwargs: dict[str, Any], batch_size: int) -> GenerationConfig:
+    """lm-eval's ``generation_kwargs`` as a :class:`GenerationConfig`."""
+    until = kwargs.get("until") or []
+    sampled = bool(kwargs.get("do_sample")) and float(kwargs.get("temperature", 1.0)) > 0
+    return GenerationConfig(
+        max_new_tokens=int(kwargs.get("max_gen_toks", 256)),
+        temperature=float(kwargs.get("temperature", 1.0)) if sampled else 0.0,
+        top_p=float(kwargs.get("top_p", 1.0)),
+        stop=tuple([until] if isinstance(until, str) else until),
+        batch_size=batch_size,
+    )

@@ -230,6 +230,8 @@ class LoadedModel:
     model: Any
     tokenizer: Any
     dtype: str
+    #: the backend's :class:`harness.lib.model_api.ModelAPI` for this model (what benchmarks call)
+    api: Any = None
 
 
 @lru_cache(maxsize=8)

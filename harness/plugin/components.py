@@ -21,6 +21,7 @@ from typing_extensions import TypeVar
 # Re-exported: plugins import what they build on from here.
 from harness.lib.refs import ComponentConfig as ComponentConfig
 from harness.lib.training.context import TrainContext as TrainContext
+from harness.lib.model_api import Capabilities as Capabilities
 from harness.types import (
     ProgressFn as ProgressFn,
     Comparison,
@@ -219,6 +220,13 @@ class Benchmark(Component[ConfigT]):
     cluster_field: ClassVar[str | None] = None
     """The item field naming the item's source (items sharing it are not independent, e.g.
     HellaSwag's activity, MMLU's subject); ``None`` when items are independent."""
+    needs: ClassVar[tuple[str, ...]] = ()
+    """The model capabilities (``harness.lib.model_api.Capabilities`` fields) ``evaluate`` uses;
+    the run plan refuses the suite when the backend lacks one."""
+
+    def required_capabilities(self) -> tuple[str, ...]:
+        """What this benchmark needs of the model; override when it depends on the config."""
+        return self.needs
 
     def items(self) -> list[Item]:
         raise NotImplementedError
@@ -285,6 +293,8 @@ class Backend(Component[ConfigT]):
     """Loads a model (and optional adapter) for training and evaluation."""
 
     kind = "backend"
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    """What the models this backend returns can do (log-likelihoods, generation, chat)."""
 
     def load(self, ref: ModelRef, *, trainable: bool = False) -> LoadedModel:
         raise NotImplementedError

@@ -31,6 +31,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "harness_plugins.filters.perplexity",
     "harness_plugins.filters.quality",
     "harness_plugins.backends.hf",
+    "harness_plugins.backends.openai",
+    "harness_plugins.backends.vllm_inproc",
     "harness_plugins.trainers.lora",
     "harness_plugins.trainers.full",
     "harness_plugins.benchmarks.mmlu",

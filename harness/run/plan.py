@@ -253,6 +253,19 @@ def _benchmark(registries: Registries, loaded: LoadedSuite, ctx: RunContext, ref
     return bench
 
 
+def _check_capabilities(loaded: LoadedSuite, backend: Backend, benchmarks: Mapping[Loc, Benchmark], problems: _Problems) -> None:
+    """A benchmark that needs what the backend's models cannot do (log-likelihoods from a
+    chat-only endpoint) is a problem of the plan, naming both."""
+    for loc, bench in benchmarks.items():
+        missing = backend.capabilities.missing(bench.required_capabilities())
+        if missing:
+            dotted = ".".join(map(str, loc))
+            problems.found.append(ConfigError(
+                f"{loaded.where(loc)}: {dotted}: benchmark {bench.name!r} needs {', '.join(missing)}, "
+                f"which backend {backend.name!r} does not provide"
+            ))
+
+
 def _statistic(registries: Registries, loaded: LoadedSuite, ctx: RunContext, name: str, loc: Loc) -> Statistic:
     return narrow(build_component(registries, "statistic", ComponentRef(name=name), loc, loaded, ctx), Statistic)
 
@@ -348,7 +361,7 @@ def plan_run(
     notes: list[str] = []
     _environment(loaded, reports_dir, store_dir, problems, notes)
     backend = problems.attempt(
-        lambda: narrow(build_component(registries, "backend", ComponentRef(name=suite.model.backend), ("model",), loaded, ctx), Backend)
+        lambda: narrow(build_component(registries, "backend", ComponentRef(name=suite.model.backend, options=suite.model.backend_options), ("model",), loaded, ctx), Backend)
     )
     curate = _plan_curate(registries, loaded, ctx, problems) if suite.train is not None else None
     trainer = None
@@ -377,6 +390,9 @@ def plan_run(
         bench = problems.attempt(partial(_benchmark, registries, loaded, ctx, ref, ("evaluate", label)))
         if bench is not None:
             benchmarks[label] = bench
+    if backend is not None:
+        _check_capabilities(loaded, backend, {("evaluate", k): b for k, b in benchmarks.items()}, problems)
+        _check_capabilities(loaded, backend, {("forgetting", "probes", k): b for k, b in probes.items()}, problems)
     gates, statistics = _gates(registries, loaded, ctx, problems)
     parity = problems.attempt(lambda: plan_parity(loaded, registries, ctx)) if suite.parity is not None else None
     reporters = []

@@ -23,6 +23,9 @@ class ModelSpec(StrictModel):
 
     source: str = Field(description="'smollm2-135m-instruct' or a path to a model folder")
     backend: str = Field("hf", description="the backend component that loads it")
+    backend_options: dict[str, Any] = Field(
+        default_factory=dict, description="the backend's options (e.g. openai: url, served_model, api_key_env)"
+    )
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="'auto' uses bfloat16 when the CPU or GPU supports it"
     )

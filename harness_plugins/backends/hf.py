@@ -16,6 +16,8 @@ from harness.lib.device import device, resolve_dtype
 from harness.lib.models import LoadedModel, ModelRef
 from harness.plugin.registry import Registrar
 
+from harness_plugins.backends.hf_model import HFModel
+
 
 class HFBackend(Backend[ComponentConfig]):
     name = "hf"
@@ -44,7 +46,9 @@ class HFBackend(Backend[ComponentConfig]):
         model.train(trainable)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        return LoadedModel(ref=ref, model=model, tokenizer=tokenizer, dtype=dtype)
+        loaded = LoadedModel(ref=ref, model=model, tokenizer=tokenizer, dtype=dtype)
+        loaded.api = HFModel(loaded)
+        return loaded
 
 
 @harness.hookimpl

@@ -10,27 +10,13 @@ makes negligible).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import require
+from harness.lib.model_api import GenerationConfig, cut_at_stop
 from harness.lib.models import LoadedModel
 
-
-@dataclass(frozen=True)
-class GenerationConfig:
-    max_new_tokens: int = 256
-    temperature: float = 0.0  # 0: greedy
-    top_p: float = 1.0
-    stop: tuple[str, ...] = ()
-    batch_size: int = 8
-    seed: int = 0
-
-
-def cut_at_stop(text: str, stop: Sequence[str]) -> str:
-    """``text`` up to (not including) the earliest stop string."""
-    positions = [text.find(s) for s in stop if s and s in text]
-    return text[: min(positions)] if positions else text
+__all__ = ["GenerationConfig", "cut_at_stop", "generate"]
 
 
 def generate(model: LoadedModel, prompts: Sequence[str], config: GenerationConfig) -> list[str]:

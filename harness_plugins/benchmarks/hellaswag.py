@@ -59,6 +59,7 @@ class HellaSwag(Benchmark[HellaSwagConfig]):
     name = "hellaswag"
     description = "HellaSwag validation, seeded sample, 4 endings scored by log-likelihood"
     Config = HellaSwagConfig
+    needs = ("loglikelihood",)
     metric = "acc_norm"
     chance = 0.25
 
@@ -100,10 +101,10 @@ class HellaSwag(Benchmark[HellaSwagConfig]):
         """Log-likelihood of each ending (after a space) given the query, from the engine."""
         cfg = self.config
         if cfg.engine == "native":
-            from harness_plugins.backends.hf_scoring import choice_logprobs
+            from harness.lib.model_api import model_api
 
             requests = [(doc["query"], [f" {c}" for c in doc["choices"]]) for doc in items]
-            scored = choice_logprobs(model, requests, batch_size=cfg.batch_size)
+            scored = model_api(model).choice_loglikelihoods(requests, batch_size=cfg.batch_size)
             return [[loglik for loglik, _ in row] for row in scored]
         from harness.lib.lmeval import run_task
 

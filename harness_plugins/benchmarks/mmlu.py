@@ -47,6 +47,7 @@ class MMLU(Benchmark[MMLUConfig]):
     name = "mmlu"
     description = "MMLU 4-choice, seeded subject-stratified sample, log-likelihood of the letters"
     Config = MMLUConfig
+    needs = ("loglikelihood",)
     metric = "accuracy"
     chance = 0.25
 
@@ -98,10 +99,10 @@ class MMLU(Benchmark[MMLUConfig]):
         """Log-likelihood of " A".." D" after each item's prompt, from the configured engine."""
         cfg = self.config
         if cfg.engine == "native":
-            from harness_plugins.backends.hf_scoring import choice_logprobs
+            from harness.lib.model_api import model_api
 
             requests = [(prompt(doc), [f" {letter}" for letter in LETTERS]) for doc in items]
-            scored = choice_logprobs(model, requests, batch_size=cfg.batch_size)
+            scored = model_api(model).choice_loglikelihoods(requests, batch_size=cfg.batch_size)
             return [[loglik for loglik, _ in row] for row in scored]
         from harness.lib.lmeval import run_task
 

@@ -41,6 +41,7 @@ from pydantic import Field, model_validator
 import harness
 from harness.plugin.components import Benchmark, ComponentConfig, Item, ProgressFn
 from harness.errors import DataError
+from harness.lib.model_api import ModelAPI
 from harness.lib.models import LoadedModel
 from harness.types import ItemResult
 from harness.plugin.registry import Registrar
@@ -70,6 +71,7 @@ class Perplexity(Benchmark[PerplexityConfig]):
     name = "perplexity"
     description = "held-out text (WikiText-2 test): mean log-probability per token, fixed-length windows"
     Config = PerplexityConfig
+    needs = ("loglikelihood",)
     metric = "log_prob_per_token"
     chance = None
     proportion = False
@@ -92,22 +94,23 @@ class Perplexity(Benchmark[PerplexityConfig]):
         return self.docs
 
     def evaluate(self, model: LoadedModel, items: Sequence[Item], progress: ProgressFn) -> list[ItemResult]:
-        from harness_plugins.backends.hf_scoring import max_length, token_logprobs
+        from harness.lib.model_api import model_api
 
+        api = model_api(model)
         cfg = self.config
-        window = min(cfg.window, max_length(model))
+        window = min(cfg.window, api.tokenizer_facts().max_length)
         if cfg.stride >= window:
             raise DataError(f"perplexity.stride ({cfg.stride}) must be below the window ({window})")
         progress(0, len(items), "log-probability of the held-out text")
         passes: list[tuple[list[int], int]] = []
         owners: list[int] = []
         for i, doc in enumerate(items):
-            tokens, n_context = encode(model.tokenizer, doc["context"], doc["text"])
+            tokens, n_context = encode(api, doc["context"], doc["text"])
             for sequence in strided_passes(tokens, n_context, window, cfg.stride):
                 passes.append(sequence)
                 owners.append(i)
         sums, counts = [0.0] * len(items), [0] * len(items)
-        for owner, logprobs in zip(owners, token_logprobs(model, passes, batch_size=cfg.batch_size)):
+        for owner, logprobs in zip(owners, api.token_logprobs(passes, batch_size=cfg.batch_size)):
             sums[owner] += sum(logprobs)
             counts[owner] += len(logprobs)
         results = []
@@ -148,14 +151,13 @@ def _next_cut(cuts: list[int], offset: int) -> int | None:
     return cuts[i] if i < len(cuts) else None
 
 
-def encode(tokenizer: Any, context: str, text: str) -> tuple[list[int], int]:
+def encode(api: ModelAPI, context: str, text: str) -> tuple[list[int], int]:
     """The tokens of ``context`` then ``text`` (tokenised separately, no special tokens) and the
-    number of context tokens; an empty context becomes the prefix token."""
-    ctx = list(tokenizer.encode(context, add_special_tokens=False)) if context else []
+    number of context tokens; an empty context becomes the prefix token (BOS, else EOS)."""
+    ctx = api.encode(context) if context else []
     if not ctx:
-        prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        ctx = [prefix]
-    span = list(tokenizer.encode(text, add_special_tokens=False))
+        ctx = api.encode("", add_bos=True)
+    span = api.encode(text)
     return ctx + span, len(ctx)
 
 

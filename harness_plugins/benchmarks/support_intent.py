@@ -49,6 +49,7 @@ class SupportIntent(Benchmark[SupportIntentConfig]):
     name = "support_intent"
     description = "Bitext customer-support intent (27 labels), held-out split, strict exact match"
     Config = SupportIntentConfig
+    needs = ("generate", "chat")
     metric = "exact_match"
 
     @cached_property
@@ -80,9 +81,10 @@ class SupportIntent(Benchmark[SupportIntentConfig]):
 
     def evaluate(self, model: LoadedModel, items: Sequence[Item], progress: ProgressFn) -> list[ItemResult]:
         from harness.lib.lmeval import run_task
+        from harness.lib.model_api import model_api
 
         cfg = self.config
-        eos = model.tokenizer.eos_token or "\n"
+        eos = model_api(model).tokenizer_facts().eos_token or "\n"
         task = {
             "task": "harness_support_intent",
             "output_type": "generate_until",

@@ -107,13 +107,16 @@ class PerplexityOutliersConfig(FilterActionConfig):
 
 @lru_cache(maxsize=2)
 def load_scorer(folder: str, dtype: str) -> LoadedModel:
-    """The reference model in ``folder`` on the ``hf`` backend, loaded once per process."""
-    from harness_plugins.backends.hf import HFBackend
-
+    """The reference model in ``folder`` on the ``hf`` backend (found through the plugin
+    registry, not imported), loaded once per process."""
     from harness.lib.models import resolve_model
+    from harness.plugin.manager import get_plugin_manager
+    from harness.plugin.registry import Registries
 
     ref = resolve_model(folder, "hf", dtype, base_dir=Path(folder))
-    return HFBackend(HFBackend.Config(), RunContext(Path(folder), Path(folder))).load(ref)
+    registries = Registries.from_plugin_manager(get_plugin_manager(load_entrypoints=False))
+    backend = registries.build("backend", "hf", {}, RunContext(Path(folder), Path(folder)))
+    return backend.load(ref)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -216,15 +219,14 @@ class PerplexityOutliers(Filter[PerplexityOutliersConfig]):
     def scores(self, records: Sequence[Conversation]) -> list[float]:
         """The log-perplexity (mean negative log-likelihood per scored token, natural log) of
         each record, in order; NaN for a record with nothing to score."""
-        from harness_plugins.backends.hf_scoring import max_length, token_logprobs
+        from harness.lib.model_api import model_api
 
-        limit = min(self.cfg.max_tokens, max_length(self.model))
+        api = model_api(self.model)
+        limit = min(self.cfg.max_tokens, api.tokenizer_facts().max_length)
         prepared = [self._sequence(record, limit) for record in records]
         todo = [p for p in prepared if p is not None]
         logprobs = iter(
-            token_logprobs(
-                self.model, [(tokens, n) for tokens, n, _ in todo], batch_size=self.cfg.batch_size
-            )
+            api.token_logprobs([(tokens, n) for tokens, n, _ in todo], batch_size=self.cfg.batch_size)
         )
         out: list[float] = []
         for item in prepared:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.lib.model_api import GenerationConfig, ModelAPI
+from harness.lib.models import LoadedModel, ModelRef
 from harness.plugin.components import RunContext
 from harness.types import ItemResult
 from harness_plugins.benchmarks import humaneval as he
@@ -18,6 +20,31 @@ from harness_plugins.benchmarks.humaneval import HumanEval, HumanEvalConfig, pas
 )
 def test_pass_at_k_known_values(n: int, c: int, k: int, expected: float) -> None:
     assert pass_at_k(n, c, k) == pytest.approx(expected)
+
+
+class _ScriptedGeneration(ModelAPI):
+    """A fake backend's model: generation from a script, nothing else."""
+
+    def __init__(self, script) -> None:
+        self.script = script
+
+    def generate(self, prompts, config: GenerationConfig) -> list[str]:
+        return self.script(None, prompts, config)
+
+    def choice_loglikelihoods(self, requests, batch_size=8):
+        raise NotImplementedError
+
+    def token_logprobs(self, sequences, batch_size=8):
+        raise NotImplementedError
+
+    def render_chat(self, messages, add_generation_prompt=True):
+        raise NotImplementedError
+
+    def encode(self, text, add_bos=False):
+        raise NotImplementedError
+
+    def tokenizer_facts(self):
+        raise NotImplementedError
 
 
 def _bench(tmp_path: Path, **options) -> HumanEval:
@@ -34,7 +61,7 @@ def test_items_are_all_164_problems_or_a_seeded_subset(tmp_path: Path) -> None:
         HumanEvalConfig(samples=2, k=3)
 
 
-def test_completions_are_scored_by_running_them_in_the_sandbox(tmp_path: Path, monkeypatch) -> None:
+def test_completions_are_scored_by_running_them_in_the_sandbox(tmp_path: Path) -> None:
     """Canonical solutions pass, a wrong one and a hostile one fail, per sample, into pass@k."""
     bench = _bench(tmp_path, problems=3, seed=0, samples=2, k=1)
     items = bench.items()
@@ -55,8 +82,9 @@ def test_completions_are_scored_by_running_them_in_the_sandbox(tmp_path: Path, m
                 out.append(hostile)  # exits 0 before any test runs: must not pass
         return out
 
-    monkeypatch.setattr("harness_plugins.backends.hf_generate.generate", fake_generate)
-    results: list[ItemResult] = bench.evaluate(None, items, lambda *a: None)
+    model = LoadedModel(ModelRef("baseline", tmp_path, "fake", "float32", None, "t"), None, None, "float32")
+    model.api = _ScriptedGeneration(fake_generate)
+    results: list[ItemResult] = bench.evaluate(model, items, lambda *a: None)
     assert [r.score for r in results] == [1.0, 0.5, 0.0]
     assert results[0].reference == "2/2 passed" and results[2].reference == "0/2 passed"
     assert results[2].prediction.startswith("[failed:")

@@ -100,7 +100,7 @@ def test_scores_equal_a_direct_forward_pass(
     items = bench.items()
     results = bench.evaluate(tiny, items, lambda *a: None)
     for item, result in zip(items, results):
-        tokens, n_context = encode(tiny.tokenizer, item["context"], item["text"])
+        tokens, n_context = encode(tiny.api, item["context"], item["text"])
         direct = []
         for p in range(n_context, len(tokens)):  # each token from the pass that scores it
             end = min(n_context + ((p - n_context) // stride + 1) * stride, len(tokens))

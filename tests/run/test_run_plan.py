@@ -129,3 +129,69 @@ def test_a_trainers_mitigation_data_is_checked_by_the_plan(harness_write_suite, 
 @pytest.fixture(autouse=True)
 def _no_cwd_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
+
+
+class _ChatOnlyBackend:
+    """A plugin whose backend generates but offers no log-likelihoods (a chat-only endpoint)."""
+
+    @staticmethod
+    def _backend():
+        from harness.lib.model_api import Capabilities
+        from harness.plugin.components import Backend, ComponentConfig
+
+        class ChatOnly(Backend):
+            name = "chat_only"
+            description = "generation only"
+            Config = ComponentConfig
+            capabilities = Capabilities(loglikelihood=False)
+
+        return ChatOnly
+
+    @classmethod
+    def plugin(cls):
+        import harness
+
+        class Plugin:
+            @harness.hookimpl
+            def harness_register_backends(self, registrar) -> None:
+                registrar.add(cls._backend())
+
+        return Plugin()
+
+
+def test_a_loglikelihood_benchmark_on_a_backend_without_them_is_a_plan_error(write_suite, tmp_path):
+    from harness.plugin.manager import get_plugin_manager
+    from harness.plugin.registry import Registries
+    from harness.suite.config import load_suite
+
+    data = {
+        "name": "caps",
+        "model": {"source": "smollm2-135m-instruct", "backend": "chat_only"},
+        "evaluate": {"mmlu": {"name": "mmlu", "per_subject": 1}, "intent": {"name": "support_intent", "sample": 4}},
+        "report": ["json"],
+    }
+    path = write_suite(data)
+    pm = get_plugin_manager(load_entrypoints=False, plugins=[("chat-only", _ChatOnlyBackend.plugin())])
+    with pytest.raises(HarnessError) as info:
+        plan_run(load_suite(path), Registries.from_plugin_manager(pm), tmp_path / "work")
+    message = str(info.value)
+    assert info.value.exit_code == 2
+    assert "benchmark 'mmlu' needs loglikelihood, which backend 'chat_only' does not provide" in message
+    assert f"{path}:{_line_of(path.read_text(), 'mmlu')}" in message
+    assert "support_intent" not in message  # generation is offered: no complaint
+
+
+def test_an_endpoint_backend_without_its_api_key_fails_validate(write_suite, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("HARNESS_TEST_DEPLOY_KEY", raising=False)
+    options = {"url": "http://127.0.0.1:9/v1", "served_model": "m", "api_key_env": "HARNESS_TEST_DEPLOY_KEY"}
+    path = write_suite({
+        "name": "endpoint",
+        "model": {"source": "smollm2-135m-instruct", "backend": "openai", "backend_options": options},
+        "evaluate": {"intent": {"name": "support_intent", "sample": 4}},
+        "report": ["json"],
+    })  # fmt: skip
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "HARNESS_TEST_DEPLOY_KEY" in err and "not set" in err and len(err.splitlines()) == 1, err
+    monkeypatch.setenv("HARNESS_TEST_DEPLOY_KEY", "sk-test")
+    assert main(["validate", str(path)]) == 0
