@@ -3,7 +3,7 @@
 On the embedded SmolLM2 (one dtype for every engine) and the same seeded MMLU and HellaSwag items,
 three ways of getting the log-likelihood of every choice are timed side by side:
 
-* ``native``: ``engine: native`` (``harness_plugins.backends.hf_scoring.choice_logprobs``);
+* ``native``: ``engine: native`` (``harness.lib.hf.scoring.choice_logprobs``);
 * ``lm_eval``: ``engine: lm_eval``, exactly as the benchmark runs it: one ``simple_evaluate`` per
   chunk of ``chunk_size`` items on an in-memory ``HFLM`` (task set-up included);
 * ``HFLM``: lm-eval's scorer alone, ``HFLM.loglikelihood`` on the same (context, continuation)
@@ -35,7 +35,7 @@ from harness.plugin.components import Benchmark, ComponentConfig, Item, RunConte
 from harness.lib.models import EMBEDDED, LoadedModel, ModelRef, materialize_embedded
 from harness.lib.device import resolve_dtype
 from harness_plugins.backends.hf import HFBackend
-from harness_plugins.backends.hf_scoring import Request
+from harness.lib.hf.scoring import Request
 from harness_plugins.benchmarks.hellaswag import HellaSwag, HellaSwagConfig, predictions
 from harness_plugins.benchmarks.mmlu import LETTERS, MMLU, MMLUConfig, prompt
 

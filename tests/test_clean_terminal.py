@@ -123,13 +123,13 @@ def test_quiet_drops_notes_and_progress(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def noisy_suite(tmp_path: Path, write_suite, tiny_model_dir: Path) -> Path:
+def noisy_suite(tmp_path: Path, harness_write_suite, harness_tiny_model_dir: Path) -> Path:
     data = tmp_path / "train.jsonl"
     rows = [{"instruction": f"What is {i} plus {i}?", "output": f"It is {2 * i}."} for i in range(24)]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     ppl = {"name": "perplexity", "windows": 4, "span_chars": 200, "context_chars": 100, "window": 64, "stride": 32}
-    return write_suite({
-        "name": "quiet", "seed": 3, "model": {"source": str(tiny_model_dir), "dtype": "float32"},
+    return harness_write_suite({
+        "name": "quiet", "seed": 3, "model": {"source": str(harness_tiny_model_dir), "dtype": "float32"},
         "data": [{"path": str(data), "format": "alpaca"}],
         "train": {"name": "lora", "r": 4, "max_steps": 2, "batch_size": 4, "max_length": 64},
         "evaluate": {"ppl": ppl, "mmlu": {"name": "mmlu", "per_subject": 1, "subjects": ["anatomy"]}},

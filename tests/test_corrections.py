@@ -51,8 +51,8 @@ def ctx(tmp_path):
     return RunContext(tmp_path, tmp_path / "work")
 
 
-def _two_gates(write_suite, correction: str):
-    return load_suite(write_suite({
+def _two_gates(harness_write_suite, correction: str):
+    return load_suite(harness_write_suite({
         "name": "family", "model": "smollm2-135m-instruct",
         "evaluate": {"intent": {"name": "support_intent"}, "mmlu": {"name": "mmlu"}},
         "gates": {"intent": "non_inferior(margin=0.02)", "mmlu": "superior()"},
@@ -61,12 +61,12 @@ def _two_gates(write_suite, correction: str):
 
 
 @pytest.mark.parametrize("correction, mmlu_verdict", [("holm", Verdict.PASS), ("bonferroni", Verdict.INCONCLUSIVE)])
-def test_holm_rejects_the_second_gate_at_the_full_level(write_suite, registries, ctx, correction, mmlu_verdict):
+def test_holm_rejects_the_second_gate_at_the_full_level(harness_write_suite, harness_registries, ctx, correction, mmlu_verdict):
     """intent: identical scores on 100 items, Agresti-Min half-width 1.96*sqrt(1)/102 = 0.019 < 0.02,
     so it passes at 0.025.  mmlu: 4 wins, 0 losses: diff 4/102 = 0.039, se sqrt(5 - 16/102)/102 =
     0.0216, z = 1.82: a pass at 0.05 (1.645) but not at 0.025 (1.96).  Holm frees mmlu's level once
     intent is rejected; Bonferroni keeps both at 0.025."""
-    loaded = _two_gates(write_suite, correction)
+    loaded = _two_gates(harness_write_suite, correction)
     same = {f"q{i:03d}": float(i % 3 != 0) for i in range(100)}
     better = {k: 1.0 if i < 4 and v == 0 else v for i, (k, v) in enumerate(sorted(same.items(), key=lambda kv: kv[1]))}
     assert sum(better.values()) - sum(same.values()) == 4
@@ -74,7 +74,7 @@ def test_holm_rejects_the_second_gate_at_the_full_level(write_suite, registries,
         "intent": {"baseline": _result("baseline", same), "candidate": _result("candidate", same)},
         "mmlu": {"baseline": _result("baseline", same), "candidate": _result("candidate", better)},
     })
-    gates, statistics = plan_gates(registries, loaded, ctx)
+    gates, statistics = plan_gates(harness_registries, loaded, ctx)
     decisions = {d.gate: d for d in run_gates(gates, statistics, loaded.suite.gating, result)}
     assert decisions["intent"].verdict is Verdict.PASS
     assert decisions["intent"].comparison.alpha == pytest.approx(0.025)

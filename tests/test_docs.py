@@ -11,7 +11,7 @@ import yaml
 
 from harness.cli import main
 from harness.suite.config import Suite
-from harness.tools import docgen
+from harness import docgen
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -43,7 +43,7 @@ def _examples(page: Path) -> list[dict[str, Any]]:
 
 
 def test_generated_pages_are_current() -> None:
-    assert docgen.stale_pages() == [], "run: python -m harness.tools.docgen"
+    assert docgen.stale_pages() == [], "run: python -m harness.docgen"
 
 
 def test_a_changed_page_is_stale(tmp_path: Path) -> None:

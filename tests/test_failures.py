@@ -18,7 +18,7 @@ PROMPT = "Intent of: {instruction}"
 
 
 @pytest.fixture(scope="module")
-def stored_run(tmp_path_factory, tiny_model_dir: Path) -> tuple[Path, dict]:
+def stored_run(tmp_path_factory, harness_tiny_model_dir: Path) -> tuple[Path, dict]:
     """A tiny-model run with support_intent (a random model gets every intent wrong)."""
     import yaml
 
@@ -26,7 +26,7 @@ def stored_run(tmp_path_factory, tiny_model_dir: Path) -> tuple[Path, dict]:
     suite = {
         "name": "failures",
         "seed": 2,
-        "model": {"source": str(tiny_model_dir), "dtype": "float32"},
+        "model": {"source": str(harness_tiny_model_dir), "dtype": "float32"},
         "data": [{"path": CSV, "format": "csv", "split": "train", "sample": 8, "user": PROMPT, "assistant": "{intent}"}],
         "train": {"name": "lora", "max_steps": 1, "batch_size": 4, "max_length": 48},
         "evaluate": {"intent": {"name": "support_intent", "prompt": PROMPT, "sample": 16, "max_new_tokens": 3}},

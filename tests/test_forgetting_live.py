@@ -41,17 +41,17 @@ def _suite(model: Path, learning_rate: float, when: str = "bound_exceeded", repo
     }
 
 
-def _run(tmp_path: Path, write_suite, suite: dict) -> tuple[int, dict, Path]:
-    path = write_suite(suite)
+def _run(tmp_path: Path, harness_write_suite, suite: dict) -> tuple[int, dict, Path]:
+    path = harness_write_suite(suite)
     code = main(["run", str(path), "--store", str(tmp_path / "store"), "--reports", str(tmp_path / "reports")])
     (report,) = (tmp_path / "reports").glob("*/result.json")
     return code, json.loads(report.read_text()), report.parent
 
 
 def test_a_forgetting_learning_rate_stops_early_and_still_gates_the_best_eligible(
-    tmp_path: Path, write_suite, tiny_model_dir: Path, capsys
+    tmp_path: Path, harness_write_suite, harness_tiny_model_dir: Path, capsys
 ) -> None:
-    code, result, folder = _run(tmp_path, write_suite, _suite(tiny_model_dir, 0.05, report=("json", "markdown", "html", "terminal")))
+    code, result, folder = _run(tmp_path, harness_write_suite, _suite(harness_tiny_model_dir, 0.05, report=("json", "markdown", "html", "terminal")))
     out = capsys.readouterr().out
     f, train = result["forgetting"], result["train"]
     assert f["stop_when"] == "bound_exceeded" and f["stopped_step"] is not None
@@ -72,8 +72,8 @@ def test_a_forgetting_learning_rate_stops_early_and_still_gates_the_best_eligibl
     assert code in (0, 1)
 
 
-def test_a_safe_learning_rate_runs_to_the_end(tmp_path: Path, write_suite, tiny_model_dir: Path) -> None:
-    code, result, _ = _run(tmp_path, write_suite, _suite(tiny_model_dir, 1e-7))
+def test_a_safe_learning_rate_runs_to_the_end(tmp_path: Path, harness_write_suite, harness_tiny_model_dir: Path) -> None:
+    code, result, _ = _run(tmp_path, harness_write_suite, _suite(harness_tiny_model_dir, 1e-7))
     f = result["forgetting"]
     assert f["stopped_step"] is None and f["stop_reason"] == ""
     assert result["train"]["steps"] == 8 and f["steps"] == [0, 2, 4, 6, 8]
@@ -99,8 +99,8 @@ def test_sparkline_scales_between_min_and_max() -> None:
     assert sparkline([]) == ""
 
 
-def test_stop_needs_live(tmp_path: Path, write_suite, tiny_model_dir: Path, capsys) -> None:
-    suite = _suite(tiny_model_dir, 0.05)
+def test_stop_needs_live(tmp_path: Path, harness_write_suite, harness_tiny_model_dir: Path, capsys) -> None:
+    suite = _suite(harness_tiny_model_dir, 0.05)
     suite["forgetting"]["live"] = False
-    code = main(["validate", str(write_suite(suite))])
+    code = main(["validate", str(harness_write_suite(suite))])
     assert code == 2 and "stop needs live: true" in capsys.readouterr().err

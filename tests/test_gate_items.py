@@ -29,7 +29,7 @@ def pytest_sessionfinish(session):
 
 EVALUATE = {
     "gain": {"name": "scripted", "baseline": "10", "candidate": "1"},  # wins 20 of 40: superior passes
-    "loss": {"name": "scripted", "baseline": "1", "candidate": "10"},  # loses 20 of 40: no_regression fails
+    "loss": {"name": "scripted", "baseline": "1110", "candidate": "1000"},  # loses 20 of 40: no_regression fails
     "same": {"name": "scripted", "baseline": "10", "candidate": "01"},  # 20 won, 20 lost: inconclusive
     "broken": {"name": "scripted", "raise_for": "candidate"},  # the candidate cannot be scored: error
 }

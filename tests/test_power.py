@@ -22,10 +22,10 @@ def test_power_formulas_hand_computed():
     assert planning_sd(0.0) == 0.0
 
 
-def _suite(write_suite, tmp_path, require_power: bool, margin: float, sample: int):
+def _suite(harness_write_suite, tmp_path, require_power: bool, margin: float, sample: int):
     data = tmp_path / "d.jsonl"
     data.write_text('{"instruction": "a", "output": "b"}\n')
-    return write_suite({
+    return harness_write_suite({
         "name": "power",
         "model": "smollm2-135m-instruct",
         "evaluate": {"intent": {"name": "support_intent", "sample": sample}},
@@ -35,27 +35,27 @@ def _suite(write_suite, tmp_path, require_power: bool, margin: float, sample: in
 
 
 @pytest.mark.parametrize("command", ["validate", "power"])
-def test_underpowered_blocking_gate_warns_then_errors_under_require_power(write_suite, tmp_path, capsys, command):
-    suite = _suite(write_suite, tmp_path, False, 0.05, 40)
+def test_underpowered_blocking_gate_warns_then_errors_under_require_power(harness_write_suite, tmp_path, capsys, command):
+    suite = _suite(harness_write_suite, tmp_path, False, 0.05, 40)
     assert main([command, str(suite), "--store", str(tmp_path / "store")]) == 0
     out = capsys.readouterr().out
     assert "warning: blocking gate 'intent' cannot reach its margin 0.05 on 40 items" in out
     assert "it needs 619 items" in out  # alpha 0.05 (one blocking gate), baseline 0.5 (assumed)
     assert "baseline 0.500 (assumed)" in out
 
-    strict = _suite(write_suite, tmp_path, True, 0.05, 40)
+    strict = _suite(harness_write_suite, tmp_path, True, 0.05, 40)
     assert main([command, str(strict), "--store", str(tmp_path / "store")]) == 2
     assert "error: blocking gate 'intent' cannot reach its margin" in capsys.readouterr().out
 
 
-def test_gate_with_enough_items_is_not_flagged(write_suite, tmp_path, capsys):
-    suite = _suite(write_suite, tmp_path, True, 0.3, 40)
+def test_gate_with_enough_items_is_not_flagged(harness_write_suite, tmp_path, capsys):
+    suite = _suite(harness_write_suite, tmp_path, True, 0.3, 40)
     assert main(["validate", str(suite), "--store", str(tmp_path / "store")]) == 0
     out = capsys.readouterr().out
     assert "cannot reach" not in out and "valid" in out
 
 
-def test_baseline_from_the_store_when_it_has_the_evaluation(write_suite, tmp_path):
+def test_baseline_from_the_store_when_it_has_the_evaluation(harness_write_suite, tmp_path):
     """Baseline results cached for this exact evaluation replace the assumption."""
     from harness.cli.common import load
     from harness.lib.models import resolve_model
@@ -64,7 +64,7 @@ def test_baseline_from_the_store_when_it_has_the_evaluation(write_suite, tmp_pat
     from harness.run.power import gate_power
     from harness.stages.evaluate import Evaluator
 
-    suite = _suite(write_suite, tmp_path, False, 0.05, 40)
+    suite = _suite(harness_write_suite, tmp_path, False, 0.05, 40)
     loaded, _pm, registries = load(suite)
     store_dir = tmp_path / "store"
     plan = plan_run(loaded, registries, store_dir / "work", store_dir=store_dir)

@@ -4,11 +4,13 @@ sample size 80% power at its margin needs (see ``harness.run.power``); nothing i
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
 
 from harness.errors import EXIT_BAD_INPUT
+from harness.run.power import GatePower
 
 NAME = "power"
 HELP = "what each gate can detect at its sample size, and the size its margin needs"
@@ -19,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", type=Path, help="store whose cached baseline scores to use (default: the suite's)")
 
 
-def report_power(suite: Path, rows, require_power: bool, console: Console) -> int:
+def report_power(suite: Path, rows: Sequence[GatePower], require_power: bool, console: Console) -> int:
     """Print one line per gate and a warning (an error under ``require_power``) for each
     blocking gate that cannot reach its margin; the exit code (0, or 2 under ``require_power``)."""
     short = [r for r in rows if r.blocking and not r.reaches_margin]

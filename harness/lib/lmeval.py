@@ -82,7 +82,8 @@ def run_task(
             "dataset_kwargs": {"data_files": {"test": str(data_file)}},
             "test_split": "test",
         }
-        lm = model_api(model).lm_eval_model(batch_size)
+        api = model_api(model)
+        lm = api.lm_eval_model(batch_size) or model_api_lm(api, batch_size)
         results = lm_eval.simple_evaluate(
             model=lm,
             tasks=[config],

@@ -119,13 +119,14 @@ class ModelAPI(ABC):
         """Context length and special tokens."""
 
     def close(self) -> None:
-        """Release what the model holds outside this process (a server, connections)."""
+        """Release what the model holds outside this process (a server, connections); nothing
+        by default."""
+        return None
 
     def lm_eval_model(self, batch_size: int) -> Any:
-        """An lm-eval ``LM`` for lm-eval tasks; backends with a native one (``HFLM``) override."""
-        from harness.lib.lmeval import model_api_lm
-
-        return model_api_lm(self, batch_size)
+        """A native lm-eval ``LM`` (the ``hf`` backend's in-memory ``HFLM``), or ``None``: then
+        ``harness.lib.lmeval`` wraps this model in its generic adapter."""
+        return None
 
 
 def model_api(model: object) -> ModelAPI:

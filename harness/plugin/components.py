@@ -293,8 +293,12 @@ class Backend(Component[ConfigT]):
     """Loads a model (and optional adapter) for training and evaluation."""
 
     kind = "backend"
-    capabilities: ClassVar[Capabilities] = Capabilities()
+    capabilities: Capabilities = Capabilities()
     """What the models this backend returns can do (log-likelihoods, generation, chat)."""
+    reads_model_folder: ClassVar[bool] = False
+    """Whether ``load`` reads the suite's ``model`` as a local folder (``config.json`` and
+    ``*.safetensors``) or an embedded model; the run plan then checks it before any work.
+    Backends whose model lives elsewhere (an endpoint, a test double) leave it ``False``."""
 
     def load(self, ref: ModelRef, *, trainable: bool = False) -> LoadedModel:
         raise NotImplementedError

@@ -15,6 +15,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
+import sys
 import sysconfig
 from functools import cache
 from pathlib import Path
@@ -39,7 +40,10 @@ def _installed_release(dist: importlib.metadata.Distribution, package_dir: Path)
 
 
 def _package_dir(top: str) -> Path | None:
-    spec = importlib.util.find_spec(top)
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):  # a module without a spec (built on the fly)
+        return None
     if spec is None:
         return None
     if spec.submodule_search_locations:
@@ -67,6 +71,10 @@ def code_identity(module: str) -> dict[str, Any]:
     top = module.split(".", 1)[0]
     names = importlib.metadata.packages_distributions().get(top, [])
     dist = importlib.metadata.distribution(names[0]) if names else None
+    if top == "__main__":  # a plugin defined in the script being run: that file is its source
+        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+        digest = hashlib.sha256(Path(main_file).read_bytes()).hexdigest() if main_file else None
+        return {"distribution": None, "version": None, "source": digest}
     tops = BUILTIN_PACKAGES if top in BUILTIN_PACKAGES else (top,)
     folders = tuple(d for d in (_package_dir(t) for t in tops) if d is not None)
     fixed = dist is not None and bool(folders) and all(_installed_release(dist, f) for f in folders)

@@ -20,7 +20,6 @@ from typing import Any
 from harness.errors import ConfigError
 from harness.lib.model_api import model_api
 from harness.lib.models import resolve_model
-from harness.lib.refs import ComponentRef
 from harness.plugin.components import Backend, Benchmark
 from harness.plugin.registry import Registries
 from harness.suite.config import LoadedSuite
@@ -65,7 +64,7 @@ def _outputs(bench: Benchmark, model: Any, items: Sequence[dict[str, Any]]) -> O
 
 def compare(label: str, items: Sequence[dict[str, Any]], outputs: Mapping[str, Outputs]) -> Agreement:
     """The first backend against the second, item by item."""
-    (name_a, a), (name_b, b) = list(outputs.items())[:2]
+    a, b = list(outputs.values())[:2]
     agree = [x == y for x, y in zip(a.predictions, b.predictions)]
     diff = None
     if a.logprobs is not None and b.logprobs is not None:

@@ -221,9 +221,8 @@ def _preflight(problems: _Problems, found: list[Problem], notes: list[str]) -> N
 
 
 def _environment(loaded: LoadedSuite, reports_dir: Path | None, store_dir: Path | None, problems: _Problems, notes: list[str]) -> None:
-    """The model reference, the folders the run writes, and the API keys endpoints need."""
+    """The folders the run writes, and the API keys endpoints need."""
     suite = loaded.suite
-    _preflight(problems, check_model_reference(suite.model.source, loaded.dir, where=loaded.where(("model",))), notes)
     if reports_dir is not None:
         _preflight(problems, check_writable_dir(reports_dir, where=str(loaded.path), what="reports folder"), notes)
     if store_dir is not None:
@@ -321,9 +320,16 @@ def plan_curate(registries: Registries, loaded: LoadedSuite, ctx: RunContext) ->
 def _plan_curate(registries: Registries, loaded: LoadedSuite, ctx: RunContext, problems: _Problems) -> CuratePlan:
     suite = loaded.suite
     sources = [
-        problems.attempt(partial(plan_source, registries, loaded, ctx, ("data", i), src))
+        problems.attempt(partial(plan_source, registries, loaded, ctx, ("data", i), src, malformed_ok=True))
         for i, src in enumerate(suite.data)
     ]
+    # As the curate stage does: the malformed share is over all the training data, not per file.
+    reads = [s.read for s in sources if s is not None and s.read is not None]
+    quarantined = [q for read in reads for q in read.quarantined]
+    problems.attempt(partial(
+        check_quarantined, quarantined, sum(read.stage.n_in for read in reads),
+        suite.curate.max_quarantined_fraction, "curate.max_quarantined_fraction",
+    ))
     filters = []
     for i, ref in enumerate(suite.curate.filters):
         flt = problems.attempt(
@@ -363,6 +369,8 @@ def plan_run(
     backend = problems.attempt(
         lambda: narrow(build_component(registries, "backend", ComponentRef(name=suite.model.backend, options=suite.model.backend_options), ("model",), loaded, ctx), Backend)
     )
+    if backend is not None and backend.reads_model_folder:
+        _preflight(problems, check_model_reference(suite.model.source, loaded.dir, where=loaded.where(("model",))), notes)
     curate = _plan_curate(registries, loaded, ctx, problems) if suite.train is not None else None
     trainer = None
     if suite.train is not None:

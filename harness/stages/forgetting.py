@@ -18,7 +18,8 @@ points scored live are passed in and not scored again.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
+from typing import cast
 from pathlib import Path
 
 from harness.lib.models import ModelRef
@@ -28,7 +29,7 @@ from harness.stages.evaluate import Evaluator, describe
 from harness.lib.stats import holm_levels
 from harness.stages.gate import Rule, decide, paired_comparison
 from harness.suite.config import ForgettingSpec
-from harness.types import BenchmarkResult, CheckpointEvent, CurvePoint, ForgettingResult, Verdict
+from harness.types import BenchmarkResult, Comparison, CheckpointEvent, CurvePoint, ForgettingResult, Verdict
 
 
 def _points(base: ModelRef, checkpoints: list[CheckpointEvent]) -> list[tuple[int, ModelRef, Path | None]]:
@@ -88,20 +89,21 @@ def run_forgetting(
         steps=[step for step, _, _ in points],
     )
     scored, result.errors = _score_all(env, backend, probes, points, prescored or {})
-    cache: dict[tuple[str, int, float], object] = {}
+    cache: dict[tuple[str, int, float], Comparison] = {}
 
-    def compare(label: str, step: int, level: float):
+    def compare(label: str, step: int, level: float) -> Comparison:
         if (label, step, level) not in cache:
             cache[(label, step, level)] = paired_comparison(statistics, scored[(label, 0)], scored[(label, step)], "auto", level)
         return cache[(label, step, level)]
 
-    def within(key: tuple[str, int], level: float) -> bool:
-        rule = Rule(spec.selection, result.bounds[key[0]])
-        return decide(rule, compare(*key, level))[0] is Verdict.PASS  # type: ignore[arg-type]
+    def within(key: Hashable, level: float) -> bool:
+        label, step = cast(tuple[str, int], key)
+        rule = Rule(spec.selection, result.bounds[label])
+        return decide(rule, compare(label, step, level))[0] is Verdict.PASS
 
     family = [(label, step) for label in result.bounds for step, _, _ in points[1:]
               if (label, 0) in scored and (label, step) in scored]
-    levels = holm_levels(family, alpha, within, correction)  # type: ignore[arg-type]
+    levels = holm_levels(family, alpha, within, correction)
     result.correction = (
         f"{correction} over {len(family)} bound checks ({len(result.bounds)} general probes x "
         f"{len(points) - 1} checkpoints), family-wise alpha {alpha:g}"
@@ -114,7 +116,17 @@ def run_forgetting(
     return result
 
 
-def _series(label, points, scored, spec, result, compare, levels, alpha, rejections) -> list[CurvePoint]:
+def _series(
+    label: str,
+    points: list[tuple[int, ModelRef, Path | None]],
+    scored: Mapping[tuple[str, int], BenchmarkResult],
+    spec: ForgettingSpec,
+    result: ForgettingResult,
+    compare: Callable[[str, int, float], Comparison],
+    levels: Mapping[Hashable, float],
+    alpha: float,
+    rejections: dict[int, list[str]],
+) -> list[CurvePoint]:
     """One probe's curve; a general probe's bound check at its family level, the domain probe's
     comparison at ``alpha`` (it is reported, not tested)."""
     series: list[CurvePoint] = []

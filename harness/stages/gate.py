@@ -26,7 +26,7 @@ superiority for a pass, a regression beyond the margin for ``no_regression``'s f
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from harness.lib.stats import clip_interval, holm_levels, is_binary, wilson
@@ -212,12 +212,18 @@ def run_gates(
         return isinstance(cmp, Comparison) and rejects(gate.rule, decide(gate.rule, cmp, gate.chance, gating.require_power)[0])
 
     family = {g.name: g for g in gates if g.blocking and problems[g.name] is None}
-    levels = holm_levels(family, gating.alpha, lambda name, level: rejected(family[name], level), gating.correction)
+    levels = holm_levels(family, gating.alpha, lambda name, level: rejected(family[str(name)], level), gating.correction)
     advisory = per_gate_alpha(gating.alpha, sum(1 for g in gates if g.blocking), gating.correction)
     return [_decision(g, problems[g.name], compare, levels.get(g.name, advisory), gating.require_power) for g in gates]
 
 
-def _decision(gate: GatePlan, problem: str | None, compare, level: float, require_power: bool) -> Decision:
+def _decision(
+    gate: GatePlan,
+    problem: str | None,
+    compare: Callable[[GatePlan, float], Comparison | Exception],
+    level: float,
+    require_power: bool,
+) -> Decision:
     rule = str(gate.rule)
     if problem is not None:
         return errored(gate.name, gate.label, rule, problem, gate.blocking)

@@ -65,7 +65,17 @@ def fake_model(seed: int = 0, label: str = "fake") -> LoadedModel:
     tokenizer = fake_tokenizer()
     model = fake_transformer(len(tokenizer), seed).eval()
     ref = ModelRef(label, Path(f"fake-model-seed-{seed}"), "fake", "float32", None, f"fake-{seed}")
-    return LoadedModel(ref=ref, model=model, tokenizer=tokenizer, dtype="float32")
+    return _with_api(LoadedModel(ref=ref, model=model, tokenizer=tokenizer, dtype="float32"))
+
+
+
+def _with_api(loaded: LoadedModel) -> LoadedModel:
+    """The fake model behind the same model API as the ``hf`` backend's (it is a transformers
+    model), so benchmarks score it exactly as they score a real one."""
+    from harness.lib.hf.model import HFModel
+
+    loaded.api = HFModel(loaded)
+    return loaded
 
 
 def save_fake_model(folder: Path, seed: int = 0) -> Path:
@@ -98,7 +108,7 @@ class FakeBackend(Backend):
             tokenizer = fake_tokenizer()
             model = fake_transformer(len(tokenizer), cfg.seed)
         model.train(trainable)
-        return LoadedModel(ref=ref, model=model, tokenizer=tokenizer, dtype="float32")
+        return _with_api(LoadedModel(ref=ref, model=model, tokenizer=tokenizer, dtype="float32"))
 
 
 @harness.hookimpl

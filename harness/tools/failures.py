@@ -136,9 +136,10 @@ def work_records(run_id: str, groups: dict[str, list[Failure]]) -> list[dict[str
         for f in members:
             if not f.prompt:
                 raise DataError(f"run {run_id}: {f.benchmark} item {f.item_id} has no stored prompt to train on")
+            failure: dict[str, Any] = {"run": run_id, "group": name, **asdict(f)}
             records.append({
                 "messages": [{"role": "user", "content": f.prompt}, {"role": "assistant", "content": f.reference}],
-                "failure": {"run": run_id, "group": name, **asdict(f)},
+                "failure": failure,
             })
     return records
 

@@ -105,7 +105,8 @@ def _components_section() -> Iterator[str]:
     for kind, base in COMPONENT_KINDS.items():
         yield f"| `{kind}` | `{base.__name__}` | `{REGISTER_HOOKS[kind]}` |"
     yield ""
-    for cls in (Component, *COMPONENT_KINDS.values()):
+    classes: tuple[type, ...] = (Component, *COMPONENT_KINDS.values())
+    for cls in classes:
         yield from _class_section(cls)
     yield "## Helpers for components\n"
     for cls in (RunContext, FilterResult, FilterOutcome):

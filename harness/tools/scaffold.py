@@ -34,7 +34,7 @@ KINDS: dict[str, Kind] = {
     "benchmark": Kind("benchmark", "harness_register_benchmarks", "benchmark",
                       "evaluate:\n  quiz: COMPONENT\ngates:\n  quiz: non_inferior(margin=0.05)"),
     "trainer": Kind("trainer", "harness_register_trainers", "trainer",
-                    "train:\n  trainer: {name: COMPONENT, steps: 20}"),
+                    "train:\n  name: COMPONENT\n  steps: 20"),
     "reporter": Kind("reporter", "harness_register_reporters", "reporter", "report: [terminal, COMPONENT]"),
     "parity": Kind("parity_check", "harness_register_parity_checks", "parity check",
                    "parity:\n  requests: {path: requests.jsonl, format: openai_requests}\n  checks:\n    length: COMPONENT"),
@@ -68,7 +68,7 @@ def context(name: str, kind: str) -> dict[str, str]:
 
 def generate(name: str, kind: str, parent: Path) -> Path:
     """Write the package ``name`` of ``kind`` as ``parent/name``; an existing folder is an error."""
-    values = context(name, kind)
+    context(name, kind)  # validates the name and kind before anything is written
     folder = parent / name
     if folder.exists():
         raise ConfigError(f"new-plugin: {folder} already exists; choose another name or --dir")

@@ -24,7 +24,7 @@ from harness.lib.model_api import (
     cut_at_stop,
 )
 
-from harness_plugins.backends.hf_scoring import _Encoder
+from harness.lib.hf.scoring import _Encoder
 
 PROBE_PROMPT = "The capital of France is Paris. The capital of Italy is"
 """A fixed text whose per-token log-probabilities identify the served weights in the cache key."""
@@ -35,6 +35,8 @@ class EndpointModel(ModelAPI):
 
     def __init__(self, client: EndpointClient, tokenizer: Any, max_length: int, *, logprobs: bool = True) -> None:
         self.client, self.tokenizer, self.max_length = client, tokenizer, max_length
+        self.server: Any = None
+        """The server process this model started (``vllm_server``), kept alive with it."""
         self.capabilities = Capabilities(loglikelihood=logprobs, generate=True, chat=True)
         self._encoder = _Encoder(tokenizer)
 
@@ -112,7 +114,7 @@ class EndpointModel(ModelAPI):
     # -- text -----------------------------------------------------------------------------
 
     def render_chat(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=add_generation_prompt)
+        return str(self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=add_generation_prompt))
 
     def encode(self, text: str, add_bos: bool = False) -> list[int]:
         ids = list(self.tokenizer.encode(text, add_special_tokens=False))
@@ -126,4 +128,5 @@ def _top(entry: Any) -> str | None:
     """The most likely token of one ``top_logprobs`` entry (a ``{token: logprob}`` object)."""
     if not entry:
         return None
-    return max(entry.items(), key=lambda kv: kv[1])[0]
+    best: str = max(entry.items(), key=lambda kv: kv[1])[0]
+    return best

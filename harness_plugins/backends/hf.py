@@ -16,10 +16,11 @@ from harness.lib.device import device, resolve_dtype
 from harness.lib.models import LoadedModel, ModelRef
 from harness.plugin.registry import Registrar
 
-from harness_plugins.backends.hf_model import HFModel
+from harness.lib.hf.model import HFModel
 
 
 class HFBackend(Backend[ComponentConfig]):
+    reads_model_folder = True
     name = "hf"
     description = "transformers in-process (CPU, or GPU when present); adapters through peft"
     Config = ComponentConfig

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import atexit
 import os
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from harness.lib.endpoint import EndpointClient
 from harness.lib.model_api import Capabilities
 from harness.lib.models import LoadedModel, ModelRef
 from harness.lib.pipeline_spec import EndpointSpec
+from harness.plugin.registry import Registrar
 from harness.plugin.components import Backend, ComponentConfig
 
 from harness_plugins.backends.endpoint_model import EndpointModel
@@ -45,29 +45,29 @@ def _tokenizer(ref: ModelRef) -> Any:
     return require("transformers").AutoTokenizer.from_pretrained(str(ref.path))
 
 
-class OpenAIBackend(Backend):
+class OpenAIBackend(Backend[OpenAIConfig]):
     name = "openai"
     description = "any OpenAI-compatible endpoint: completions with prompt log-probs, chat for conversations"
     Config = OpenAIConfig
     capabilities = Capabilities(loglikelihood=True, generate=True, chat=True)
 
-    def __init__(self, config: ComponentConfig, ctx: Any) -> None:
+    def __init__(self, config: OpenAIConfig, ctx: Any) -> None:
         super().__init__(config, ctx)
-        cfg: OpenAIConfig = config  # type: ignore[assignment]
+        cfg = self.config
         if cfg.api_key_env and not os.environ.get(cfg.api_key_env):
             raise ConfigError(f"backend 'openai': environment variable {cfg.api_key_env} (the API key) is not set")
         if not cfg.prompt_logprobs:
             self.capabilities = Capabilities(loglikelihood=False)
 
     def spec(self) -> EndpointSpec:
-        cfg: OpenAIConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         return EndpointSpec(
             url=cfg.url, model=cfg.served_model, api_key_env=cfg.api_key_env,
             timeout_s=cfg.timeout_s, max_retries=cfg.max_retries, concurrency=cfg.concurrency,
         )  # fmt: skip
 
     def model_for(self, ref: ModelRef) -> EndpointModel:
-        cfg: OpenAIConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         # One token of room: an echo request generates one token after the prompt.
         return EndpointModel(EndpointClient(self.spec()), _tokenizer(ref), cfg.max_length - 1, logprobs=cfg.prompt_logprobs)
 
@@ -96,7 +96,8 @@ class VllmServerConfig(ComponentConfig):
     startup_timeout_s: float = Field(600, gt=0)
 
 
-class VllmServerBackend(Backend):
+class VllmServerBackend(Backend[VllmServerConfig]):
+    reads_model_folder = True
     name = "vllm_server"
     description = "starts the CPU vLLM OpenAI server on the model (adapters through --enable-lora), then as 'openai'"
     Config = VllmServerConfig
@@ -109,11 +110,11 @@ class VllmServerBackend(Backend):
     def load(self, ref: ModelRef, *, trainable: bool = False) -> LoadedModel:
         if trainable:
             raise ConfigError(f"backend {self.name!r} serves models; it cannot train one")
-        cfg: VllmServerConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         server, served = _start_server(ref, cfg, self.ctx.work_dir)
         spec = EndpointSpec(url=server.url, model=served, timeout_s=600, concurrency=cfg.concurrency)
         api = EndpointModel(EndpointClient(spec), _tokenizer(ref), cfg.max_model_len - 1)
-        api.server = server  # type: ignore[attr-defined]  # kept alive with the model
+        api.server = server  # kept alive with the model, stopped by its close()
         return LoadedModel(ref=ref, model=None, tokenizer=api.tokenizer, dtype=cfg.dtype, api=api)
 
 
@@ -149,6 +150,6 @@ def _start_server(ref: ModelRef, cfg: VllmServerConfig, work_dir: Path) -> tuple
 
 
 @harness.hookimpl
-def harness_register_backends(registrar) -> None:
+def harness_register_backends(registrar: Registrar) -> None:
     registrar.add(OpenAIBackend)
     registrar.add(VllmServerBackend)

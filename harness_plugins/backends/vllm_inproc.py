@@ -18,9 +18,10 @@ import harness
 from harness.errors import ConfigError, require
 from harness.lib.model_api import Capabilities, ChoiceRequest, GenerationConfig, ModelAPI, Scored, TokenizerFacts, cut_at_stop
 from harness.lib.models import LoadedModel, ModelRef
+from harness.plugin.registry import Registrar
 from harness.plugin.components import Backend, ComponentConfig
 
-from harness_plugins.backends.hf_scoring import _Encoder
+from harness.lib.hf.scoring import _Encoder
 
 
 class VllmConfig(ComponentConfig):
@@ -69,7 +70,7 @@ class VllmModel(ModelAPI):
             self._vllm.SamplingParams(
                 max_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p,
                 seed=config.seed + i if config.temperature > 0 else None, stop=list(config.stop) or None,
-            )  # fmt: skip
+            )
             for i in range(len(prompts))
         ]
         inputs = [{"prompt_token_ids": self.encode(p)} for p in prompts]
@@ -77,7 +78,7 @@ class VllmModel(ModelAPI):
         return [cut_at_stop(out.outputs[0].text, config.stop) for out in outs]
 
     def render_chat(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=add_generation_prompt)
+        return str(self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=add_generation_prompt))
 
     def encode(self, text: str, add_bos: bool = False) -> list[int]:
         ids = list(self.tokenizer.encode(text, add_special_tokens=False))
@@ -87,7 +88,8 @@ class VllmModel(ModelAPI):
         return TokenizerFacts(self.max_length, self.tokenizer.bos_token, self.tokenizer.eos_token)
 
 
-class VllmBackend(Backend):
+class VllmBackend(Backend[VllmConfig]):
+    reads_model_folder = True
     name = "vllm"
     description = "vllm.LLM in-process (GPU): prompt log-probs, LoRA adapters, prefix caching, tensor parallel"
     Config = VllmConfig
@@ -100,7 +102,7 @@ class VllmBackend(Backend):
         if trainable:
             raise ConfigError("backend 'vllm' serves models; it cannot train one")
         vllm = require("vllm")
-        cfg: VllmConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         dtype = "float32" if ref.dtype == "float32" else "auto"
         llm = vllm.LLM(
             model=str(ref.path), dtype=dtype, tensor_parallel_size=cfg.tensor_parallel_size,
@@ -115,5 +117,5 @@ class VllmBackend(Backend):
 
 
 @harness.hookimpl
-def harness_register_backends(registrar) -> None:
+def harness_register_backends(registrar: Registrar) -> None:
     registrar.add(VllmBackend)

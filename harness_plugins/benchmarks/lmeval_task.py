@@ -74,7 +74,7 @@ class LmEvalTask(Benchmark[LmEvalTaskConfig]):
     def required_capabilities(self) -> tuple[str, ...]:
         """Generation for ``generate_until`` tasks, log-likelihoods for the others; chat when the
         chat template is applied."""
-        cfg: LmEvalTaskConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         kind = "generate" if cfg.task["output_type"] == "generate_until" else "loglikelihood"
         return (kind, "chat") if cfg.apply_chat_template else (kind,)
 

@@ -110,13 +110,16 @@ def load_scorer(folder: str, dtype: str) -> LoadedModel:
     """The reference model in ``folder`` on the ``hf`` backend (found through the plugin
     registry, not imported), loaded once per process."""
     from harness.lib.models import resolve_model
+    from harness.plugin.components import Backend
+    from harness.plugin.registry import narrow
     from harness.plugin.manager import get_plugin_manager
     from harness.plugin.registry import Registries
 
     ref = resolve_model(folder, "hf", dtype, base_dir=Path(folder))
     registries = Registries.from_plugin_manager(get_plugin_manager(load_entrypoints=False))
     backend = registries.build("backend", "hf", {}, RunContext(Path(folder), Path(folder)))
-    return backend.load(ref)  # type: ignore[attr-defined]
+    loaded: LoadedModel = narrow(backend, Backend).load(ref)
+    return loaded
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,9 @@ SUITE = {
 }
 
 
-def test_vllm_server_agrees_with_hf(write_suite, registries, tmp_path: Path, capsys) -> None:
-    loaded = load_suite(write_suite(SUITE))
-    results = run_agreement(loaded, registries, tmp_path / "work", [("hf", {}), ("vllm_server", {})], limit=100)
+def test_vllm_server_agrees_with_hf(harness_write_suite, harness_registries, tmp_path: Path, capsys) -> None:
+    loaded = load_suite(harness_write_suite(SUITE))
+    results = run_agreement(loaded, harness_registries, tmp_path / "work", [("hf", {}), ("vllm_server", {})], limit=100)
     with capsys.disabled():
         for result in results:
             print("\n" + result.line())
@@ -39,10 +39,10 @@ def test_vllm_server_agrees_with_hf(write_suite, registries, tmp_path: Path, cap
     assert by_name["mmlu"].max_logprob_diff is not None and by_name["mmlu"].max_logprob_diff < 0.5
 
 
-def test_openai_backend_against_a_running_server(write_suite, registries, tmp_path: Path, vllm_server: VllmServer) -> None:
+def test_openai_backend_against_a_running_server(harness_write_suite, harness_registries, tmp_path: Path, harness_vllm_server: VllmServer) -> None:
     suite = {**SUITE, "evaluate": {"mmlu": {"name": "mmlu", "per_subject": 1}}}
-    loaded = load_suite(write_suite(suite))
-    options = {"url": vllm_server.url, "served_model": vllm_server.served_name}
-    [result] = run_agreement(loaded, registries, tmp_path / "work", [("hf", {}), ("openai", options)], limit=30)
+    loaded = load_suite(harness_write_suite(suite))
+    options = {"url": harness_vllm_server.url, "served_model": harness_vllm_server.served_name}
+    [result] = run_agreement(loaded, harness_registries, tmp_path / "work", [("hf", {}), ("openai", options)], limit=30)
     assert result.items == 30 and result.agree >= 29
     assert result.max_logprob_diff is not None and result.max_logprob_diff < 0.5

@@ -16,7 +16,7 @@ SUITE = Path(__file__).resolve().parents[2] / "suites" / "forgetting.yaml"
 
 
 @pytest.mark.integration
-def test_a_forgetting_lora_stops_early_and_gates_the_best_eligible_checkpoint(tmp_path: Path, write_suite) -> None:
+def test_a_forgetting_lora_stops_early_and_gates_the_best_eligible_checkpoint(tmp_path: Path, harness_write_suite) -> None:
     suite = yaml.safe_load(SUITE.read_text())
     suite["train"].update(learning_rate=6e-3, max_steps=20, eval_every=4, warmup_steps=0)
     probes = suite["forgetting"]["probes"]
@@ -28,7 +28,7 @@ def test_a_forgetting_lora_stops_early_and_gates_the_best_eligible_checkpoint(tm
     suite["data"][0]["sample"] = 160
     suite.update(evaluate={"wikitext2": suite["evaluate"]["wikitext2"]},
                  gates={"wikitext2": suite["gates"]["wikitext2"]}, report=["json", "markdown"])
-    code = main(["run", str(write_suite(suite)), "--store", str(tmp_path / "store"), "--reports", str(tmp_path / "reports")])
+    code = main(["run", str(harness_write_suite(suite)), "--store", str(tmp_path / "store"), "--reports", str(tmp_path / "reports")])
     (report,) = (tmp_path / "reports").iterdir()
     result = json.loads((report / "result.json").read_text())
     f = result["forgetting"]

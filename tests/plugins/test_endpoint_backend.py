@@ -22,9 +22,9 @@ from harness_plugins.backends.openai import OpenAIBackend, OpenAIConfig
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_model_dir: Path) -> LoadedModel:
-    ref = ModelRef("baseline", tiny_model_dir, "hf", "float32", None, dir_fingerprint(tiny_model_dir))
-    return HFBackend(ComponentConfig(), RunContext(tiny_model_dir, tiny_model_dir)).load(ref)
+def tiny(harness_tiny_model_dir: Path) -> LoadedModel:
+    ref = ModelRef("baseline", harness_tiny_model_dir, "hf", "float32", None, dir_fingerprint(harness_tiny_model_dir))
+    return HFBackend(ComponentConfig(), RunContext(harness_tiny_model_dir, harness_tiny_model_dir)).load(ref)
 
 
 def _served_by(tiny: LoadedModel):

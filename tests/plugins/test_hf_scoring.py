@@ -11,7 +11,7 @@ import pytest
 from harness.plugin.components import ComponentConfig, RunContext
 from harness.lib.models import LoadedModel, ModelRef
 from harness_plugins.backends.hf import HFBackend
-from harness_plugins.backends.hf_scoring import Request, choice_logprobs, token_logprobs
+from harness.lib.hf.scoring import Request, choice_logprobs, token_logprobs
 
 REQUESTS: list[Request] = [
     ("Question: what is 2+2?\nAnswer:", [" 4", " four", " five or so", " A"]),

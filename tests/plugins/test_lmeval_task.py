@@ -65,7 +65,7 @@ def test_per_item_scores_match_an_independent_scorer(
     tmp_path: Path, data_file: Path, harness_tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     from harness_plugins.backends.hf import HFBackend
-    from harness_plugins.backends.hf_scoring import choice_logprobs
+    from harness.lib.hf.scoring import choice_logprobs
 
     monkeypatch.chdir(tmp_path)  # outside a git checkout: lm-eval's git lookup must stay quiet
 

@@ -12,14 +12,14 @@ from harness.lib.model_api import Capabilities, model_api
 from harness.lib.models import LoadedModel, ModelRef, dir_fingerprint
 from harness.plugin.components import ComponentConfig, RunContext
 from harness_plugins.backends.hf import HFBackend
-from harness_plugins.backends.hf_model import HFModel
+from harness.lib.hf.model import HFModel
 from harness_plugins.benchmarks.mmlu import MMLU, MMLUConfig
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_model_dir: Path) -> LoadedModel:
-    ctx = RunContext(tiny_model_dir, tiny_model_dir)
-    ref = ModelRef("baseline", tiny_model_dir, "hf", "float32", None, dir_fingerprint(tiny_model_dir))
+def tiny(harness_tiny_model_dir: Path) -> LoadedModel:
+    ctx = RunContext(harness_tiny_model_dir, harness_tiny_model_dir)
+    ref = ModelRef("baseline", harness_tiny_model_dir, "hf", "float32", None, dir_fingerprint(harness_tiny_model_dir))
     return HFBackend(ComponentConfig(), ctx).load(ref)
 
 

@@ -25,15 +25,15 @@ def test_compare_counts_agreement_and_the_largest_difference() -> None:
     assert gen.max_logprob_diff is None and gen.agree == 1
 
 
-def test_the_same_backend_twice_agrees_exactly(write_suite, registries, tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_the_same_backend_twice_agrees_exactly(harness_write_suite, harness_registries, harness_tiny_model_dir: Path, tmp_path: Path) -> None:
     suite = {
         "name": "agree",
-        "model": {"source": str(tiny_model_dir), "dtype": "float32"},
+        "model": {"source": str(harness_tiny_model_dir), "dtype": "float32"},
         "evaluate": {"mmlu": {"name": "mmlu", "per_subject": 1, "subjects": ["anatomy"]}},
         "report": ["json"],
     }
-    loaded = load_suite(write_suite(suite))
-    [result] = run_agreement(loaded, registries, tmp_path / "work", [("hf", {}), ("hf", {})], limit=3)
+    loaded = load_suite(harness_write_suite(suite))
+    [result] = run_agreement(loaded, harness_registries, tmp_path / "work", [("hf", {}), ("hf", {})], limit=3)
     assert (result.items, result.agree, result.max_logprob_diff) == (1, 1, 0.0)
     with pytest.raises(ConfigError, match="no benchmark 'nope' under 'evaluate'"):
-        run_agreement(loaded, registries, tmp_path / "work", [("hf", {}), ("hf", {})], ["nope"])
+        run_agreement(loaded, harness_registries, tmp_path / "work", [("hf", {}), ("hf", {})], ["nope"])

@@ -159,7 +159,7 @@ class _ChatOnlyBackend:
         return Plugin()
 
 
-def test_a_loglikelihood_benchmark_on_a_backend_without_them_is_a_plan_error(write_suite, tmp_path):
+def test_a_loglikelihood_benchmark_on_a_backend_without_them_is_a_plan_error(harness_write_suite, tmp_path):
     from harness.plugin.manager import get_plugin_manager
     from harness.plugin.registry import Registries
     from harness.suite.config import load_suite
@@ -170,7 +170,7 @@ def test_a_loglikelihood_benchmark_on_a_backend_without_them_is_a_plan_error(wri
         "evaluate": {"mmlu": {"name": "mmlu", "per_subject": 1}, "intent": {"name": "support_intent", "sample": 4}},
         "report": ["json"],
     }
-    path = write_suite(data)
+    path = harness_write_suite(data)
     pm = get_plugin_manager(load_entrypoints=False, plugins=[("chat-only", _ChatOnlyBackend.plugin())])
     with pytest.raises(HarnessError) as info:
         plan_run(load_suite(path), Registries.from_plugin_manager(pm), tmp_path / "work")
@@ -181,10 +181,10 @@ def test_a_loglikelihood_benchmark_on_a_backend_without_them_is_a_plan_error(wri
     assert "support_intent" not in message  # generation is offered: no complaint
 
 
-def test_an_endpoint_backend_without_its_api_key_fails_validate(write_suite, tmp_path, capsys, monkeypatch):
+def test_an_endpoint_backend_without_its_api_key_fails_validate(harness_write_suite, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("HARNESS_TEST_DEPLOY_KEY", raising=False)
     options = {"url": "http://127.0.0.1:9/v1", "served_model": "m", "api_key_env": "HARNESS_TEST_DEPLOY_KEY"}
-    path = write_suite({
+    path = harness_write_suite({
         "name": "endpoint",
         "model": {"source": "smollm2-135m-instruct", "backend": "openai", "backend_options": options},
         "evaluate": {"intent": {"name": "support_intent", "sample": 4}},

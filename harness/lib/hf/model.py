@@ -17,7 +17,7 @@ from harness.lib.model_api import (
 )
 from harness.lib.models import LoadedModel
 
-from harness_plugins.backends import hf_generate, hf_scoring
+from harness.lib.hf import generate as hf_generate, scoring as hf_scoring
 
 
 class HFModel(ModelAPI):
@@ -42,9 +42,9 @@ class HFModel(ModelAPI):
         return hf_generate.generate(self.loaded, prompts, config)
 
     def render_chat(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        return self.tokenizer.apply_chat_template(
+        return str(self.tokenizer.apply_chat_template(
             list(messages), tokenize=False, add_generation_prompt=add_generation_prompt
-        )
+        ))
 
     def encode(self, text: str, add_bos: bool = False) -> list[int]:
         ids = list(self.tokenizer.encode(text, add_special_tokens=False))
