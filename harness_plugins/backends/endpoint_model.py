@@ -20,17 +20,17 @@ from harness.lib.model_api import (
     GenerationConfig,
     ModelAPI,
     Scored,
-    TokenizerFacts,
     cut_at_stop,
 )
 
 from harness.lib.hf.scoring import _Encoder
+from harness.lib.hf.text import TokenizerText
 
 PROBE_PROMPT = "The capital of France is Paris. The capital of Italy is"
 """A fixed text whose per-token log-probabilities identify the served weights in the cache key."""
 
 
-class EndpointModel(ModelAPI):
+class EndpointModel(TokenizerText, ModelAPI):
     """A served model, scored and sampled over HTTP; tokenised locally."""
 
     def __init__(self, client: EndpointClient, tokenizer: Any, max_length: int, *, logprobs: bool = True) -> None:
@@ -113,15 +113,6 @@ class EndpointModel(ModelAPI):
 
     # -- text -----------------------------------------------------------------------------
 
-    def render_chat(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        return str(self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=add_generation_prompt))
-
-    def encode(self, text: str, add_bos: bool = False) -> list[int]:
-        ids = list(self.tokenizer.encode(text, add_special_tokens=False))
-        return [self._encoder.prefix_id, *ids] if add_bos else ids
-
-    def tokenizer_facts(self) -> TokenizerFacts:
-        return TokenizerFacts(self.max_length, self.tokenizer.bos_token, self.tokenizer.eos_token)
 
 
 def _top(entry: Any) -> str | None:

@@ -16,12 +16,13 @@ from pydantic import Field
 
 import harness
 from harness.errors import ConfigError, require
-from harness.lib.model_api import Capabilities, ChoiceRequest, GenerationConfig, ModelAPI, Scored, TokenizerFacts, cut_at_stop
+from harness.lib.model_api import Capabilities, ChoiceRequest, GenerationConfig, ModelAPI, Scored, cut_at_stop
 from harness.lib.models import LoadedModel, ModelRef
 from harness.plugin.registry import Registrar
 from harness.plugin.components import Backend, ComponentConfig
 
 from harness.lib.hf.scoring import _Encoder
+from harness.lib.hf.text import TokenizerText
 
 
 class VllmConfig(ComponentConfig):
@@ -31,7 +32,7 @@ class VllmConfig(ComponentConfig):
     max_lora_rank: int = Field(64, ge=1)
 
 
-class VllmModel(ModelAPI):
+class VllmModel(TokenizerText, ModelAPI):
     """A ``vllm.LLM`` with an optional LoRA adapter."""
 
     capabilities = Capabilities()
@@ -77,15 +78,6 @@ class VllmModel(ModelAPI):
         outs = self.llm.generate(inputs, params, lora_request=self.lora, use_tqdm=False)
         return [cut_at_stop(out.outputs[0].text, config.stop) for out in outs]
 
-    def render_chat(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        return str(self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=add_generation_prompt))
-
-    def encode(self, text: str, add_bos: bool = False) -> list[int]:
-        ids = list(self.tokenizer.encode(text, add_special_tokens=False))
-        return [self._encoder.prefix_id, *ids] if add_bos else ids
-
-    def tokenizer_facts(self) -> TokenizerFacts:
-        return TokenizerFacts(self.max_length, self.tokenizer.bos_token, self.tokenizer.eos_token)
 
 
 class VllmBackend(Backend[VllmConfig]):
