@@ -192,10 +192,18 @@ def _adapter(loaded: LoadedSuite, raw: str, source: str, loc: Loc) -> Path:
 def check_arm_capabilities(
     loaded: LoadedSuite, arms: Mapping[str, ArmPlan], benchmarks: Mapping[Loc, Benchmark], problems: _Problems
 ) -> None:
-    """A benchmark that needs what an arm's backend cannot do is a problem naming both (the base
-    model's backend is checked by the plan itself)."""
+    """A benchmark that needs what an arm's backend cannot do, or that a prompt variant cannot
+    change (raw text), is a problem naming both (the base model's backend is checked by the plan
+    itself)."""
+    from harness.lib.prompting import check_variant_benchmark
+
     seen: set[int] = set()
     for arm in arms.values():
+        for loc, bench in benchmarks.items():
+            dotted = ".".join(map(str, loc))
+            why = check_variant_benchmark(bench.name, bench.required_capabilities()) if arm.prompts else None
+            if why is not None:
+                problems.found.append(ConfigError(f"{loaded.where(loc)}: {dotted}: {why} (arm {arm.name!r})"))
         if arm.root in (BASE, TRAINED) or id(arm.backend) in seen:
             continue
         seen.add(id(arm.backend))

@@ -343,7 +343,10 @@ class Runner:
                             variant=variant, source=loader.model,
                         )  # fmt: skip
                     for label, bench in plan.benchmarks.items():
-                        self._evaluate_one(evaluator, label, bench, evaluator.ref)
+                        try:
+                            self._evaluate_one(evaluator, label, bench, evaluator.ref)
+                        except HarnessError as exc:  # a prompt variant that cannot be built: name it
+                            raise type(exc)(f"{self.loaded.where(arm.loc)}: models.{arm.name}.prompt: {exc}") from None
                 loader.release()
             done("error" if self.result.eval_errors else "ok", "")
 
