@@ -456,6 +456,8 @@ class RunResult:
     started_at: float
     duration_s: float = 0.0
     models: dict[str, str] = field(default_factory=dict)
+    arms: dict[str, str] = field(default_factory=dict)
+    """The arm behind each result label (``baseline`` -> ``deployed``); see ``harness.suite.arms``."""
     ledger: Ledger | None = None
     train: TrainOutput | None = None
     train_from_cache: bool = False

@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from harness.errors import ConfigError, HarnessError
 from harness.lib.prompting import PromptSpec
@@ -26,9 +25,6 @@ from harness.suite.arms import BASE, TRAINED, arm_label, candidate_arm, root_of,
 from harness.suite.config import LoadedSuite
 from harness.suite.preflight import Problem, check_model_reference
 from harness.suite.yamlpos import Loc
-
-if TYPE_CHECKING:
-    from harness.run.plan import _Problems
 
 
 @dataclass(frozen=True)
@@ -66,14 +62,14 @@ def plan_arms(
     ctx: RunContext,
     base_backend: Backend | None,
     build: Callable[[str, ComponentRef, Loc], Backend],
-    problems: _Problems,
+    found: list[HarnessError],
     notes: list[str],
 ) -> dict[str, ArmPlan]:
     """Every arm the run evaluates (and the roots of its variants), by name; problems are added to
-    ``problems`` and declared-but-unused arms to ``notes``.  ``build(kind, ref, loc)`` builds a
+    ``found`` and declared-but-unused arms to ``notes``.  ``build(kind, ref, loc)`` builds a
     component as the plan does."""
     suite = loaded.suite
-    _check_roles(loaded, problems)
+    _check_roles(loaded, found)
     used = used_arms(suite)
     unused = sorted(set(suite.models) - {a for u in used for a in _lineage(loaded, u)})
     notes.extend(f"{loaded.where(('models', name))}: models.{name}: declared but no gate compares it" for name in unused)
@@ -84,10 +80,11 @@ def plan_arms(
     for arm in used:
         root = root_of(suite, arm)
         if root not in roots:
-            built = problems.attempt(lambda: _root(loaded, root, base_backend, build))
-            if built is None:
+            try:
+                roots[root] = _root(loaded, root, base_backend, build)
+            except HarnessError as exc:
+                found.append(exc)
                 continue
-            roots[root] = built
         chain = tuple(variant_chain(suite, arm))
         where: Loc = ("models", arm) if arm in suite.models else roots[root].loc
         arms[arm] = ArmPlan(
@@ -114,23 +111,23 @@ def _lineage(loaded: LoadedSuite, arm: str) -> list[str]:
     return out
 
 
-def _check_roles(loaded: LoadedSuite, problems: _Problems) -> None:
+def _check_roles(loaded: LoadedSuite, found: list[HarnessError]) -> None:
     """A suite that gates needs a candidate; a data block needs a user (training or examples)."""
     suite = loaded.suite
     if suite.gates and candidate_arm(suite) is None:
         first = next(iter(suite.gates))
-        problems.found.append(ConfigError(
+        found.append(ConfigError(
             f"{loaded.where(('gates', first))}: gates: nothing to gate: the suite trains nothing ('train') and "
             "names no 'candidate' arm (a model folder, an adapter or an endpoint under 'models')"
         ))
     if suite.data and not needs_curation(loaded):
-        problems.found.append(ConfigError(
+        found.append(ConfigError(
             f"{loaded.where(('data',))}: data: nothing uses it: the suite trains nothing ('train') and no "
             "prompt variant it compares draws examples ('shots' or 'nearest'); remove it or add one"
         ))
     for arm in used_arms(suite):
         if any(p.needs_examples for p in variant_chain(suite, arm)) and not suite.data:
-            problems.found.append(ConfigError(
+            found.append(ConfigError(
                 f"{loaded.where(('models', arm))}: models.{arm}.prompt: draws examples from the training data, "
                 "but the suite has no 'data'"
             ))
@@ -190,7 +187,7 @@ def _adapter(loaded: LoadedSuite, raw: str, source: str, loc: Loc) -> Path:
 
 
 def check_arm_capabilities(
-    loaded: LoadedSuite, arms: Mapping[str, ArmPlan], benchmarks: Mapping[Loc, Benchmark], problems: _Problems
+    loaded: LoadedSuite, arms: Mapping[str, ArmPlan], benchmarks: Mapping[Loc, Benchmark], found: list[HarnessError]
 ) -> None:
     """A benchmark that needs what an arm's backend cannot do, or that a prompt variant cannot
     change (raw text), is a problem naming both (the base model's backend is checked by the plan
@@ -203,7 +200,7 @@ def check_arm_capabilities(
             dotted = ".".join(map(str, loc))
             why = check_variant_benchmark(bench.name, bench.required_capabilities()) if arm.prompts else None
             if why is not None:
-                problems.found.append(ConfigError(f"{loaded.where(loc)}: {dotted}: {why} (arm {arm.name!r})"))
+                found.append(ConfigError(f"{loaded.where(loc)}: {dotted}: {why} (arm {arm.name!r})"))
         if arm.root in (BASE, TRAINED) or id(arm.backend) in seen:
             continue
         seen.add(id(arm.backend))
@@ -211,7 +208,7 @@ def check_arm_capabilities(
             missing = arm.backend.capabilities.missing(bench.required_capabilities())
             if missing:
                 dotted = ".".join(map(str, loc))
-                problems.found.append(ConfigError(
+                found.append(ConfigError(
                     f"{loaded.where(loc)}: {dotted}: benchmark {bench.name!r} needs {', '.join(missing)}, which "
                     f"backend {arm.backend.name!r} of arm {arm.root!r} does not provide"
                 ))

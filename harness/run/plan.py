@@ -382,7 +382,7 @@ def plan_run(
     arms = plan_arms(
         loaded, registries, ctx, backend,
         lambda kind, ref, loc: narrow(build_component(registries, kind, ref, loc, loaded, ctx), Backend),
-        problems, notes,
+        problems.found, notes,
     )  # fmt: skip
     trainer = None
     if suite.train is not None:
@@ -413,7 +413,7 @@ def plan_run(
     if backend is not None:
         _check_capabilities(loaded, backend, {("evaluate", k): b for k, b in benchmarks.items()}, problems)
         _check_capabilities(loaded, backend, {("forgetting", "probes", k): b for k, b in probes.items()}, problems)
-        check_arm_capabilities(loaded, arms, {("evaluate", k): b for k, b in benchmarks.items()}, problems)
+        check_arm_capabilities(loaded, arms, {("evaluate", k): b for k, b in benchmarks.items()}, problems.found)
     gates, statistics = _gates(registries, loaded, ctx, problems)
     parity = problems.attempt(lambda: plan_parity(loaded, registries, ctx)) if suite.parity is not None else None
     reporters = []

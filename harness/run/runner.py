@@ -109,6 +109,7 @@ class Runner:
             refs[TRAINED] = self._train_candidate(plan, plan.trainer, base, outcome)
         refs.update(self._resolve_arms(plan))
         self.result.models = _describe_arms(plan, refs)
+        self.result.arms = {arm.label: arm.name for arm in plan.arms.values() if refs.get(arm.root) is not None}
         self._evaluate(plan, refs, tuple(outcome.records) if outcome is not None else ())
         if plan.parity is not None:
             self._parity(plan, refs.get(TRAINED) or base)

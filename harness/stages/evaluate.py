@@ -97,7 +97,7 @@ class Evaluator:
     source: Callable[[], LoadedModel] | None = None
 
     def material(self, bench: Benchmark) -> dict[str, Any]:
-        material = {
+        material: dict[str, Any] = {
             "model": self.ref.fingerprint,
             "backend": self.backend.cache_material_for(self.ref),
             "benchmark": bench.cache_material(),

@@ -17,16 +17,14 @@ without ``train:``), each error naming ``file:line``; the run plan builds each a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Mapping
+from typing import Any, Literal, Protocol
 
 from pydantic import Field, model_validator
 
 from harness.errors import ConfigError
 from harness.lib.prompting import PromptSpec
 from harness.lib.refs import StrictModel
-
-if TYPE_CHECKING:
-    from harness.suite.config import LoadedSuite, Suite
 
 BASE = "base"
 TRAINED = "trained"
@@ -69,6 +67,39 @@ class ArmSpec(StrictModel):
     @property
     def is_variant(self) -> bool:
         return self.of is not None
+
+
+class GateArms(Protocol):
+    """What this module reads of a gate (``harness.suite.config.GateSpec``)."""
+
+    @property
+    def baseline(self) -> str | None: ...
+    @property
+    def candidate(self) -> str | None: ...
+
+
+class Suite(Protocol):
+    """What this module reads of a suite (``harness.suite.config.Suite``, which imports this
+    module: a protocol keeps the two free of an import cycle)."""
+
+    @property
+    def models(self) -> Mapping[str, ArmSpec]: ...
+    @property
+    def baseline(self) -> str: ...
+    @property
+    def candidate(self) -> str | None: ...
+    @property
+    def train(self) -> object: ...
+    @property
+    def gates(self) -> Mapping[str, GateArms]: ...
+
+
+class LoadedSuite(Protocol):
+    """A suite with the positions of its keys (``harness.suite.config.LoadedSuite``)."""
+
+    @property
+    def suite(self) -> Suite: ...
+    def where(self, loc: tuple[str | int, ...]) -> str: ...
 
 
 def candidate_arm(suite: Suite) -> str | None:
