@@ -264,3 +264,56 @@ def test_a_declared_but_unused_arm_is_a_note(tmp_path, capsys, harness_write_sui
     code, err, out = _validate(harness_write_suite(suite), tmp_path, capsys)
     assert code == 0, err
     assert "models.spare: declared but no gate compares it" in out + err
+
+
+# --------------------------------------------------------------------------- endpoint identity
+
+
+def _echo_handler(served: dict[str, Any]) -> Any:
+    """An OpenAI-compatible /models and echo /completions answering from ``served["model"]``."""
+    import httpx
+    import torch
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/models"):
+            return httpx.Response(200, json={"data": [{"id": "prod"}]})
+        model, ids = served["model"], json.loads(request.content)["prompt"]
+        with torch.inference_mode():
+            logits = model.model(input_ids=torch.tensor([ids])).logits[0].float().log_softmax(-1)
+        names = [model.tokenizer.convert_ids_to_tokens(i) for i in ids]
+        values = [None] + [float(logits[p - 1, ids[p]]) for p in range(1, len(ids))]
+        tops = [None] + [{names[p]: values[p]} for p in range(1, len(ids))]
+        logprobs = {"tokens": names, "token_logprobs": values, "top_logprobs": tops}
+        return httpx.Response(200, json={"choices": [{"text": "", "logprobs": logprobs}]})
+
+    return handler
+
+
+def test_a_swapped_deployment_behind_the_same_url_misses_the_cache(tmp_path: Path, harness_fake_model_dir: Path, other_models, monkeypatch) -> None:
+    import httpx
+
+    from harness.lib.endpoint import EndpointClient
+    from harness.lib.models import ModelRef, dir_fingerprint
+    from harness.plugin.components import ComponentConfig, RunContext
+    from harness_plugins.backends import openai as openai_backend
+    from harness_plugins.backends.hf import HFBackend
+
+    def load(folder: Path) -> Any:
+        ref = ModelRef("x", folder, "hf", "float32", None, dir_fingerprint(folder))
+        return HFBackend(ComponentConfig(), RunContext(tmp_path, tmp_path)).load(ref)
+
+    served = {"model": load(harness_fake_model_dir)}
+    transport = httpx.MockTransport(_echo_handler(served))
+    monkeypatch.setattr(openai_backend, "EndpointClient", lambda spec: EndpointClient(spec, transport=transport))
+    config = openai_backend.OpenAIConfig(url="http://prod.internal/v1", served_model="prod", max_retries=0)
+    ref = ModelRef("baseline", harness_fake_model_dir, "openai", "float32", None, "tokenizer-only")
+
+    def material() -> dict[str, Any]:  # each run builds its backend anew
+        return openai_backend.OpenAIBackend(config, RunContext(tmp_path, tmp_path)).cache_material_for(ref)
+
+    before = material()
+    assert material() == before  # the same deployment: the same key
+    served["model"] = load(other_models[0])  # new weights behind the same URL and model id
+    after = material()
+    assert after["served_models"] == before["served_models"] == ["prod"]
+    assert after["probe"] != before["probe"] and after != before
