@@ -74,8 +74,10 @@ def adapter_dir(harness_fake_model_dir: Path, tmp_path_factory: pytest.TempPathF
 
 def test_an_external_candidate_is_gated_without_training(tmp_path: Path, harness_fake_model_dir: Path, other_models) -> None:
     suite = _suite(harness_fake_model_dir, models={"other": str(other_models[0])}, candidate="other",
-                   gates={"mmlu": "no_regression(margin=0.5)"})  # fmt: skip
+                   gates={"mmlu": "no_regression(margin=0.5)"}, report=["json", "markdown"])  # fmt: skip
     result = run_suite(suite, work_dir=tmp_path)
+    [markdown] = tmp_path.glob("reports/*/report.md")
+    assert "| candidate (other) |" in markdown.read_text() and "other: " in markdown.read_text()
     per_model = result.benchmarks["mmlu"]
     assert set(per_model) == {"baseline", "candidate"}
     assert per_model["baseline"].cache_key != per_model["candidate"].cache_key  # another model, another cache key
