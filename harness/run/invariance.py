@@ -1,0 +1,164 @@
+"""Batch invariance: the same items scored at batch size 1 and at batch size N must give the same
+predictions, and log-probabilities within a tolerance.
+
+Batching pads rows to a common length; a model, an attention kernel or a scorer that lets the
+padding leak (a wrong attention mask, position ids that count the padding, a reduction whose order
+depends on the batch shape in low precision) scores an item differently depending on its
+neighbours.  The evaluation is then not a property of the model alone, and a gate compares noise.
+
+The check is :mod:`harness.run.agree` with one backend: the model agrees with itself at two batch
+sizes.  Each benchmark is built twice from the suite, with its ``batch_size`` option overridden,
+and the two outputs are compared item by item (:func:`harness.run.agree.compare`).  A difference
+is an :class:`InvarianceFinding` naming the items: those whose prediction changed, and those whose
+prediction held but whose log-probabilities moved by more than the tolerance.
+
+The default tolerance (``DEFAULT_TOLERANCE``) comes from SmolLM2-135M-Instruct in float32 on CPU,
+MMLU and HellaSwag at batch sizes 1 and 8 (see ``docs/statistics.md``); bfloat16 moves
+log-probabilities by far more, so a bfloat16 check needs a wider tolerance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.errors import ConfigError
+from harness.lib.model_api import model_api
+from harness.lib.models import resolve_model
+from harness.plugin.components import Backend, Benchmark, Item
+from harness.plugin.registry import Registries
+from harness.run.agree import compare, score_items, suite_benchmarks
+from harness.suite.config import LoadedSuite
+
+DEFAULT_BATCH_SIZES = (1, 8)
+DEFAULT_TOLERANCE = 1e-3
+"""Largest tolerated log-probability difference (nats) between two batch sizes, float32."""
+
+
+@dataclass(frozen=True)
+class InvarianceFinding:
+    """One benchmark scored at two batch sizes: what changed between them."""
+
+    benchmark: str
+    batch_sizes: tuple[int, int]
+    items: int
+    changed: tuple[str, ...]
+    """Items whose prediction differs between the two batch sizes."""
+    drifted: tuple[str, ...]
+    """Items with the same prediction whose log-probabilities differ by more than ``tolerance``."""
+    max_logprob_diff: float | None
+    """The largest log-probability difference over all items and choices (``None``: the
+    benchmark has no log-probabilities, only predictions were compared)."""
+    tolerance: float
+
+    @property
+    def invariant(self) -> bool:
+        return not self.changed and not self.drifted
+
+    @property
+    def affected(self) -> tuple[str, ...]:
+        """Every item that differs, changed predictions first."""
+        return self.changed + self.drifted
+
+    def line(self) -> str:
+        a, b = self.batch_sizes
+        diff = "" if self.max_logprob_diff is None else f"; largest log-prob difference {self.max_logprob_diff:.2e}"
+        if self.invariant:
+            return f"{self.benchmark}: batch sizes {a} and {b} agree on all {self.items} items{diff} (tolerance {self.tolerance:g})"
+        drift = f", {len(self.drifted)} beyond the log-prob tolerance {self.tolerance:g}" if self.drifted else ""
+        return (
+            f"{self.benchmark}: batch sizes {a} and {b} differ: {len(self.changed)} of {self.items} "
+            f"predictions changed{drift}{diff}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "benchmark": self.benchmark,
+            "batch_sizes": list(self.batch_sizes),
+            "items": self.items,
+            "changed": list(self.changed),
+            "drifted": list(self.drifted),
+            "max_logprob_diff": self.max_logprob_diff,
+            "tolerance": self.tolerance,
+        }
+
+
+def parse_batch_sizes(text: str) -> tuple[int, ...]:
+    """``"1,8"`` -> ``(1, 8)``: at least two distinct positive sizes, the first is the reference."""
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"batch sizes {text!r}: expected comma-separated whole numbers, e.g. 1,8") from None
+    if len(set(sizes)) < 2 or min(sizes) < 1:
+        raise ConfigError(f"batch sizes {text!r}: need at least two distinct sizes of 1 or more")
+    return sizes
+
+
+def check_benchmark(
+    label: str,
+    builds: Mapping[int, Benchmark],
+    model: Any,
+    items: Sequence[Item],
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> list[InvarianceFinding]:
+    """Score ``items`` with each build (batch size -> benchmark built at that size) and compare
+    every size with the first one."""
+    sizes = list(builds)
+    outputs = {size: score_items(builds[size], model, items) for size in sizes}
+    findings = []
+    for size in sizes[1:]:
+        pair = {f"batch {sizes[0]}": outputs[sizes[0]], f"batch {size}": outputs[size]}
+        agreement = compare(label, items, pair, tolerance)
+        findings.append(InvarianceFinding(
+            label, (sizes[0], size), agreement.items, tuple(agreement.disagreements),
+            tuple(agreement.drifted), agreement.max_logprob_diff, tolerance,
+        ))  # fmt: skip
+    return findings
+
+
+def run_invariance(
+    loaded: LoadedSuite,
+    registries: Registries,
+    work_dir: Path,
+    benchmarks: Sequence[str] | None = None,
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    limit: int | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> list[InvarianceFinding]:
+    """The suite's model (its backend and options) on the suite's benchmarks (or the named ones),
+    first ``limit`` items, at each batch size; one finding per benchmark and compared size."""
+    from harness.run.plan import run_context
+
+    ctx = run_context(loaded, registries, work_dir)
+    for label in benchmarks or loaded.suite.evaluate:
+        _require_batch_size(loaded, registries, label)
+    builds: dict[str, dict[int, Benchmark]] = {}
+    for size in batch_sizes:
+        for label, bench in suite_benchmarks(loaded, registries, ctx, benchmarks, {"batch_size": size}).items():
+            builds.setdefault(label, {})[size] = bench
+    spec = loaded.suite.model
+    backend = registries.build("backend", spec.backend, dict(spec.backend_options), ctx)
+    assert isinstance(backend, Backend)
+    model = backend.load(resolve_model(spec.source, spec.backend, spec.dtype, loaded.dir))
+    try:
+        findings = []
+        for label, by_size in builds.items():
+            items = next(iter(by_size.values())).items()
+            findings += check_benchmark(label, by_size, model, items[:limit] if limit else items, tolerance)
+        return findings
+    finally:
+        model_api(model).close()
+
+
+def _require_batch_size(loaded: LoadedSuite, registries: Registries, label: str) -> None:
+    """A benchmark whose config has no ``batch_size`` cannot be run at a chosen size."""
+    ref = loaded.suite.evaluate.get(label)
+    if ref is None or ref.name not in registries["benchmark"]:
+        return  # building it names the problem
+    if "batch_size" not in registries.get("benchmark", ref.name).cls.Config.model_fields:
+        raise ConfigError(
+            f"{loaded.where(('evaluate', label))}: evaluate.{label}: benchmark {ref.name!r} has no "
+            "'batch_size' option, so its batch invariance cannot be checked"
+        )
