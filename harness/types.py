@@ -146,6 +146,14 @@ class Ledger:
 
 
 @dataclass(frozen=True)
+class Sample:
+    """One of several sampled outputs for one item (repeated sampling): its score and raw text."""
+
+    score: float
+    raw: str
+
+
+@dataclass(frozen=True)
 class ItemResult:
     """One benchmark item scored for one model; the unit that paired statistics work on."""
 
@@ -163,6 +171,23 @@ class ItemResult:
     category: str = ""
     """The item's category when the benchmark has one (an intent, a subject), so failures can be
     counted per category (``harness failures``); empty when there is none."""
+    samples: tuple[Sample, ...] = ()
+    """Each sample's outcome when the benchmark drew several per item (``samples: k``); ``score``
+    is then their mean (or pass@k).  Empty for a single output."""
+
+    def __post_init__(self) -> None:
+        # Read back from JSON (the evaluation cache), samples are plain mappings.
+        if any(not isinstance(s, Sample) for s in self.samples):
+            samples = tuple(s if isinstance(s, Sample) else Sample(**s) for s in self.samples)
+            object.__setattr__(self, "samples", samples)
+
+    def to_json(self) -> dict[str, Any]:
+        """The plain JSON value (``samples`` left out when there are none)."""
+        data = asdict(self)
+        data["samples"] = [asdict(s) for s in self.samples]
+        if not self.samples:
+            del data["samples"]
+        return data
 
 
 @dataclass(frozen=True)

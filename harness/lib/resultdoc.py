@@ -46,7 +46,7 @@ def _benchmark(res: BenchmarkResult) -> dict[str, Any]:
         "from_cache": res.from_cache,
         "cached_items": res.cached_items,
         "cache_key": res.cache_key,
-        "items": [i.__dict__ for i in res.items],
+        "items": [i.to_json() for i in res.items],
     }
 
 
