@@ -14,15 +14,13 @@ HELP = "score the same items at batch size 1 and N and report any item whose res
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from harness.run.invariance import DEFAULT_TOLERANCE
-
     parser.add_argument("suite", type=Path)
     parser.add_argument("--benchmarks", help="labels under the suite's 'evaluate' (default: all)")
     parser.add_argument("--batch-sizes", default="1,8", help="comma-separated; each is compared with the first (default: 1,8)")
     parser.add_argument("--limit", type=int, help="first N items of each benchmark")
     parser.add_argument(
-        "--tolerance", type=float, default=DEFAULT_TOLERANCE,
-        help=f"largest tolerated log-probability difference in nats (default: {DEFAULT_TOLERANCE:g}, measured in float32)",
+        "--tolerance", type=float,
+        help="largest tolerated log-probability difference in nats (default by precision: 0.001 in float32, 1.0 in bfloat16)",
     )  # fmt: skip
 
 

@@ -180,3 +180,17 @@ def test_sampled_completions_on_a_real_model_are_reproducible(harness_tiny_model
     first = bench._complete(model, items)
     assert [len(drawn) for drawn in first] == [4, 4, 4] and len({t for drawn in first for t in drawn}) > 3
     assert bench._complete(model, items[1:]) == first[1:]
+
+
+def test_validate_names_the_line_of_a_greedy_repeat(harness_write_suite, harness_fake_model_dir: Path, capsys) -> None:
+    from harness.cli import main
+
+    suite = {
+        "name": "sampled",
+        "model": {"source": str(harness_fake_model_dir), "dtype": "float32"},
+        "evaluate": {"code": {"name": "humaneval", "problems": 2, "samples": 4, "temperature": 0}},
+        "report": ["json"],
+    }
+    assert main(["validate", str(harness_write_suite(suite))]) == 2
+    err = capsys.readouterr().err
+    assert "suite.yaml:" in err and "evaluate.code" in err and "repeats one greedy completion 4 times" in err
