@@ -22,7 +22,6 @@ with every prediction unchanged (tolerance 1.0, so only a gross leak counts).  S
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from harness.plugin.components import Backend, Benchmark, Item
 from harness.plugin.registry import Registries
 from harness.run.agree import compare, score_items, suite_benchmarks
 from harness.suite.config import LoadedSuite
+from harness.types import InvarianceFinding
 
 DEFAULT_BATCH_SIZES = (1, 8)
 TOLERANCES = {"float32": 1e-3, "bfloat16": 1.0}
@@ -40,54 +40,6 @@ TOLERANCES = {"float32": 1e-3, "bfloat16": 1.0}
 model's precision (measured; see the module docstring)."""
 DEFAULT_TOLERANCE = TOLERANCES["float32"]
 """For a precision not in ``TOLERANCES``."""
-
-
-@dataclass(frozen=True)
-class InvarianceFinding:
-    """One benchmark scored at two batch sizes: what changed between them."""
-
-    benchmark: str
-    batch_sizes: tuple[int, int]
-    items: int
-    changed: tuple[str, ...]
-    """Items whose prediction differs between the two batch sizes."""
-    drifted: tuple[str, ...]
-    """Items with the same prediction whose log-probabilities differ by more than ``tolerance``."""
-    max_logprob_diff: float | None
-    """The largest log-probability difference over all items and choices (``None``: the
-    benchmark has no log-probabilities, only predictions were compared)."""
-    tolerance: float
-
-    @property
-    def invariant(self) -> bool:
-        return not self.changed and not self.drifted
-
-    @property
-    def affected(self) -> tuple[str, ...]:
-        """Every item that differs, changed predictions first."""
-        return self.changed + self.drifted
-
-    def line(self) -> str:
-        a, b = self.batch_sizes
-        diff = "" if self.max_logprob_diff is None else f"; largest log-prob difference {self.max_logprob_diff:.2e}"
-        if self.invariant:
-            return f"{self.benchmark}: batch sizes {a} and {b} agree on all {self.items} items{diff} (tolerance {self.tolerance:g})"
-        drift = f", {len(self.drifted)} beyond the log-prob tolerance {self.tolerance:g}" if self.drifted else ""
-        return (
-            f"{self.benchmark}: batch sizes {a} and {b} differ: {len(self.changed)} of {self.items} "
-            f"predictions changed{drift}{diff}"
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "benchmark": self.benchmark,
-            "batch_sizes": list(self.batch_sizes),
-            "items": self.items,
-            "changed": list(self.changed),
-            "drifted": list(self.drifted),
-            "max_logprob_diff": self.max_logprob_diff,
-            "tolerance": self.tolerance,
-        }
 
 
 def parse_batch_sizes(text: str) -> tuple[int, ...]:

@@ -177,3 +177,31 @@ def _ctx(tmp_path: Path) -> Any:
     from harness.plugin.components import RunContext
 
     return RunContext(tmp_path, tmp_path / "work")
+
+
+def test_suite_switch_reports_the_baselines_differences_as_an_advisory_finding(
+    harness_run_suite, harness_fake_model_dir: Path, tmp_path: Path
+) -> None:
+    import json
+
+    suite = {**_suite(harness_fake_model_dir, "padding_sensitive"), "gating": {"check_batch_invariance": True}, "report": ["json", "markdown", "html"]}
+    result = harness_run_suite(suite, plugins=[("padding", Plugin())])
+    [finding] = result.invariance
+    assert finding.changed and finding.batch_sizes == (1, 8)
+    assert result.exit_code == 0 and not result.plugin_errors  # advisory: no gate, no error
+    assert any(s.stage == "invariance" and s.outcome == "ok" for s in result.stages)
+    out = tmp_path / "reports" / result.run_id
+    doc = json.loads((out / "result.json").read_text())
+    assert doc["invariance"][0]["changed"] == list(finding.changed)
+    markdown = (out / "report.md").read_text()
+    assert "### Batch invariance (advisory)" in markdown and finding.changed[0] in markdown
+    html = (out / "report.html").read_text()
+    assert 'id="invariance"' in html and finding.changed[0] in html
+
+
+def test_suite_switch_that_cannot_run_is_an_error_never_a_pass(harness_run_suite, harness_fake_model_dir: Path) -> None:
+    suite = {**_suite(harness_fake_model_dir, "padding_sensitive"), "evaluate": {"u": "unbatched"}, "gating": {"check_batch_invariance": True}}
+    suite["report"] = ["json"]
+    result = harness_run_suite(suite, plugins=[("padding", Plugin())])
+    assert result.exit_code == 3 and result.invariance == []
+    assert "the batch invariance check" in result.plugin_errors[0] and "has no 'batch_size' option" in result.plugin_errors[0]
