@@ -169,7 +169,7 @@ def test_a_benchmark_without_a_batch_size_option_is_refused(harness_write_suite,
     registries = harness_register_plugin(Plugin())
     suite = {**_suite(harness_fake_model_dir, "padding_sensitive"), "evaluate": {"s": "unbatched"}}
     loaded = load_suite(harness_write_suite(suite))
-    with pytest.raises(ConfigError, match="evaluate.s: benchmark 'unbatched' has no 'batch_size' option"):
+    with pytest.raises(ConfigError, match=r"evaluate\.s: benchmark 'unbatched' has no 'batch_size' option"):
         run_invariance(loaded, registries, tmp_path / "work")
 
 
