@@ -16,7 +16,7 @@ refused when the config is validated (:func:`check_repeats`), so ``harness valid
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -39,10 +39,17 @@ def item_seed(seed: int, item_id: str) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
-def draw(api: ModelAPI, prompt: str, item_id: str, samples: int, config: GenerationConfig, seed: int) -> list[str]:
+Prompt = str | Sequence[Mapping[str, str]]
+"""A plain prompt (completed with ``generate``) or a conversation (``generate_chat``)."""
+
+
+def draw(api: ModelAPI, prompt: Prompt, item_id: str, samples: int, config: GenerationConfig, seed: int) -> list[str]:
     """``samples`` completions of ``prompt``, seeded by ``item_seed(seed, item_id)``."""
     seeded = replace(config, seed=item_seed(seed, item_id), batch_size=min(samples, config.batch_size))
-    return api.generate([prompt] * samples, seeded)
+    if isinstance(prompt, str):
+        return api.generate([prompt] * samples, seeded)
+    conversation = [dict(message) for message in prompt]
+    return api.generate_chat([conversation] * samples, seeded)
 
 
 def mean_of(scores: Sequence[float], raws: Sequence[str]) -> tuple[float, tuple[Sample, ...]]:
