@@ -7,8 +7,9 @@ depends on the batch shape in low precision) scores an item differently dependin
 neighbours.  The evaluation is then not a property of the model alone, and a gate compares noise.
 
 The check is :mod:`harness.run.agree` with one backend: the model agrees with itself at two batch
-sizes.  Each benchmark is built twice from the suite, with its ``batch_size`` option overridden,
-and the two outputs are compared item by item (:func:`harness.run.agree.compare`).  A difference
+sizes.  Each benchmark is built twice from the suite, with its ``batch_size`` option overridden
+(and, where it samples, at ``samples: 1``: k sampled outputs differ by design), and the two
+outputs are compared item by item (:func:`harness.run.agree.compare`).  A difference
 is an :class:`InvarianceFinding` naming the items: those whose prediction changed, and those whose
 prediction held but whose log-probabilities moved by more than the tolerance.
 
@@ -90,12 +91,13 @@ def run_invariance(
     from harness.run.plan import run_context
 
     ctx = run_context(loaded, registries, work_dir)
-    for label in benchmarks or loaded.suite.evaluate:
-        _require_batch_size(loaded, registries, label)
+    suite_benchmarks(loaded, registries, ctx, benchmarks)  # unknown labels, bad options: one clear error
     builds: dict[str, dict[int, Benchmark]] = {}
-    for size in batch_sizes:
-        for label, bench in suite_benchmarks(loaded, registries, ctx, benchmarks, {"batch_size": size}).items():
-            builds.setdefault(label, {})[size] = bench
+    for label in benchmarks or loaded.suite.evaluate:
+        fields = _config_fields(loaded, registries, label)
+        for size in batch_sizes:
+            options: dict[str, Any] = {"batch_size": size} | ({"samples": 1} if "samples" in fields else {})
+            builds.setdefault(label, {})[size] = suite_benchmarks(loaded, registries, ctx, [label], options)[label]
     spec = loaded.suite.model
     backend = registries.build("backend", spec.backend, dict(spec.backend_options), ctx)
     assert isinstance(backend, Backend)
@@ -112,13 +114,14 @@ def run_invariance(
         model_api(model).close()
 
 
-def _require_batch_size(loaded: LoadedSuite, registries: Registries, label: str) -> None:
-    """A benchmark whose config has no ``batch_size`` cannot be run at a chosen size."""
-    ref = loaded.suite.evaluate.get(label)
-    if ref is None or ref.name not in registries["benchmark"]:
-        return  # building it names the problem
-    if "batch_size" not in registries.get("benchmark", ref.name).cls.Config.model_fields:
+def _config_fields(loaded: LoadedSuite, registries: Registries, label: str) -> set[str]:
+    """The options of the benchmark under ``evaluate.<label>``; one without ``batch_size`` cannot
+    be run at a chosen size.  (``samples`` is set to 1: sampled outputs differ by design.)"""
+    name = loaded.suite.evaluate[label].name
+    fields = set(registries.get("benchmark", name).cls.Config.model_fields)
+    if "batch_size" not in fields:
         raise ConfigError(
-            f"{loaded.where(('evaluate', label))}: evaluate.{label}: benchmark {ref.name!r} has no "
+            f"{loaded.where(('evaluate', label))}: evaluate.{label}: benchmark {name!r} has no "
             "'batch_size' option, so its batch invariance cannot be checked"
         )
+    return fields

@@ -205,3 +205,11 @@ def test_suite_switch_that_cannot_run_is_an_error_never_a_pass(harness_run_suite
     result = harness_run_suite(suite, plugins=[("padding", Plugin())])
     assert result.exit_code == 3 and result.invariance == []
     assert "the batch invariance check" in result.plugin_errors[0] and "has no 'batch_size' option" in result.plugin_errors[0]
+
+
+def test_a_sampled_benchmark_is_checked_greedy(harness_write_suite, harness_registries, harness_fake_model_dir: Path, tmp_path: Path) -> None:
+    """support_intent with samples: 3 is compared at samples: 1 (one greedy answer per item)."""
+    suite = {**_suite(harness_fake_model_dir), "evaluate": {"intent": {"name": "support_intent", "sample": 3, "samples": 3, "temperature": 1.0, "max_new_tokens": 4}}}
+    loaded = load_suite(harness_write_suite(suite))
+    [finding] = run_invariance(loaded, harness_registries, tmp_path / "work", batch_sizes=(1, 2))
+    assert finding.items == 3 and finding.max_logprob_diff is None and finding.invariant, finding.line()
