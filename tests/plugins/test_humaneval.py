@@ -194,3 +194,25 @@ def test_validate_names_the_line_of_a_greedy_repeat(harness_write_suite, harness
     assert main(["validate", str(harness_write_suite(suite))]) == 2
     err = capsys.readouterr().err
     assert "suite.yaml:" in err and "evaluate.code" in err and "repeats one greedy completion 4 times" in err
+
+
+def test_a_sampled_run_is_identical_when_rerun_with_or_without_the_cache(harness_run_suite, harness_fake_model_dir: Path, tmp_path: Path) -> None:
+    suite = {
+        "name": "sampled",
+        "seed": 3,
+        "model": {"source": str(harness_fake_model_dir), "backend": "fake"},
+        "evaluate": {"code": {"name": "humaneval", "problems": 2, "samples": 3, "temperature": 1.0, "max_new_tokens": 8}},
+        "report": ["json"],
+    }
+
+    def items(**kwargs) -> tuple:
+        result = harness_run_suite(suite, **kwargs)
+        res = result.benchmarks["code"]["baseline"]
+        return res.from_cache, res.items
+
+    cached_first, first = items(use_cache=True)
+    cached_again, again = items(use_cache=True)
+    fresh = items(use_cache=False)[1]
+    assert (cached_first, cached_again) == (False, True)
+    assert [len(i.samples) for i in first] == [3, 3] and len({s.raw for i in first for s in i.samples}) > 1
+    assert again == first and fresh == first
