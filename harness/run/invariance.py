@@ -94,7 +94,7 @@ def run_invariance(
     suite_benchmarks(loaded, registries, ctx, benchmarks)  # unknown labels, bad options: one clear error
     builds: dict[str, dict[int, Benchmark]] = {}
     for label in benchmarks or loaded.suite.evaluate:
-        fields = _config_fields(loaded, registries, label)
+        fields = require_batch_size(loaded, registries, label)
         for size in batch_sizes:
             options: dict[str, Any] = {"batch_size": size} | ({"samples": 1} if "samples" in fields else {})
             builds.setdefault(label, {})[size] = suite_benchmarks(loaded, registries, ctx, [label], options)[label]
@@ -114,9 +114,10 @@ def run_invariance(
         model_api(model).close()
 
 
-def _config_fields(loaded: LoadedSuite, registries: Registries, label: str) -> set[str]:
-    """The options of the benchmark under ``evaluate.<label>``; one without ``batch_size`` cannot
-    be run at a chosen size.  (``samples`` is set to 1: sampled outputs differ by design.)"""
+def require_batch_size(loaded: LoadedSuite, registries: Registries, label: str) -> set[str]:
+    """The option names of the benchmark under ``evaluate.<label>``; a ``ConfigError`` naming its
+    line when it has no ``batch_size`` (it cannot be run at a chosen size).  The run plan calls
+    it for ``gating.check_batch_invariance``, so ``harness validate`` says so before any work."""
     name = loaded.suite.evaluate[label].name
     fields = set(registries.get("benchmark", name).cls.Config.model_fields)
     if "batch_size" not in fields:

@@ -398,6 +398,11 @@ def plan_run(
         bench = problems.attempt(partial(_benchmark, registries, loaded, ctx, ref, ("evaluate", label)))
         if bench is not None:
             benchmarks[label] = bench
+    if suite.gating.check_batch_invariance:  # each benchmark must take a batch size
+        from harness.run.invariance import require_batch_size
+
+        for label in benchmarks:
+            problems.attempt(partial(require_batch_size, loaded, registries, label))
     if backend is not None:
         _check_capabilities(loaded, backend, {("evaluate", k): b for k, b in benchmarks.items()}, problems)
         _check_capabilities(loaded, backend, {("forgetting", "probes", k): b for k, b in probes.items()}, problems)

@@ -14,7 +14,7 @@ from pydantic import Field
 
 import harness
 from harness.cli import main
-from harness.errors import ConfigError
+from harness.errors import ConfigError, HarnessError
 from harness.lib.model_api import ChoiceRequest, GenerationConfig, ModelAPI, Scored, TokenizerFacts
 from harness.lib.models import LoadedModel, ModelRef
 from harness.plugin.components import Backend, Benchmark, ComponentConfig
@@ -34,6 +34,8 @@ class PaddingSensitiveAPI(ModelAPI):
         self.effect = effect
 
     def choice_loglikelihoods(self, requests: Sequence[ChoiceRequest], batch_size: int = 8) -> list[list[Scored]]:
+        if self.effect == "fail_at_1" and batch_size == 1:
+            raise RuntimeError("no batches of 1")
         out: list[list[Scored]] = []
         for start in range(0, len(requests), batch_size):
             batch = requests[start : start + batch_size]
@@ -62,7 +64,7 @@ class PaddingSensitiveAPI(ModelAPI):
 
 
 class PaddingSensitiveConfig(ComponentConfig):
-    effect: Literal["reverse", "shift"] = Field("reverse")
+    effect: Literal["reverse", "shift", "fail_at_1"] = Field("reverse")
 
 
 class PaddingSensitiveBackend(Backend[PaddingSensitiveConfig]):
@@ -199,12 +201,19 @@ def test_suite_switch_reports_the_baselines_differences_as_an_advisory_finding(
     assert 'id="invariance"' in html and finding.changed[0] in html
 
 
-def test_suite_switch_that_cannot_run_is_an_error_never_a_pass(harness_run_suite, harness_fake_model_dir: Path) -> None:
+def test_suite_switch_on_a_benchmark_without_a_batch_size_is_refused_by_the_plan(harness_run_suite, harness_fake_model_dir: Path) -> None:
     suite = {**_suite(harness_fake_model_dir, "padding_sensitive"), "evaluate": {"u": "unbatched"}, "gating": {"check_batch_invariance": True}}
-    suite["report"] = ["json"]
+    with pytest.raises(HarnessError, match=r"evaluate\.u: benchmark 'unbatched' has no 'batch_size' option"):
+        harness_run_suite(suite, plugins=[("padding", Plugin())])
+
+
+def test_suite_switch_that_cannot_run_is_an_error_never_a_pass(harness_run_suite, harness_fake_model_dir: Path) -> None:
+    suite = {**_suite(harness_fake_model_dir, "padding_sensitive", effect="fail_at_1"), "gating": {"check_batch_invariance": True}}
     result = harness_run_suite(suite, plugins=[("padding", Plugin())])
+    assert result.benchmarks["mmlu"]["baseline"].items  # evaluated at its own batch size
     assert result.exit_code == 3 and result.invariance == []
-    assert "the batch invariance check" in result.plugin_errors[0] and "has no 'batch_size' option" in result.plugin_errors[0]
+    assert "the batch invariance check" in result.plugin_errors[0] and "no batches of 1" in result.plugin_errors[0]
+    assert any(s.stage == "invariance" and s.outcome == "error" for s in result.stages)
 
 
 def test_a_sampled_benchmark_is_checked_greedy(harness_write_suite, harness_registries, harness_fake_model_dir: Path, tmp_path: Path) -> None:
