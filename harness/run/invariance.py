@@ -88,7 +88,7 @@ def run_invariance(
     """The suite's model (its backend and options) on the suite's benchmarks (or the named ones),
     first ``limit`` items, at each batch size; one finding per benchmark and compared size.
     ``tolerance`` defaults to the one for the loaded model's precision (``TOLERANCES``)."""
-    from harness.run.plan import run_context
+    from harness.run.plan import require_batch_size, run_context
 
     ctx = run_context(loaded, registries, work_dir)
     suite_benchmarks(loaded, registries, ctx, benchmarks)  # unknown labels, bad options: one clear error
@@ -112,17 +112,3 @@ def run_invariance(
         return findings
     finally:
         model_api(model).close()
-
-
-def require_batch_size(loaded: LoadedSuite, registries: Registries, label: str) -> set[str]:
-    """The option names of the benchmark under ``evaluate.<label>``; a ``ConfigError`` naming its
-    line when it has no ``batch_size`` (it cannot be run at a chosen size).  The run plan calls
-    it for ``gating.check_batch_invariance``, so ``harness validate`` says so before any work."""
-    name = loaded.suite.evaluate[label].name
-    fields = set(registries.get("benchmark", name).cls.Config.model_fields)
-    if "batch_size" not in fields:
-        raise ConfigError(
-            f"{loaded.where(('evaluate', label))}: evaluate.{label}: benchmark {name!r} has no "
-            "'batch_size' option, so its batch invariance cannot be checked"
-        )
-    return fields
