@@ -73,10 +73,19 @@ def explorer_data(doc: dict[str, Any]) -> dict[str, Any]:
         b, c = p.baseline, p.candidate
         rows.append([
             len(labels) - 1, p.item_id, OUTCOMES.index(p.outcome), p.prompt, p.reference,
-            b["prediction"], b.get("raw", "") if b.get("raw", "") != b["prediction"] else "", b["score"],
-            c["prediction"], c.get("raw", "") if c.get("raw", "") != c["prediction"] else "", c["score"],
+            b["prediction"], _raw(b), b["score"], c["prediction"], _raw(c), c["score"],
         ])
     return {"benchmarks": labels, "outcomes": list(OUTCOMES), "rows": rows}
+
+
+def _raw(result: dict[str, Any]) -> str:
+    """What the explorer shows as an item's raw output: every sample with its score when the
+    benchmark drew several, else the raw output (empty when it is the answer itself)."""
+    samples = result.get("samples") or []
+    if samples:
+        return "\n".join(f"[sample {i + 1}: {s['score']:g}] {s['raw']}" for i, s in enumerate(samples))
+    raw = str(result.get("raw", ""))
+    return raw if raw != result["prediction"] else ""
 
 
 def _ledger(doc: dict[str, Any]) -> dict[str, Any] | None:
