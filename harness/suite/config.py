@@ -79,6 +79,11 @@ class GatingSpec(StrictModel):
     inconclusive: Literal["fail", "pass"] = Field(
         "fail", description="whether an inconclusive blocking gate fails the run (exit 1)"
     )
+    check_batch_invariance: bool = Field(
+        False,
+        description="before gating, score the baseline's benchmarks at batch sizes 1 and 8 and report any item "
+        "whose prediction (or log-probability, beyond the precision's tolerance) changes; advisory",
+    )
 
 
 class StopSpec(StrictModel):
