@@ -1,0 +1,217 @@
+"""What ``harness advise`` measures per arm, from a finished run's result (nothing is scored again).
+
+For one benchmark (the domain task the decision is about) and every arm the run scored on it:
+
+* **quality**: the arm's score, and its paired difference from the best arm on the items both
+  scored, with the interval of the gates' own statistics (``harness.lib.stats``: exact McNemar
+  with the Agresti-Min interval for 0/1 scores, else the paired bootstrap);
+* **format failures**: answers the benchmark's parser would reject (see :func:`format_check`);
+* **prompt cost** (input tokens per request, the examples' tokens and their share of the
+  context window): given by the caller, per arm, as the prompting work's ``prompt_cost`` reports
+  it, or read from the result document's ``prompt_costs``; never guessed;
+* **training time**: the trained arm's measured training seconds (the run's ``train`` output,
+  or a ``compare_train`` output of the same name).
+
+An arm's kind says how it was made: ``prompting`` (the base model, zero- or few-shot), ``lora``
+or ``full`` (trained).  Arms are named by the suite; :func:`arm_kind` reads the kind from a
+document's ``arms`` entry when it has one, else from the name (``trained``/``candidate``/
+``lora*`` are LoRA, ``full*`` full fine-tuning, anything else a prompting arm).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal, Protocol
+
+from harness.errors import DataError
+from harness.lib.resultdoc import result_document
+from harness.lib.stats import is_binary, mcnemar, paired_bootstrap
+from harness.types import Comparison, RunResult
+
+ArmKind = Literal["prompting", "lora", "full"]
+TRAINED: tuple[ArmKind, ...] = ("lora", "full")
+KINDS: dict[str, ArmKind] = {"prompting": "prompting", "lora": "lora", "full": "full"}
+
+
+class PromptCostLike(Protocol):
+    """What the prompting work's ``prompt_cost`` returns (``PromptCost``), read by attribute."""
+
+    @property
+    def example_tokens(self) -> float: ...
+    @property
+    def mean_input_tokens(self) -> float: ...
+    @property
+    def context_share(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class PromptCost:
+    """An arm's prompt cost: tokens of its examples, mean input tokens per request, and the share
+    of the model's context window the examples take."""
+
+    example_tokens: float
+    mean_input_tokens: float
+    context_share: float
+    output_tokens: float | None = None
+    """Mean output tokens per request, when measured (priced with ``--price-per-1k-output-tokens``)."""
+
+
+@dataclass(frozen=True)
+class ArmMeasure:
+    """One arm, measured on the advised benchmark."""
+
+    name: str
+    kind: ArmKind
+    score: float
+    n: int
+    vs_best: Comparison | None
+    """This arm minus the best arm, paired on shared items (``None`` for the best arm itself)."""
+    format_failures: int | None
+    """Answers the benchmark's parser rejects; ``None`` when the benchmark has no format check."""
+    cost: PromptCost | None = None
+    train_seconds: float | None = None
+
+    @property
+    def format_failure_rate(self) -> float | None:
+        return None if self.format_failures is None or not self.n else self.format_failures / self.n
+
+    @property
+    def has_examples(self) -> bool:
+        return self.cost is not None and self.cost.example_tokens > 0
+
+
+@dataclass(frozen=True)
+class Measurements:
+    """Every arm of one benchmark, the best arm, and the size of the labelled training data."""
+
+    benchmark: str
+    metric: str
+    arms: tuple[ArmMeasure, ...]
+    best: str
+    labelled_examples: int | None
+    format_check: str
+    trained_vs_prompting: Comparison | None = None
+    """The best trained arm minus the best few-shot arm (the best prompting arm when none has
+    examples), paired; ``None`` without both kinds."""
+
+    def arm(self, name: str) -> ArmMeasure:
+        return next(a for a in self.arms if a.name == name)
+
+    def best_of(self, kinds: Sequence[ArmKind], with_examples: bool = False) -> ArmMeasure | None:
+        """The highest-scoring arm of these kinds (with examples in the prompt, if asked)."""
+        pool = [a for a in self.arms if a.kind in kinds and (a.has_examples or not with_examples)]
+        return max(pool, key=lambda a: a.score, default=None)
+
+    def few_shot(self) -> ArmMeasure | None:
+        """The best prompting arm with examples, else the best prompting arm."""
+        return self.best_of(("prompting",), with_examples=True) or self.best_of(("prompting",))
+
+
+def arm_kind(name: str, doc: Mapping[str, Any]) -> ArmKind:
+    """How the arm ``name`` was made (see the module docstring)."""
+    declared = doc.get("arms", {}).get(name, {}).get("kind")
+    if isinstance(declared, str) and declared in KINDS:
+        return KINDS[declared]
+    lowered = name.lower()
+    if lowered in ("trained", "candidate") or lowered.startswith("lora"):
+        return "lora"
+    return "full" if lowered.startswith("full") else "prompting"
+
+
+def format_check(per_arm: Mapping[str, Mapping[str, Any]]) -> tuple[str, set[str] | None]:
+    """How the benchmark's answers are checked for format, and the accepted answers.
+
+    A benchmark whose items carry a category equal to their reference is a label task (the
+    built-in ``support_intent``: the intent is both): an answer is well-formed when it is one of
+    the labels the run's items carry, which is what a production parser of the label accepts.
+    Other benchmarks have no format check: multiple choice scored by log-likelihood always
+    yields a choice, perplexity has no answer, and code is judged by its tests.
+    """
+    items = [i for res in per_arm.values() for i in res.get("items", [])]
+    if items and all(i.get("category") and i["category"] == i["reference"] for i in items):
+        return "label", {i["reference"] for i in items}
+    return "none", None
+
+
+def _paired(doc_items: Sequence[Mapping[str, Any]], best_items: Sequence[Mapping[str, Any]], alpha: float,
+            seed: int) -> Comparison:
+    mine = {i["item_id"]: float(i["score"]) for i in doc_items}
+    theirs = {i["item_id"]: float(i["score"]) for i in best_items}
+    shared = sorted(set(mine) & set(theirs))
+    if not shared:
+        raise DataError("no items shared with the best arm, so no paired comparison")
+    base, cand = [theirs[k] for k in shared], [mine[k] for k in shared]
+    if is_binary(base) and is_binary(cand):
+        return mcnemar(base, cand, alpha)
+    return paired_bootstrap(base, cand, alpha, seed=seed)
+
+
+def _train_seconds(name: str, kind: ArmKind, doc: Mapping[str, Any]) -> float | None:
+    if kind not in TRAINED:
+        return None
+    other = doc.get("compare_train", {}).get(name)
+    if isinstance(other, dict) and "seconds" in other:
+        return float(other["seconds"])
+    train = doc.get("train")
+    return float(train["seconds"]) if train else None
+
+
+def labelled_examples(doc: Mapping[str, Any]) -> int | None:
+    """Labelled training examples: the trainer's count, else what curation kept."""
+    if doc.get("train"):
+        return int(doc["train"]["examples"])
+    stages = (doc.get("ledger") or {}).get("stages") or []
+    return int(stages[-1]["kept"]) if stages else None
+
+
+def _cost(raw: Any) -> PromptCost | None:
+    if raw is None:
+        return None
+    get = raw.get if isinstance(raw, Mapping) else lambda k, d=None: getattr(raw, k, d)
+    return PromptCost(float(get("example_tokens")), float(get("mean_input_tokens")), float(get("context_share")),
+                      None if get("output_tokens") is None else float(get("output_tokens")))
+
+
+def pick_benchmark(doc: Mapping[str, Any], benchmark: str | None) -> str:
+    """The benchmark to advise on: the one named, else the first with more than one arm."""
+    stored = doc.get("benchmarks", {})
+    if benchmark is not None:
+        if benchmark not in stored:
+            raise DataError(f"run {doc.get('run_id')}: no benchmark {benchmark!r} (benchmarks: {', '.join(stored) or 'none'})")
+        return benchmark
+    for label, per_arm in stored.items():
+        if len(per_arm) > 1:
+            return label
+    raise DataError(f"run {doc.get('run_id')}: no benchmark scored on two or more arms, nothing to compare")
+
+
+def measure_arms(result: RunResult | Mapping[str, Any], benchmark: str | None = None,
+                 costs: Mapping[str, PromptCostLike | Mapping[str, Any]] | None = None,
+                 alpha: float = 0.05, seed: int = 0) -> Measurements:
+    """Measure every arm of ``benchmark`` in a finished run (a ``RunResult`` or its stored
+    result document); ``costs`` gives prompt costs per arm (else the document's ``prompt_costs``)."""
+    doc: Mapping[str, Any] = result_document(result) if isinstance(result, RunResult) else result
+    label = pick_benchmark(doc, benchmark)
+    per_arm: Mapping[str, Mapping[str, Any]] = doc["benchmarks"][label]
+    costs = costs if costs is not None else doc.get("prompt_costs", {})
+    check, labels = format_check(per_arm)
+    scores = {name: float(res["score"]) for name, res in per_arm.items()}
+    best = max(scores, key=lambda n: scores[n])
+    arms = []
+    for name, res in per_arm.items():
+        kind = arm_kind(name, doc)
+        items = res["items"]
+        arms.append(ArmMeasure(
+            name, kind, scores[name], len(items),
+            None if name == best else _paired(items, per_arm[best]["items"], alpha, seed),
+            None if labels is None else sum(1 for i in items if i["prediction"] not in labels),
+            _cost(costs.get(name)), _train_seconds(name, kind, doc),
+        ))
+    metric = str(next(iter(per_arm.values())).get("metric", ""))
+    m = Measurements(label, metric, tuple(arms), best, labelled_examples(doc), check)
+    trained, prompting = m.best_of(TRAINED), m.few_shot()
+    if trained is None or prompting is None:
+        return m
+    pair = _paired(per_arm[trained.name]["items"], per_arm[prompting.name]["items"], alpha, seed)
+    return replace(m, trained_vs_prompting=pair)

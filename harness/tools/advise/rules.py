@@ -1,0 +1,102 @@
+"""The decision rules of ``harness advise`` as data: ``rules.yaml`` beside this module.
+
+Each rule names the chapter passage it comes from, the measurement it reads, its thresholds and
+what it recommends (``prompting`` or ``fine_tune``).  The table's order is the order in which the
+rules decide: the first rule that fires gives the recommendation.  Code only knows how to read
+each measurement (``harness.tools.advise.decide``); thresholds are overridden by rule id from a
+suite's ``advise:`` block or a ``--rules`` file, and an unknown id or threshold is a one-line
+error naming where it was written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError
+
+from harness.errors import ConfigError
+from harness.lib.refs import StrictModel
+from harness.suite.yamlpos import load_yaml
+
+Recommends = Literal["prompting", "fine_tune"]
+Reads = Literal[
+    "labelled_examples", "format_failure_rate", "context_share", "quality_gap", "break_even_days",
+    "prompt_tokens_and_traffic",
+]
+
+
+class Rule(StrictModel):
+    """One decision rule of the chapter, with its thresholds."""
+
+    id: str = Field(description="short name used in reasons and overrides")
+    source: str = Field(description="where the chapter states it (section or question)")
+    chapter: str = Field(description="the chapter's wording")
+    reads: Reads = Field(description="the measurement the rule reads")
+    thresholds: dict[str, float] = Field(description="threshold name -> value")
+    recommends: Recommends = Field(description="what the rule recommends when it fires")
+
+
+class RuleTable(StrictModel):
+    rules: tuple[Rule, ...]
+
+
+def default_rules() -> tuple[Rule, ...]:
+    """The rules shipped with the harness (``rules.yaml``), in deciding order."""
+    path = Path(str(resources.files("harness.tools.advise").joinpath("rules.yaml")))
+    data, _ = load_yaml(path)
+    return RuleTable.model_validate(data).rules
+
+
+def apply_overrides(rules: tuple[Rule, ...], overrides: Mapping[str, Mapping[str, float]], where: str) -> tuple[Rule, ...]:
+    """``rules`` with the thresholds ``overrides`` names replaced; ``where`` says where they were
+    written, for the one-line error an unknown rule or threshold gets."""
+    by_id = {r.id: r for r in rules}
+    for rule_id, values in overrides.items():
+        if rule_id not in by_id:
+            raise ConfigError(f"{where}: unknown advise rule {rule_id!r}; rules: {', '.join(by_id)}")
+        unknown = sorted(set(values) - set(by_id[rule_id].thresholds))
+        if unknown:
+            known = ", ".join(by_id[rule_id].thresholds)
+            raise ConfigError(f"{where}: rule {rule_id!r} has no threshold {unknown[0]!r}; thresholds: {known}")
+    return tuple(
+        r.model_copy(update={"thresholds": {**r.thresholds, **overrides.get(r.id, {})}}) for r in rules
+    )
+
+
+def read_overrides(path: Path) -> dict[str, dict[str, float]]:
+    """The overrides in a ``--rules`` file: ``rules: {ID: {THRESHOLD: VALUE}}``."""
+    data, positions = load_yaml(path)
+    try:
+        parsed = _Overrides.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        raise ConfigError(f"{positions.where(loc)}: {'.'.join(map(str, loc)) or '(top level)'}: {err['msg']}") from None
+    return parsed.rules
+
+
+class _Overrides(StrictModel):
+    rules: dict[str, dict[str, float]]
+
+
+def load_rules(suite_overrides: Mapping[str, Mapping[str, float]] | None = None, suite_where: str = "advise",
+               rules_file: Path | None = None) -> tuple[Rule, ...]:
+    """The shipped rules, then the suite's overrides, then a ``--rules`` file's."""
+    rules = default_rules()
+    if suite_overrides:
+        rules = apply_overrides(rules, suite_overrides, suite_where)
+    if rules_file is not None:
+        rules = apply_overrides(rules, read_overrides(rules_file), str(rules_file))
+    return rules
+
+
+def rules_table_markdown(rules: tuple[Rule, ...]) -> str:
+    """The rules as a Markdown table (for docs/advise.md)."""
+    lines = ["| order | id | source | reads | thresholds | recommends | the chapter's wording |", "| --- " * 7 + "|"]
+    for n, r in enumerate(rules, 1):
+        thresholds = ", ".join(f"`{k}` = {v:g}" for k, v in r.thresholds.items())
+        lines.append(f"| {n} | `{r.id}` | {r.source} | `{r.reads}` | {thresholds} | {r.recommends} | {r.chapter} |")
+    return "\n".join(lines)

@@ -1,0 +1,181 @@
+"""``harness advise``: each of the chapter's rules fires on a case built for it, the traffic flips
+the economic reasons, advice.json reads back, and the command advises on a stored run."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.cli import main
+from harness.errors import ConfigError
+from harness.lib.resultdoc import result_document
+from harness.lib.store import Store
+from harness.tools.advise import (
+    Prices, PromptCost, Traffic, advise, default_rules, load_rules, measure_arms, read_advice, write_advice,
+)
+from harness.tools.advise.rules import rules_table_markdown
+from harness.types import BenchmarkResult, ItemResult, RunResult, TrainOutput
+
+INTENTS = ("cancel_order", "track_order", "get_refund", "check_invoice")
+N = 100
+
+
+def _items(correct: int, malformed: int = 0) -> tuple[ItemResult, ...]:
+    """N support-intent items: the first ``correct`` right, the next ``malformed`` not a label."""
+    items = []
+    for i in range(N):
+        ref = INTENTS[i % len(INTENTS)]
+        if i < correct:
+            pred = ref
+        elif i < correct + malformed:
+            pred = f"The intent is {ref}."
+        else:
+            pred = INTENTS[(i + 1) % len(INTENTS)]
+        items.append(ItemResult(f"item{i}", pred, ref, float(pred == ref), category=ref))
+    return tuple(items)
+
+
+def _run(scores: dict[str, tuple[int, int]], examples: int = 400, train_seconds: float = 3600.0) -> RunResult:
+    """A finished run of support_intent on the arms ``scores`` names (arm -> correct, malformed)."""
+    result = RunResult("advise-run", "advise", Path("suite.yaml"), time.time())
+    result.train = TrainOutput(Path("adapter"), 50, examples, 10_000, 2.0, 0.5, train_seconds)
+    result.benchmarks["intent"] = {
+        arm: BenchmarkResult("support_intent", arm, "exact_match", _items(*counts), f"k-{arm}")
+        for arm, counts in scores.items()
+    }
+    return result
+
+
+def _costs(share: float = 0.1, few_tokens: float = 400.0) -> dict[str, PromptCost]:
+    return {
+        "base": PromptCost(0, 100, 0.0),
+        "shots5": PromptCost(few_tokens - 100, few_tokens, share),
+    }
+
+
+def _advice(result: RunResult, costs=None, traffic=Traffic(), prices=Prices(), rules=None):
+    measured = measure_arms(result, costs=_costs() if costs is None else costs)
+    return advise(measured, traffic, prices, rules or default_rules())
+
+
+def _reason(advice, rule: str):
+    return next(r for r in advice.reasons if r.rule == rule)
+
+
+def test_few_labelled_examples_recommend_prompting_first() -> None:
+    advice = _advice(_run({"base": (50, 0), "shots5": (70, 0), "trained": (90, 0)}, examples=60))
+    assert (advice.recommendation, advice.decided_by, advice.arm) == ("prompting", "few_examples", "shots5")
+    assert _reason(advice, "few_examples").measured == 60 and "60 labelled examples" in _reason(advice, "few_examples").text
+
+
+def test_examples_over_30_percent_of_the_context_recommend_fine_tuning() -> None:
+    result = _run({"base": (50, 0), "shots5": (70, 0), "trained": (90, 0)})
+    advice = _advice(result, costs=_costs(share=0.42))
+    assert (advice.recommendation, advice.decided_by, advice.arm) == ("lora", "context_share", "trained")
+    assert "42.0% of the context" in _reason(advice, "context_share").text
+    assert _advice(result, costs=_costs(share=0.2)).decided_by != "context_share"
+
+
+def test_lora_within_two_points_of_few_shot_recommends_considering_prompting() -> None:
+    advice = _advice(_run({"base": (50, 0), "shots5": (80, 0), "trained": (81, 0)}))
+    reason = _reason(advice, "lora_close")
+    assert (advice.recommendation, advice.decided_by) == ("prompting", "lora_close")
+    assert reason.measured == pytest.approx(0.01) and "+1.0 points" in reason.text and "CI" in reason.text
+    far = _advice(_run({"base": (50, 0), "shots5": (70, 0), "trained": (81, 0)}))
+    assert _reason(far, "lora_close").outcome == "held" and far.recommendation == "lora"
+
+
+def test_format_failures_despite_examples_recommend_fine_tuning() -> None:
+    advice = _advice(_run({"base": (40, 30), "shots5": (70, 12), "trained": (71, 0)}))
+    reason = _reason(advice, "format_failures")
+    assert (advice.recommendation, advice.decided_by) == ("lora", "format_failures")
+    assert reason.measured == pytest.approx(0.12) and "12/100" in reason.text and "shots5" in reason.text
+    assert advice.measurements.arm("base").format_failures == 30
+    assert advice.measurements.arm("trained").format_failures == 0
+
+
+def test_traffic_flips_the_economic_reasons() -> None:
+    result = _run({"base": (50, 0), "shots5": (85, 0), "trained": (90, 0)})
+    prices = Prices(per_1k_input_tokens=0.0005, gpu_hour=2.0)
+    costs = _costs(few_tokens=1500)
+    busy = _advice(result, costs, Traffic(10_000_000), prices)
+    quiet = _advice(result, costs, Traffic(1_000), prices)
+    assert _reason(busy, "break_even").outcome == "fired" and _reason(quiet, "break_even").outcome == "held"
+    assert _reason(busy, "traffic").outcome == "fired" and _reason(quiet, "traffic").outcome == "held"
+    # 10M requests x 1.4k tokens saved x 0.0005 per 1k = 7000/month; one GPU-hour at 2.0 pays back in minutes
+    assert busy.economics.monthly_saving == pytest.approx(7000.0)
+    assert busy.economics.cost("shots5").monthly_cost == pytest.approx(7500.0)
+    assert busy.economics.break_even_days == pytest.approx(2.0 / 7000.0 * 365.25 / 12)
+    assert quiet.economics.break_even_days == pytest.approx(2.0 / 0.7 * 365.25 / 12)
+
+
+def test_a_trained_arm_that_saves_nothing_never_pays_back_and_advice_json_reads_back(tmp_path: Path) -> None:
+    result = _run({"base": (50, 0), "shots5": (85, 3), "trained": (90, 0)})
+    costs = {**_costs(), "trained": PromptCost(0, 500, 0.0, output_tokens=4)}
+    advice = _advice(result, costs, Traffic(2_000_000), Prices(0.001, 0.002, 3.0))
+    assert math.isinf(advice.economics.break_even_days)
+    assert "never pays back" in _reason(advice, "break_even").text
+    path = write_advice(advice, tmp_path / "advice.json")
+    assert "Infinity" in path.read_text() and json.loads(path.read_text())["summary"] == advice.summary
+    assert read_advice(path) == advice
+
+
+def test_rule_overrides_change_the_thresholds_and_unknown_names_are_one_line_errors(tmp_path: Path) -> None:
+    rules = load_rules({"few_examples": {"min_examples": 50}})
+    advice = _advice(_run({"base": (50, 0), "shots5": (70, 0), "trained": (90, 0)}, examples=60), rules=rules)
+    assert _reason(advice, "few_examples").outcome == "held"
+    bad = tmp_path / "rules.yaml"
+    bad.write_text("rules:\n  few_examples: {max_examples: 3}\n")
+    with pytest.raises(ConfigError, match=r"rules\.yaml: rule 'few_examples' has no threshold 'max_examples'"):
+        load_rules(rules_file=bad)
+    assert "| 1 | `few_examples` |" in rules_table_markdown(default_rules())
+
+
+def _stored_suite(tmp_path: Path, deployment: dict | None = None) -> Path:
+    result = _run({"base": (50, 0), "shots5": (80, 2), "trained": (90, 0)})
+    doc = result_document(result)
+    doc["prompt_costs"] = {
+        "base": {"example_tokens": 0, "mean_input_tokens": 100, "context_share": 0.0},
+        "shots5": {"example_tokens": 1100, "mean_input_tokens": 1200, "context_share": 0.13},
+    }
+    store = Store(tmp_path / "store")
+    store.start_run(result.run_id, "advise", tmp_path / "suite.yaml")
+    store.save_result(result.run_id, "advise", doc)
+    store.close()
+    suite = {"name": "advise", "model": "smollm2-135m-instruct"}
+    if deployment:
+        suite["deployment"] = deployment
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    return path
+
+
+def test_cli_advises_on_a_stored_run(tmp_path: Path, capsys) -> None:
+    suite = _stored_suite(tmp_path, {"requests_per_month": 5_000_000, "price_per_1k_input_tokens": 0.0005, "gpu_hour_price": 2.5})
+    out = tmp_path / "advice.json"
+    code = main(["advise", str(suite), "--run", "latest", "--store", str(tmp_path / "store"), "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    for arm in ("base", "shots5", "trained"):
+        assert arm in printed
+    assert "Recommendation: lora (arm trained), decided by rule break_even" in printed
+    advice = read_advice(out)
+    assert advice.traffic.requests_per_month == 5_000_000 and advice.economics.cost("shots5").monthly_cost == pytest.approx(3000.0)
+    assert main(["advise", str(suite), "--run", "latest", "--store", str(tmp_path / "store"), "--out", str(out),
+                 "--requests-per-month", "100"]) == 0
+    assert "decided by the best score" in capsys.readouterr().out
+
+
+def test_cli_names_a_bad_rules_file_in_one_line(tmp_path: Path, capsys) -> None:
+    suite = _stored_suite(tmp_path)
+    bad = tmp_path / "bad-rules.yaml"
+    bad.write_text("rules:\n  no_such_rule: {x: 1}\n")
+    code = main(["advise", str(suite), "--run", "latest", "--store", str(tmp_path / "store"), "--rules", str(bad)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert str(bad) in err[0] and "unknown advise rule 'no_such_rule'" in err[0]
