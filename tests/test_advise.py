@@ -58,9 +58,9 @@ def _costs(share: float = 0.1, few_tokens: float = 400.0) -> dict[str, PromptCos
     }
 
 
-def _advice(result: RunResult, costs=None, traffic=Traffic(), prices=Prices(), rules=None):
+def _advice(result: RunResult, costs=None, traffic=None, prices=None, rules=None):
     measured = measure_arms(result, costs=_costs() if costs is None else costs)
-    return advise(measured, traffic, prices, rules or default_rules())
+    return advise(measured, traffic or Traffic(), prices or Prices(), rules or default_rules())
 
 
 def _reason(advice, rule: str):
@@ -179,3 +179,8 @@ def test_cli_names_a_bad_rules_file_in_one_line(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
     assert str(bad) in err[0] and "unknown advise rule 'no_such_rule'" in err[0]
+
+
+def test_the_docs_show_the_shipped_rules() -> None:
+    page = (Path(__file__).resolve().parents[1] / "docs" / "advise.md").read_text()
+    assert rules_table_markdown(default_rules()) in page

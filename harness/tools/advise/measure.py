@@ -165,12 +165,22 @@ def labelled_examples(doc: Mapping[str, Any]) -> int | None:
     return int(stages[-1]["kept"]) if stages else None
 
 
-def _cost(raw: Any) -> PromptCost | None:
+def _cost(arm: str, raw: PromptCostLike | Mapping[str, Any] | None) -> PromptCost | None:
+    """An arm's prompt cost from a ``PromptCost``-like object or its JSON form."""
     if raw is None:
         return None
-    get = raw.get if isinstance(raw, Mapping) else lambda k, d=None: getattr(raw, k, d)
-    return PromptCost(float(get("example_tokens")), float(get("mean_input_tokens")), float(get("context_share")),
-                      None if get("output_tokens") is None else float(get("output_tokens")))
+    names = ("example_tokens", "mean_input_tokens", "context_share", "output_tokens")
+    values: dict[str, Any]
+    if isinstance(raw, Mapping):
+        values = {k: raw.get(k) for k in names}
+    else:
+        values = {k: getattr(raw, k, None) for k in names}
+    missing = [k for k in names[:3] if values[k] is None]
+    if missing:
+        raise DataError(f"prompt cost of arm {arm!r}: no {', '.join(missing)}")
+    output = values["output_tokens"]
+    return PromptCost(float(values["example_tokens"]), float(values["mean_input_tokens"]),
+                      float(values["context_share"]), None if output is None else float(output))
 
 
 def pick_benchmark(doc: Mapping[str, Any], benchmark: str | None) -> str:
@@ -182,7 +192,7 @@ def pick_benchmark(doc: Mapping[str, Any], benchmark: str | None) -> str:
         return benchmark
     for label, per_arm in stored.items():
         if len(per_arm) > 1:
-            return label
+            return str(label)
     raise DataError(f"run {doc.get('run_id')}: no benchmark scored on two or more arms, nothing to compare")
 
 
@@ -206,7 +216,7 @@ def measure_arms(result: RunResult | Mapping[str, Any], benchmark: str | None = 
             name, kind, scores[name], len(items),
             None if name == best else _paired(items, per_arm[best]["items"], alpha, seed),
             None if labels is None else sum(1 for i in items if i["prediction"] not in labels),
-            _cost(costs.get(name)), _train_seconds(name, kind, doc),
+            _cost(name, costs.get(name)), _train_seconds(name, kind, doc),
         ))
     metric = str(next(iter(per_arm.values())).get("metric", ""))
     m = Measurements(label, metric, tuple(arms), best, labelled_examples(doc), check)

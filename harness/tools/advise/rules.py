@@ -93,10 +93,14 @@ def load_rules(suite_overrides: Mapping[str, Mapping[str, float]] | None = None,
     return rules
 
 
+def _number(value: float) -> str:
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
+
+
 def rules_table_markdown(rules: tuple[Rule, ...]) -> str:
     """The rules as a Markdown table (for docs/advise.md)."""
     lines = ["| order | id | source | reads | thresholds | recommends | the chapter's wording |", "| --- " * 7 + "|"]
     for n, r in enumerate(rules, 1):
-        thresholds = ", ".join(f"`{k}` = {v:g}" for k, v in r.thresholds.items())
+        thresholds = ", ".join(f"`{k}` = {_number(v)}" for k, v in r.thresholds.items())
         lines.append(f"| {n} | `{r.id}` | {r.source} | `{r.reads}` | {thresholds} | {r.recommends} | {r.chapter} |")
     return "\n".join(lines)
