@@ -184,3 +184,80 @@ def test_cli_names_a_bad_rules_file_in_one_line(tmp_path: Path, capsys) -> None:
 def test_the_docs_show_the_shipped_rules() -> None:
     page = (Path(__file__).resolve().parents[1] / "docs" / "advise.md").read_text()
     assert rules_table_markdown(default_rules()) in page
+
+
+def test_the_arms_advise_adds_to_a_suite(tmp_path: Path) -> None:
+    from harness.suite.config import Suite, load_suite
+    from harness.tools.advise.arms import arms_block, arms_suite
+
+    block = arms_block((5, 20), full=True)
+    assert block == {
+        "shots5": {"of": "base", "prompt": {"shots": 5}},
+        "shots20": {"of": "base", "prompt": {"shots": 20}},
+        "full": {"of": "base", "train": {"name": "full"}},
+    }
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump({"name": "arms", "model": "smollm2-135m-instruct", "train": "lora"}))
+    if "models" not in Suite.model_fields:  # a harness without suite arms says so in one line
+        with pytest.raises(ConfigError, match=r"suite\.yaml: harness advise without --run needs suite arms"):
+            arms_suite(load_suite(path))
+    else:
+        assert {"shots5", "shots20"} <= set(arms_suite(load_suite(path), (5, 20)).suite.models)
+
+
+def test_prompt_costs_from_a_file_and_a_bad_one_named_by_line(tmp_path: Path, capsys) -> None:
+    suite = _stored_suite(tmp_path)
+    costs = tmp_path / "costs.yaml"
+    costs.write_text("shots5:\n  example_tokens: 3000\n  mean_input_tokens: 3100\n  context_share: 0.37\n")
+    out = tmp_path / "advice.json"
+    args = ["advise", str(suite), "--run", "latest", "--store", str(tmp_path / "store"), "--out", str(out)]
+    assert main([*args, "--prompt-costs", str(costs)]) == 0
+    advice = read_advice(out)
+    assert advice.decided_by == "context_share" and advice.measurements.arm("shots5").cost.context_share == 0.37
+    assert advice.measurements.arm("base").cost.mean_input_tokens == 100  # the run's own costs stay
+    costs.write_text("shots5:\n  example_tokens: 3000\n  mean_input_tokens: 3100\n  context_share: 1.5\n")
+    capsys.readouterr()
+    assert main([*args, "--prompt-costs", str(costs)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"harness: error: {costs}:4: shots5.context_share:") and "\n" not in err
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, harness_tiny_model_dir: Path) -> Path:
+    """A real run of a tiny random model: support_intent on the base model and its LoRA."""
+    tmp = tmp_path_factory.mktemp("advise")
+    csv = "${data}/bitext_customer_support/Bitext_Sample_Customer_Support_Training_Dataset.csv"
+    suite = {
+        "name": "advise-tiny",
+        "seed": 1,
+        "model": {"source": str(harness_tiny_model_dir), "dtype": "float32"},
+        "data": [{"path": csv, "format": "csv", "split": "train", "sample": 8, "user": "{instruction}", "assistant": "{intent}"}],
+        "train": {"name": "lora", "max_steps": 1, "batch_size": 4, "max_length": 48},
+        "evaluate": {"intent": {"name": "support_intent", "sample": 12, "max_new_tokens": 3}},
+        "report": ["json"],
+        "deployment": {"requests_per_month": 2_000_000, "price_per_1k_input_tokens": 0.001, "gpu_hour_price": 2.0},
+        "store": "store",
+    }
+    path = tmp / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    assert main(["run", str(path), "--reports", str(tmp / "reports")]) in (0, 1)
+    return path
+
+
+def test_cli_advises_on_a_real_stored_run(tiny_run: Path, capsys) -> None:
+    costs = tiny_run.parent / "costs.yaml"
+    costs.write_text("baseline: {example_tokens: 0, mean_input_tokens: 60, context_share: 0.0}\n")
+    out = tiny_run.parent / "advice.json"
+    capsys.readouterr()
+    code = main(["advise", str(tiny_run), "--run", "latest", "--prompt-costs", str(costs), "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0 and "baseline" in printed and "candidate" in printed and "Recommendation:" in printed
+    advice = read_advice(out)
+    assert advice.measurements.labelled_examples == 8
+    assert {a.name: a.kind for a in advice.measurements.arms} == {"baseline": "prompting", "candidate": "lora"}
+    candidate = advice.measurements.arm("candidate")
+    assert candidate.train_seconds is not None and candidate.train_seconds > 0 and candidate.n == 12
+    assert advice.measurements.format_check == "label" and candidate.format_failures is not None
+    assert advice.decided_by == "few_examples" and advice.recommendation == "prompting"
+    # the trained arm is charged the zero-shot prompt, so training saves nothing and never pays back
+    assert advice.economics.monthly_saving == 0 and math.isinf(advice.economics.break_even_days)

@@ -27,6 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--price-per-1k-input-tokens", type=float, help="serving price of 1,000 input tokens")
     parser.add_argument("--price-per-1k-output-tokens", type=float, help="serving price of 1,000 output tokens")
     parser.add_argument("--gpu-hour-price", type=float, help="price of one GPU-hour of training")
+    parser.add_argument(
+        "--prompt-costs", type=Path,
+        help="YAML file of prompt costs per arm (ARM: {example_tokens, mean_input_tokens, context_share, output_tokens}), "
+        "for runs that did not record them",
+    )
     parser.add_argument("--rules", type=Path, help="YAML file overriding rule thresholds: rules: {ID: {THRESHOLD: VALUE}}")
     parser.add_argument("--shots", default="5,20", help="few-shot arms to run, comma-separated k (without --run)")
     parser.add_argument("--full", action="store_true", help="also run a full fine-tuning arm (without --run)")
@@ -85,14 +90,16 @@ def _run_arms(args: argparse.Namespace, console: Console, loaded: Any, store_dir
 def run(args: argparse.Namespace, console: Console) -> int:
     from harness.suite.config import load_suite
     from harness.tools.advise import advise, load_rules, measure_arms, write_advice
+    from harness.tools.advise.measure import read_prompt_costs
     from harness.tools.advise.render import render
 
     loaded = load_suite(args.suite)
     suite = loaded.suite
     store_dir = args.store or loaded.dir / (suite.store or ".harness")
     rules = load_rules(suite.advise.rules if suite.advise else None, loaded.where(("advise", "rules")), args.rules)
+    costs = read_prompt_costs(args.prompt_costs) if args.prompt_costs else None
     result = _stored(args, store_dir) if args.run else _run_arms(args, console, loaded, store_dir)
-    measured = measure_arms(result, args.benchmark, alpha=suite.gating.alpha, seed=suite.seed)
+    measured = measure_arms(result, args.benchmark, costs, alpha=suite.gating.alpha, seed=suite.seed)
     traffic, prices = _deployment(args, suite.deployment)
     advice = advise(measured, traffic, prices, rules)
     run_id = result["run_id"] if isinstance(result, dict) else result.run_id

@@ -7,8 +7,9 @@ For one benchmark (the domain task the decision is about) and every arm the run 
   with the Agresti-Min interval for 0/1 scores, else the paired bootstrap);
 * **format failures**: answers the benchmark's parser would reject (see :func:`format_check`);
 * **prompt cost** (input tokens per request, the examples' tokens and their share of the
-  context window): given by the caller, per arm, as the prompting work's ``prompt_cost`` reports
-  it, or read from the result document's ``prompt_costs``; never guessed;
+  context window): given by the caller, per arm, as the prompt variants' ``prompt_cost`` reports
+  it (or a ``--prompt-costs`` file), else read from the result document's ``prompt_costs``;
+  never guessed;
 * **training time**: the trained arm's measured training seconds (the run's ``train`` output,
   or a ``compare_train`` output of the same name).
 
@@ -22,11 +23,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from harness.errors import DataError
+from pydantic import Field, ValidationError
+
+from harness.errors import ConfigError, DataError
+from harness.lib.refs import StrictModel
 from harness.lib.resultdoc import result_document
 from harness.lib.stats import is_binary, mcnemar, paired_bootstrap
+from harness.suite.yamlpos import load_yaml
 from harness.types import Comparison, RunResult
 
 ArmKind = Literal["prompting", "lora", "full"]
@@ -158,11 +164,12 @@ def _train_seconds(name: str, kind: ArmKind, doc: Mapping[str, Any]) -> float | 
 
 
 def labelled_examples(doc: Mapping[str, Any]) -> int | None:
-    """Labelled training examples: the trainer's count, else what curation kept."""
-    if doc.get("train"):
-        return int(doc["train"]["examples"])
+    """Labelled training examples: what curation kept (the data set the decision is about), else
+    the trainer's count (which leaves out examples too long to train on)."""
     stages = (doc.get("ledger") or {}).get("stages") or []
-    return int(stages[-1]["kept"]) if stages else None
+    if stages:
+        return int(stages[-1]["kept"])
+    return int(doc["train"]["examples"]) if doc.get("train") else None
 
 
 def _cost(arm: str, raw: PromptCostLike | Mapping[str, Any] | None) -> PromptCost | None:
@@ -183,6 +190,31 @@ def _cost(arm: str, raw: PromptCostLike | Mapping[str, Any] | None) -> PromptCos
                       float(values["context_share"]), None if output is None else float(output))
 
 
+class _CostEntry(StrictModel):
+    example_tokens: float = Field(ge=0)
+    mean_input_tokens: float = Field(ge=0)
+    context_share: float = Field(ge=0, le=1)
+    output_tokens: float | None = Field(None, ge=0)
+
+
+def read_prompt_costs(path: Path) -> dict[str, PromptCost]:
+    """Prompt costs per arm from a YAML (or JSON) file: ``ARM: {example_tokens, mean_input_tokens,
+    context_share, output_tokens?}``; a bad entry is a one-line error naming the file and line."""
+    data, positions = load_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: prompt costs must be a mapping of arm -> cost")
+    costs = {}
+    for arm, raw in data.items():
+        try:
+            entry = _CostEntry.model_validate(raw)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = (str(arm), *map(str, err["loc"]))
+            raise ConfigError(f"{positions.where(loc)}: {'.'.join(loc)}: {err['msg']}") from None
+        costs[str(arm)] = PromptCost(**entry.model_dump())
+    return costs
+
+
 def pick_benchmark(doc: Mapping[str, Any], benchmark: str | None) -> str:
     """The benchmark to advise on: the one named, else the first with more than one arm."""
     stored = doc.get("benchmarks", {})
@@ -200,11 +232,11 @@ def measure_arms(result: RunResult | Mapping[str, Any], benchmark: str | None = 
                  costs: Mapping[str, PromptCostLike | Mapping[str, Any]] | None = None,
                  alpha: float = 0.05, seed: int = 0) -> Measurements:
     """Measure every arm of ``benchmark`` in a finished run (a ``RunResult`` or its stored
-    result document); ``costs`` gives prompt costs per arm (else the document's ``prompt_costs``)."""
+    result document); ``costs`` gives prompt costs per arm, over the document's ``prompt_costs``."""
     doc: Mapping[str, Any] = result_document(result) if isinstance(result, RunResult) else result
     label = pick_benchmark(doc, benchmark)
     per_arm: Mapping[str, Mapping[str, Any]] = doc["benchmarks"][label]
-    costs = costs if costs is not None else doc.get("prompt_costs", {})
+    costs = {**doc.get("prompt_costs", {}), **(costs or {})}
     check, labels = format_check(per_arm)
     scores = {name: float(res["score"]) for name, res in per_arm.items()}
     best = max(scores, key=lambda n: scores[n])
