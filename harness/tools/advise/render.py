@@ -28,7 +28,8 @@ def _or_dash(value: float | None, fmt: str) -> str:
 def arms_table(advice: Advice) -> Table:
     m = advice.measurements
     table = Table(title=f"Arms on {m.benchmark} ({m.metric}, format check: {m.format_check})")
-    for column in ("arm", "kind", "score", "vs best, points [CI]", "format failures", "input tokens",
+    alpha = next((a.vs_best.alpha for a in m.arms if a.vs_best is not None), 0.05)
+    for column in ("arm", "kind", "score", f"vs best, points [{100 * (1 - 2 * alpha):.0f}% CI]", "format failures", "input tokens",
                    "context share", "training", "cost/month"):
         table.add_column(column)
     for arm in m.arms:
