@@ -188,21 +188,66 @@ def test_the_docs_show_the_shipped_rules() -> None:
 
 def test_the_arms_advise_adds_to_a_suite(tmp_path: Path) -> None:
     from harness.suite.config import Suite, load_suite
-    from harness.tools.advise.arms import arms_block, arms_suite
+    from harness.tools.advise.arms import arms_block, arms_gates, arms_suite, full_suite
 
-    block = arms_block((5, 20), full=True)
-    assert block == {
+    assert arms_block((5, 20)) == {
         "shots5": {"of": "base", "prompt": {"shots": 5}},
         "shots20": {"of": "base", "prompt": {"shots": 20}},
-        "full": {"of": "base", "train": {"name": "full"}},
     }
+    gate = arms_gates(["shots5"], "intent")["advise_shots5"]
+    assert (gate["baseline"], gate["candidate"], gate["benchmark"], gate["blocking"]) == ("shots5", "trained", "intent", False)
     path = tmp_path / "suite.yaml"
-    path.write_text(yaml.safe_dump({"name": "arms", "model": "smollm2-135m-instruct", "train": "lora"}))
+    suite = {
+        "name": "arms", "model": "smollm2-135m-instruct",
+        "train": {"name": "lora", "r": 4, "max_steps": 3, "learning_rate": 0.001},
+        "evaluate": {"intent": "support_intent", "mmlu": "mmlu"},
+        "gates": {"intent": {"rule": "superior()"}},
+    }
+    path.write_text(yaml.safe_dump(suite))
+    loaded = load_suite(path)
+    full = full_suite(loaded).suite
+    assert full.train is not None and (full.train.name, full.train.options) == ("full", {"max_steps": 3})
+    assert list(full.evaluate) == ["intent"] and full.gates == {}
     if "models" not in Suite.model_fields:  # a harness without suite arms says so in one line
         with pytest.raises(ConfigError, match=r"suite\.yaml: harness advise without --run needs suite arms"):
-            arms_suite(load_suite(path))
+            arms_suite(loaded)
     else:
-        assert {"shots5", "shots20"} <= set(arms_suite(load_suite(path), (5, 20)).suite.models)
+        arms = arms_suite(loaded, (5, 20)).suite
+        assert {"shots5", "shots20"} <= set(arms.models) and {"advise_shots5", "advise_shots20", "intent"} <= set(arms.gates)
+
+
+def test_arm_kinds_are_read_from_the_run_s_model_descriptions() -> None:
+    from harness.tools.advise.measure import arm_kind
+
+    doc = {"models": {
+        "baseline": "base: /models/smollm2 [4788dcb02d1a]",
+        "candidate": "trained: /models/smollm2 + adapter [99aa]",
+        "shots5": "shots5 (prompt {'shots': 5}): /models/smollm2 [4788dcb02d1a]",
+        "prod": "prod (via openai): http://serving/v1 [77]",
+    }}
+    kinds = {label: arm_kind(label, doc) for label in doc["models"]}
+    assert kinds == {"baseline": "prompting", "candidate": "lora", "shots5": "prompting", "prod": "prompting"}
+    assert arm_kind("candidate", doc, trained="full") == "full"
+    assert arm_kind("candidate", {"models": {"candidate": "/models/x [12]"}}) == "lora"  # a run from before arms
+    assert arm_kind("prod", {**doc, "arms": {"prod": {"kind": "lora"}}}) == "lora"
+
+
+def test_a_stored_full_fine_tuning_run_joins_as_the_full_arm(tmp_path: Path, capsys) -> None:
+    suite = _stored_suite(tmp_path)
+    full = _run({"baseline": (50, 0), "candidate": (95, 0)}, train_seconds=7200.0)
+    full.run_id = "full-run"
+    store = Store(tmp_path / "store")
+    store.start_run(full.run_id, "advise", suite)
+    store.save_result(full.run_id, "advise", result_document(full))
+    store.close()
+    out = tmp_path / "advice.json"
+    args = ["advise", str(suite), "--run", "advise-run", "--full-run", "full-run", "--store", str(tmp_path / "store"), "--out", str(out)]
+    assert main(args) == 0
+    advice = read_advice(out)
+    arm = advice.measurements.arm("full")
+    assert (arm.kind, arm.score, arm.train_seconds) == ("full", 0.95, 7200.0)
+    assert advice.measurements.best == "full" and advice.measurements.arm("trained").vs_best.n == N
+    assert "full" in capsys.readouterr().out
 
 
 def test_prompt_costs_from_a_file_and_a_bad_one_named_by_line(tmp_path: Path, capsys) -> None:

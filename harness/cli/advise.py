@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--rules", type=Path, help="YAML file overriding rule thresholds: rules: {ID: {THRESHOLD: VALUE}}")
     parser.add_argument("--shots", default="5,20", help="few-shot arms to run, comma-separated k (without --run)")
-    parser.add_argument("--full", action="store_true", help="also run a full fine-tuning arm (without --run)")
+    parser.add_argument("--full", action="store_true", help="also train and evaluate a full fine-tuning arm (without --run)")
+    parser.add_argument("--full-run", help="with --run: a stored full fine-tuning run of the suite whose candidate joins as arm 'full'")
     parser.add_argument("--reports", type=Path, default=Path("reports"), help="report root folder (advice.json goes in RUN_ID/)")
     parser.add_argument("--out", type=Path, help="where to write advice.json (default: REPORTS/RUN_ID/advice.json)")
 
@@ -51,7 +52,7 @@ def _deployment(args: argparse.Namespace, spec: Any) -> tuple[Any, Any]:
     return traffic, prices
 
 
-def _stored(args: argparse.Namespace, store_dir: Path) -> dict[str, Any]:
+def _stored(store_dir: Path, run: str) -> dict[str, Any]:
     from harness.errors import ConfigError
     from harness.lib.resultdoc import load_document
     from harness.lib.store import Store
@@ -60,37 +61,48 @@ def _stored(args: argparse.Namespace, store_dir: Path) -> dict[str, Any]:
         raise ConfigError(f"{store_dir}: no harness store here; name one with --store DIR")
     store = Store(store_dir)
     try:
-        return load_document(store, args.run)
+        return load_document(store, run)
     finally:
         store.close()
 
 
-def _run_arms(args: argparse.Namespace, console: Console, loaded: Any, store_dir: Path) -> Any:
-    """Run the suite with the advise arms (needs suite arms; see harness.tools.advise.arms)."""
+def _run_suite(args: argparse.Namespace, console: Console, suite: Any, store_dir: Path) -> dict[str, Any]:
+    """Run ``suite`` as ``harness run`` does; its result document."""
     from harness.cli.common import load_plugins
-    from harness.errors import ConfigError
     from harness.lib.console import RunConsole
+    from harness.lib.resultdoc import result_document
     from harness.run.runner import Runner, RunOptions
-    from harness.tools.advise.arms import arms_suite
 
+    pm, registries = load_plugins()
+    runner = Runner(suite, pm, registries, RunConsole(console), RunOptions(reports_root=args.reports, store_dir=store_dir))
+    try:
+        return result_document(runner.run())
+    finally:
+        runner.store.close()
+
+
+def _result(args: argparse.Namespace, console: Console, loaded: Any, store_dir: Path) -> dict[str, Any]:
+    """The run to advise on: stored (``--run``, with ``--full-run``) or run now with the arms."""
+    from harness.errors import ConfigError
+    from harness.tools.advise.arms import arms_suite, full_suite, with_full_arm
+
+    if args.run:
+        doc = _stored(store_dir, args.run)
+        return with_full_arm(doc, _stored(store_dir, args.full_run)) if args.full_run else doc
+    if args.full_run:
+        raise ConfigError("--full-run goes with --run (a stored run to add the full fine-tuning arm to)")
     try:
         shots = [int(k) for k in args.shots.split(",") if k.strip()]
     except ValueError:
         raise ConfigError(f"--shots {args.shots!r}: expected comma-separated integers") from None
-    suite = arms_suite(loaded, shots, args.full)
-    pm, registries = load_plugins()
-    options = RunOptions(reports_root=args.reports, store_dir=store_dir)
-    runner = Runner(suite, pm, registries, RunConsole(console), options)
-    try:
-        return runner.run()
-    finally:
-        runner.store.close()
+    doc = _run_suite(args, console, arms_suite(loaded, shots, args.benchmark), store_dir)
+    return with_full_arm(doc, _run_suite(args, console, full_suite(loaded, args.benchmark), store_dir)) if args.full else doc
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
     from harness.suite.config import load_suite
     from harness.tools.advise import advise, load_rules, measure_arms, write_advice
-    from harness.tools.advise.measure import read_prompt_costs
+    from harness.tools.advise.measure import ArmKind, read_prompt_costs
     from harness.tools.advise.render import render
 
     loaded = load_suite(args.suite)
@@ -98,12 +110,12 @@ def run(args: argparse.Namespace, console: Console) -> int:
     store_dir = args.store or loaded.dir / (suite.store or ".harness")
     rules = load_rules(suite.advise.rules if suite.advise else None, loaded.where(("advise", "rules")), args.rules)
     costs = read_prompt_costs(args.prompt_costs) if args.prompt_costs else None
-    result = _stored(args, store_dir) if args.run else _run_arms(args, console, loaded, store_dir)
-    measured = measure_arms(result, args.benchmark, costs, alpha=suite.gating.alpha, seed=suite.seed)
+    doc = _result(args, console, loaded, store_dir)
+    trained: ArmKind = "full" if suite.train is not None and suite.train.name.startswith("full") else "lora"
+    measured = measure_arms(doc, args.benchmark, costs, suite.gating.alpha, suite.seed, trained)
     traffic, prices = _deployment(args, suite.deployment)
     advice = advise(measured, traffic, prices, rules)
-    run_id = result["run_id"] if isinstance(result, dict) else result.run_id
     render(advice, console)
-    out = write_advice(advice, args.out or args.reports / run_id / "advice.json")
+    out = write_advice(advice, args.out or args.reports / doc["run_id"] / "advice.json")
     console.print(f"wrote {out}")
     return 0

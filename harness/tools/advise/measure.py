@@ -14,13 +14,16 @@ For one benchmark (the domain task the decision is about) and every arm the run 
   or a ``compare_train`` output of the same name).
 
 An arm's kind says how it was made: ``prompting`` (the base model, zero- or few-shot), ``lora``
-or ``full`` (trained).  Arms are named by the suite; :func:`arm_kind` reads the kind from a
-document's ``arms`` entry when it has one, else from the name (``trained``/``candidate``/
-``lora*`` are LoRA, ``full*`` full fine-tuning, anything else a prompting arm).
+or ``full`` (trained).  :func:`arm_kind` reads it from a document's ``arms`` entry when it has
+one; else from the run's model description, which names the arm (``base`` and prompt variants
+are prompting, ``trained`` is this run's trainer output: LoRA, or full fine-tuning when the suite
+trains with a ``full*`` trainer); else from the result label (``candidate``/``trained`` the
+trainer output, ``lora*`` LoRA, ``full*`` full fine-tuning, any other arm a prompting arm).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -114,15 +117,30 @@ class Measurements:
         return self.best_of(("prompting",), with_examples=True) or self.best_of(("prompting",))
 
 
-def arm_kind(name: str, doc: Mapping[str, Any]) -> ArmKind:
-    """How the arm ``name`` was made (see the module docstring)."""
-    declared = doc.get("arms", {}).get(name, {}).get("kind")
+_DESCRIBED = re.compile(r"^(\S+?)(?: \(([^)]*)\))?: ")
+"""A result's model description that names its arm: ``NAME: ...`` or ``NAME (prompt {...}): ...``."""
+
+
+def arm_kind(label: str, doc: Mapping[str, Any], trained: ArmKind = "lora") -> ArmKind:
+    """How the arm whose results are keyed ``label`` was made (see the module docstring);
+    ``trained`` is the kind of this run's trainer output."""
+    declared = doc.get("arms", {}).get(label, {}).get("kind")
     if isinstance(declared, str) and declared in KINDS:
         return KINDS[declared]
-    lowered = name.lower()
-    if lowered in ("trained", "candidate") or lowered.startswith("lora"):
-        return "lora"
-    return "full" if lowered.startswith("full") else "prompting"
+    match = _DESCRIBED.match(str(doc.get("models", {}).get(label, "")))
+    if match is not None:
+        name, extras = match.group(1), match.group(2) or ""
+        if "prompt" in extras or name == "base":
+            return "prompting"
+        if name == "trained":
+            return trained
+        label = name
+    lowered = label.lower()
+    if lowered in ("trained", "candidate"):
+        return trained
+    if lowered.startswith(("lora", "full")):
+        return "lora" if lowered.startswith("lora") else "full"
+    return "prompting"
 
 
 def format_check(per_arm: Mapping[str, Mapping[str, Any]]) -> tuple[str, set[str] | None]:
@@ -230,7 +248,7 @@ def pick_benchmark(doc: Mapping[str, Any], benchmark: str | None) -> str:
 
 def measure_arms(result: RunResult | Mapping[str, Any], benchmark: str | None = None,
                  costs: Mapping[str, PromptCostLike | Mapping[str, Any]] | None = None,
-                 alpha: float = 0.05, seed: int = 0) -> Measurements:
+                 alpha: float = 0.05, seed: int = 0, trained_kind: ArmKind = "lora") -> Measurements:
     """Measure every arm of ``benchmark`` in a finished run (a ``RunResult`` or its stored
     result document); ``costs`` gives prompt costs per arm, over the document's ``prompt_costs``."""
     doc: Mapping[str, Any] = result_document(result) if isinstance(result, RunResult) else result
@@ -242,7 +260,7 @@ def measure_arms(result: RunResult | Mapping[str, Any], benchmark: str | None = 
     best = max(scores, key=lambda n: scores[n])
     arms = []
     for name, res in per_arm.items():
-        kind = arm_kind(name, doc)
+        kind = arm_kind(name, doc, trained_kind)
         items = res["items"]
         arms.append(ArmMeasure(
             name, kind, scores[name], len(items),
