@@ -67,16 +67,23 @@ def _stored(store_dir: Path, run: str) -> dict[str, Any]:
 
 
 def _run_suite(args: argparse.Namespace, console: Console, suite: Any, store_dir: Path) -> dict[str, Any]:
-    """Run ``suite`` as ``harness run`` does; its result document."""
+    """Run ``suite`` as ``harness run`` does (library output to its run.log); its result document."""
     from harness.cli.common import load_plugins
-    from harness.lib.console import RunConsole
+    from harness.lib.console import RunConsole, library_output_to
+    from harness.lib.interrupt import recording
     from harness.lib.resultdoc import result_document
     from harness.run.runner import Runner, RunOptions
 
     pm, registries = load_plugins()
-    runner = Runner(suite, pm, registries, RunConsole(console), RunOptions(reports_root=args.reports, store_dir=store_dir))
+    quiet, verbose = getattr(args, "quiet", False), getattr(args, "verbose", False)
+    options = RunOptions(reports_root=args.reports, store_dir=store_dir)
+    runner = Runner(suite, pm, registries, RunConsole(console, quiet=quiet), options)
     try:
-        return result_document(runner.run())
+        with recording(runner.store, runner.run_id):
+            if verbose:
+                return result_document(runner.run())
+            with library_output_to(runner.report_dir / "run.log", console):
+                return result_document(runner.run())
     finally:
         runner.store.close()
 

@@ -80,6 +80,9 @@ class ArmMeasure:
     """Answers the benchmark's parser rejects; ``None`` when the benchmark has no format check."""
     cost: PromptCost | None = None
     train_seconds: float | None = None
+    examples: int = 0
+    """Examples in the arm's prompt (a prompt variant's ``shots`` or ``nearest``), as the run
+    describes the arm; 0 when it has none or the run does not say."""
 
     @property
     def format_failure_rate(self) -> float | None:
@@ -87,7 +90,7 @@ class ArmMeasure:
 
     @property
     def has_examples(self) -> bool:
-        return self.cost is not None and self.cost.example_tokens > 0
+        return self.examples > 0 or (self.cost is not None and self.cost.example_tokens > 0)
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,16 @@ def arm_kind(label: str, doc: Mapping[str, Any], trained: ArmKind = "lora") -> A
     if lowered.startswith(("lora", "full")):
         return "lora" if lowered.startswith("lora") else "full"
     return "prompting"
+
+
+_EXAMPLES = re.compile(r"'(?:shots|nearest)': (\d+)")
+
+
+def prompt_examples(label: str, doc: Mapping[str, Any]) -> int:
+    """The examples a prompt variant's description names (``prompt {'shots': 5}``), else 0."""
+    match = _DESCRIBED.match(str(doc.get("models", {}).get(label, "")))
+    found = _EXAMPLES.findall(match.group(2) or "") if match is not None else []
+    return sum(int(k) for k in found)
 
 
 def format_check(per_arm: Mapping[str, Mapping[str, Any]]) -> tuple[str, set[str] | None]:
@@ -266,7 +279,7 @@ def measure_arms(result: RunResult | Mapping[str, Any], benchmark: str | None = 
             name, kind, scores[name], len(items),
             None if name == best else _paired(items, per_arm[best]["items"], alpha, seed),
             None if labels is None else sum(1 for i in items if i["prediction"] not in labels),
-            _cost(name, costs.get(name)), _train_seconds(name, kind, doc),
+            _cost(name, costs.get(name)), _train_seconds(name, kind, doc), prompt_examples(name, doc),
         ))
     metric = str(next(iter(per_arm.values())).get("metric", ""))
     m = Measurements(label, metric, tuple(arms), best, labelled_examples(doc), check)

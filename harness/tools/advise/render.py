@@ -36,7 +36,8 @@ def arms_table(advice: Advice) -> Table:
         cost = advice.economics.cost(arm.name)
         rate = arm.format_failure_rate
         table.add_row(
-            escape(arm.name), arm.kind, f"{arm.score:.3f}", _vs_best(arm),
+            escape(arm.name), f"{arm.kind} ({arm.examples} examples)" if arm.examples else arm.kind,
+            f"{arm.score:.3f}", _vs_best(arm),
             "-" if rate is None else f"{arm.format_failures}/{arm.n} ({100 * rate:.1f}%)",
             _or_dash(cost.input_tokens if cost else None, ",.0f"),
             "-" if arm.cost is None else f"{100 * arm.cost.context_share:.1f}%",
