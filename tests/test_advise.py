@@ -131,12 +131,12 @@ def test_rule_overrides_change_the_thresholds_and_unknown_names_are_one_line_err
     assert _reason(advice, "few_examples").outcome == "held"
     bad = tmp_path / "rules.yaml"
     bad.write_text("rules:\n  few_examples: {max_examples: 3}\n")
-    with pytest.raises(ConfigError, match=r"rules\.yaml: rule 'few_examples' has no threshold 'max_examples'"):
+    with pytest.raises(ConfigError, match=r"rules\.yaml:2: rule 'few_examples' has no threshold 'max_examples'"):
         load_rules(rules_file=bad)
     assert "| 1 | `few_examples` |" in rules_table_markdown(default_rules())
 
 
-def _stored_suite(tmp_path: Path, deployment: dict | None = None) -> Path:
+def _stored_suite(tmp_path: Path, deployment: dict | None = None, advise_block: dict | None = None) -> Path:
     result = _run({"base": (50, 0), "shots5": (80, 2), "trained": (90, 0)})
     doc = result_document(result)
     doc["prompt_costs"] = {
@@ -150,6 +150,8 @@ def _stored_suite(tmp_path: Path, deployment: dict | None = None) -> Path:
     suite = {"name": "advise", "model": "smollm2-135m-instruct"}
     if deployment:
         suite["deployment"] = deployment
+    if advise_block:
+        suite["advise"] = advise_block
     path = tmp_path / "suite.yaml"
     path.write_text(yaml.safe_dump(suite))
     return path
@@ -178,7 +180,13 @@ def test_cli_names_a_bad_rules_file_in_one_line(tmp_path: Path, capsys) -> None:
     code = main(["advise", str(suite), "--run", "latest", "--store", str(tmp_path / "store"), "--rules", str(bad)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
-    assert str(bad) in err[0] and "unknown advise rule 'no_such_rule'" in err[0]
+    assert err[0].startswith(f"harness: error: {bad}:2: unknown advise rule 'no_such_rule'")
+    other = tmp_path / "overridden"
+    other.mkdir()
+    suite = _stored_suite(other, advise_block={"rules": {"few_examples": {"min_examples": 500}, "lora_close": {"within_points": 2}}})
+    assert main(["advise", str(suite), "--run", "latest", "--store", str(other / "store")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"harness: error: {suite}:") and "rule 'lora_close' has no threshold 'within_points'" in err
 
 
 def test_the_docs_show_the_shipped_rules() -> None:
@@ -307,3 +315,11 @@ def test_cli_advises_on_a_real_stored_run(tiny_run: Path, capsys) -> None:
     assert advice.decided_by == "few_examples" and advice.recommendation == "prompting"
     # the trained arm is charged the zero-shot prompt, so training saves nothing and never pays back
     assert advice.economics.monthly_saving == 0 and math.isinf(advice.economics.break_even_days)
+
+
+def test_the_suite_s_advise_block_moves_a_threshold(tmp_path: Path) -> None:
+    suite = _stored_suite(tmp_path, advise_block={"rules": {"few_examples": {"min_examples": 500}}})
+    out = tmp_path / "advice.json"
+    assert main(["advise", str(suite), "--run", "latest", "--store", str(tmp_path / "store"), "--out", str(out)]) == 0
+    advice = read_advice(out)
+    assert advice.decided_by == "few_examples" and "below 500" in _reason(advice, "few_examples").text

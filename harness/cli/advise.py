@@ -115,7 +115,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
     loaded = load_suite(args.suite)
     suite = loaded.suite
     store_dir = args.store or loaded.dir / (suite.store or ".harness")
-    rules = load_rules(suite.advise.rules if suite.advise else None, loaded.where(("advise", "rules")), args.rules)
+    rules = load_rules(
+        suite.advise.rules if suite.advise else None, lambda loc: loaded.where(("advise", "rules", *loc)), args.rules
+    )
     costs = read_prompt_costs(args.prompt_costs) if args.prompt_costs else None
     doc = _result(args, console, loaded, store_dir)
     trained: ArmKind = "full" if suite.train is not None and suite.train.name.startswith("full") else "lora"

@@ -10,7 +10,7 @@ error naming where it was written.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -50,24 +50,30 @@ def default_rules() -> tuple[Rule, ...]:
     return RuleTable.model_validate(data).rules
 
 
-def apply_overrides(rules: tuple[Rule, ...], overrides: Mapping[str, Mapping[str, float]], where: str) -> tuple[Rule, ...]:
-    """``rules`` with the thresholds ``overrides`` names replaced; ``where`` says where they were
-    written, for the one-line error an unknown rule or threshold gets."""
+Where = Callable[[tuple[str, ...]], str]
+"""``where(("few_examples", "min_examples"))``: the ``file:line`` an override was written at."""
+
+
+def apply_overrides(rules: tuple[Rule, ...], overrides: Mapping[str, Mapping[str, float]], where: Where) -> tuple[Rule, ...]:
+    """``rules`` with the thresholds ``overrides`` names replaced; ``where`` locates an override
+    for the one-line error an unknown rule or threshold gets."""
     by_id = {r.id: r for r in rules}
     for rule_id, values in overrides.items():
         if rule_id not in by_id:
-            raise ConfigError(f"{where}: unknown advise rule {rule_id!r}; rules: {', '.join(by_id)}")
+            raise ConfigError(f"{where((rule_id,))}: unknown advise rule {rule_id!r}; rules: {', '.join(by_id)}")
         unknown = sorted(set(values) - set(by_id[rule_id].thresholds))
         if unknown:
             known = ", ".join(by_id[rule_id].thresholds)
-            raise ConfigError(f"{where}: rule {rule_id!r} has no threshold {unknown[0]!r}; thresholds: {known}")
+            raise ConfigError(
+                f"{where((rule_id, unknown[0]))}: rule {rule_id!r} has no threshold {unknown[0]!r}; thresholds: {known}"
+            )
     return tuple(
         r.model_copy(update={"thresholds": {**r.thresholds, **overrides.get(r.id, {})}}) for r in rules
     )
 
 
-def read_overrides(path: Path) -> dict[str, dict[str, float]]:
-    """The overrides in a ``--rules`` file: ``rules: {ID: {THRESHOLD: VALUE}}``."""
+def read_overrides(path: Path) -> tuple[dict[str, dict[str, float]], Where]:
+    """The overrides in a ``--rules`` file (``rules: {ID: {THRESHOLD: VALUE}}``) and where each is."""
     data, positions = load_yaml(path)
     try:
         parsed = _Overrides.model_validate(data)
@@ -75,21 +81,22 @@ def read_overrides(path: Path) -> dict[str, dict[str, float]]:
         err = exc.errors()[0]
         loc = tuple(err["loc"])
         raise ConfigError(f"{positions.where(loc)}: {'.'.join(map(str, loc)) or '(top level)'}: {err['msg']}") from None
-    return parsed.rules
+    return parsed.rules, lambda loc: positions.where(("rules", *loc))
 
 
 class _Overrides(StrictModel):
     rules: dict[str, dict[str, float]]
 
 
-def load_rules(suite_overrides: Mapping[str, Mapping[str, float]] | None = None, suite_where: str = "advise",
+def load_rules(suite_overrides: Mapping[str, Mapping[str, float]] | None = None, suite_where: Where | None = None,
                rules_file: Path | None = None) -> tuple[Rule, ...]:
     """The shipped rules, then the suite's overrides, then a ``--rules`` file's."""
     rules = default_rules()
     if suite_overrides:
-        rules = apply_overrides(rules, suite_overrides, suite_where)
+        rules = apply_overrides(rules, suite_overrides, suite_where or (lambda loc: "advise.rules." + ".".join(loc)))
     if rules_file is not None:
-        rules = apply_overrides(rules, read_overrides(rules_file), str(rules_file))
+        overrides, where = read_overrides(rules_file)
+        rules = apply_overrides(rules, overrides, where)
     return rules
 
 
