@@ -18,7 +18,7 @@ from harness.lib.store import Store
 from harness.tools.advise import (
     Prices, PromptCost, Traffic, advise, default_rules, load_rules, measure_arms, read_advice, write_advice,
 )
-from harness.tools.advise.rules import rules_table_markdown
+from harness.suite.advise import rules_table_markdown
 from harness.types import BenchmarkResult, ItemResult, RunResult, TrainOutput
 
 INTENTS = ("cancel_order", "track_order", "get_refund", "check_invoice")

@@ -1,6 +1,6 @@
 """``advise(measurements, traffic, prices, rules)``: the recommendation and every reason.
 
-Each rule of the table (``rules.yaml``) is checked against the measurement it reads and gives a
+Each rule of the table (``harness/suite/advise_rules.yaml``) is checked against the measurement it reads and gives a
 reason: ``fired`` (the rule's condition holds), ``held`` (it does not) or ``not_measured`` (the
 run or the user did not give what it reads, said in the reason).  The first rule that fires, in
 the table's order, decides; ``fine_tune`` becomes the best trained arm's kind (``lora`` or
@@ -17,7 +17,7 @@ from typing import Literal
 
 from harness.tools.advise.economics import Economics, Prices, Traffic, economics
 from harness.tools.advise.measure import TRAINED, ArmMeasure, Measurements
-from harness.tools.advise.rules import Rule
+from harness.suite.advise import Rule
 
 Outcome = Literal["fired", "held", "not_measured"]
 Recommendation = Literal["prompting", "lora", "full"]
