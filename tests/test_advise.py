@@ -225,7 +225,7 @@ def test_the_arms_advise_adds_to_a_suite(tmp_path: Path) -> None:
 
 
 def test_arm_kinds_are_read_from_the_run_s_model_descriptions() -> None:
-    from harness.tools.advise.measure import arm_kind, prompt_examples
+    from harness.tools.advise.measure import arm_kind, is_run_trained, prompt_examples
 
     doc = {"models": {
         "baseline": "base: /models/smollm2 [4788dcb02d1a]",
@@ -239,6 +239,7 @@ def test_arm_kinds_are_read_from_the_run_s_model_descriptions() -> None:
     assert arm_kind("candidate", {"models": {"candidate": "/models/x [12]"}}) == "lora"  # a run from before arms
     assert arm_kind("prod", {**doc, "arms": {"prod": {"kind": "lora"}}}) == "lora"
     assert [prompt_examples(label, doc) for label in ("baseline", "shots5")] == [0, 5]
+    assert [is_run_trained(label, doc) for label in ("candidate", "prod")] == [True, False]
 
 
 def test_a_stored_full_fine_tuning_run_joins_as_the_full_arm(tmp_path: Path, capsys) -> None:

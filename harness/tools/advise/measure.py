@@ -184,14 +184,23 @@ def _paired(doc_items: Sequence[Mapping[str, Any]], best_items: Sequence[Mapping
     return paired_bootstrap(base, cand, alpha, seed=seed)
 
 
-def _train_seconds(name: str, kind: ArmKind, doc: Mapping[str, Any]) -> float | None:
+def is_run_trained(label: str, doc: Mapping[str, Any]) -> bool:
+    """Whether the arm keyed ``label`` is this run's trainer output (arm ``trained``), not a
+    model trained elsewhere."""
+    match = _DESCRIBED.match(str(doc.get("models", {}).get(label, "")))
+    return match.group(1) == "trained" if match is not None else label in ("candidate", "trained")
+
+
+def _train_seconds(label: str, kind: ArmKind, doc: Mapping[str, Any]) -> float | None:
+    """Measured training seconds: a ``compare_train`` output of the arm's label, else the run's
+    training when the arm is its output; ``None`` for a model trained elsewhere."""
     if kind not in TRAINED:
         return None
-    other = doc.get("compare_train", {}).get(name)
+    other = doc.get("compare_train", {}).get(label)
     if isinstance(other, dict) and "seconds" in other:
         return float(other["seconds"])
     train = doc.get("train")
-    return float(train["seconds"]) if train else None
+    return float(train["seconds"]) if train and is_run_trained(label, doc) else None
 
 
 def labelled_examples(doc: Mapping[str, Any]) -> int | None:
