@@ -258,6 +258,8 @@ def test_a_stored_full_fine_tuning_run_joins_as_the_full_arm(tmp_path: Path, cap
     assert (arm.kind, arm.score, arm.train_seconds) == ("full", 0.95, 7200.0)
     assert advice.measurements.best == "full" and advice.measurements.arm("trained").vs_best.n == N
     assert "full" in capsys.readouterr().out
+    assert main([*args[:4], "--full", "--store", str(tmp_path / "store")]) == 2
+    assert "with --run, name a stored one with --full-run" in capsys.readouterr().err
 
 
 def test_prompt_costs_from_a_file_and_a_bad_one_named_by_line(tmp_path: Path, capsys) -> None:

@@ -94,6 +94,8 @@ def _result(args: argparse.Namespace, console: Console, loaded: Any, store_dir: 
     from harness.tools.advise.arms import arms_suite, full_suite, with_full_arm
 
     if args.run:
+        if args.full:
+            raise ConfigError("--full trains a full fine-tuning arm; with --run, name a stored one with --full-run RUN")
         doc = _stored(store_dir, args.run)
         return with_full_arm(doc, _stored(store_dir, args.full_run)) if args.full_run else doc
     if args.full_run:
