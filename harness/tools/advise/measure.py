@@ -34,7 +34,7 @@ from pydantic import Field, ValidationError
 from harness.errors import ConfigError, DataError
 from harness.lib.refs import StrictModel
 from harness.lib.resultdoc import result_document
-from harness.lib.stats import is_binary, mcnemar, paired_bootstrap
+from harness.lib.stats import clip_interval, is_binary, mcnemar, paired_bootstrap
 from harness.suite.yamlpos import load_yaml
 from harness.types import Comparison, RunResult
 
@@ -179,8 +179,8 @@ def _paired(doc_items: Sequence[Mapping[str, Any]], best_items: Sequence[Mapping
     if not shared:
         raise DataError("no items shared with the best arm, so no paired comparison")
     base, cand = [theirs[k] for k in shared], [mine[k] for k in shared]
-    if is_binary(base) and is_binary(cand):
-        return mcnemar(base, cand, alpha)
+    if is_binary(base) and is_binary(cand):  # clipped to the differences the scores allow, as gates do
+        return clip_interval(mcnemar(base, cand, alpha))
     return paired_bootstrap(base, cand, alpha, seed=seed)
 
 
