@@ -129,6 +129,7 @@ def test_rule_overrides_change_the_thresholds_and_unknown_names_are_one_line_err
     rules = load_rules({"few_examples": {"min_examples": 50}})
     advice = _advice(_run({"base": (50, 0), "shots5": (70, 0), "trained": (90, 0)}, examples=60), rules=rules)
     assert _reason(advice, "few_examples").outcome == "held"
+    assert _reason(advice, "few_examples").thresholds == {"min_examples": 50}
     bad = tmp_path / "rules.yaml"
     bad.write_text("rules:\n  few_examples: {max_examples: 3}\n")
     with pytest.raises(ConfigError, match=r"rules\.yaml:2: rule 'few_examples' has no threshold 'max_examples'"):

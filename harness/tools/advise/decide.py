@@ -33,6 +33,8 @@ class Reason:
     recommends: str
     measured: float | None
     text: str
+    thresholds: dict[str, float]
+    """The thresholds the rule was checked with (after overrides)."""
 
 
 @dataclass(frozen=True)
@@ -162,7 +164,7 @@ def advise(measurements: Measurements, traffic: Traffic, prices: Prices, rules: 
     reasons = []
     for rule in rules:
         outcome, value, text = CHECKS[rule.reads](rule, measurements, econ, traffic)
-        reasons.append(Reason(rule.id, rule.source, outcome, rule.recommends, value, text))
+        reasons.append(Reason(rule.id, rule.source, outcome, rule.recommends, value, text, dict(rule.thresholds)))
     fired = next((r for r in reasons if r.outcome == "fired"), None)
     if fired is not None:
         recommendation, arm = _resolve(fired.recommends, measurements)
