@@ -22,13 +22,13 @@ from pathlib import Path
 from harness.errors import EXIT_BAD_INPUT, EXIT_CHECK_ERRORED, ConfigError, HarnessError
 from harness.lib.console import RunConsole
 from harness.lib.models import ModelRef, resolve_model
-from harness.lib.refs import DataSource
+from harness.lib.refs import ComponentRef, DataSource
 from harness.lib.resultdoc import record_result, result_document
 from harness.lib.store import Store
 from harness.plugin.components import Benchmark, Trainer
 from harness.plugin.manager import HarnessPluginManager
 from harness.plugin.registry import Registries
-from harness.run.arms import arm_groups
+from harness.run.arms import ArmPlan, arm_groups
 from harness.run.plan import RunPlan, plan_run, plan_source
 from harness.stages.curate import CurateOutcome, curate, read_selected
 from harness.stages.env import StageEnv
@@ -109,10 +109,12 @@ class Runner:
             refs[TRAINED] = self._train_candidate(plan, plan.trainer, base, outcome)
         refs.update(self._resolve_arms(plan))
         self.result.models = _describe_arms(plan, refs)
-        self.result.arms = {arm.label: arm.name for arm in plan.arms.values() if refs.get(arm.root) is not None}
+        self.result.arms = {arm.label: _arm_entry(arm, suite.train) for arm in plan.arms.values() if refs.get(arm.root) is not None}
         self._evaluate(plan, refs, tuple(outcome.records) if outcome is not None else ())
         if plan.parity is not None:
             self._parity(plan, refs.get(TRAINED) or base)
+        if suite.gating.check_batch_invariance:
+            self._batch_invariance()
         self._gate(plan, run_gates(plan.gates, plan.statistics, suite.gating, self.result, self._clusters(plan)))
         self._report(plan)
         return self.result
@@ -382,6 +384,22 @@ class Runner:
             self.result.parity = result
             done("error" if any(c.status == "error" for c in result.checks) else "ok", "")
 
+    def _batch_invariance(self) -> None:
+        """The baseline at batch sizes 1 and 8 (``harness.run.invariance``): advisory, a difference
+        is a finding in the reports; a check that cannot run is recorded (exit 3, never a pass)."""
+        from harness.run.invariance import run_invariance
+
+        with self._stage("invariance") as done:
+            try:
+                findings = run_invariance(self.loaded, self.registries, self.store.root / "work" / self.run_id)
+            except Exception as exc:  # recorded: the gates still run
+                self._plugin_error("the batch invariance check", f"{type(exc).__name__}: {exc}")
+                done("error", f"{type(exc).__name__}: {exc}")
+                return
+            self.result.invariance = findings
+            for finding in findings:
+                self.console.stage("invariance", finding.line(), style="" if finding.invariant else "yellow")
+
     def _gate(self, plan: RunPlan, decisions: list[Decision]) -> None:
         with self._stage("gate"):
             parity = self.loaded.suite.parity
@@ -449,6 +467,19 @@ def _describe_arms(plan: RunPlan, refs: Mapping[str, ModelRef | None]) -> dict[s
         more = f" ({'; '.join(extras)})" if extras else ""
         described[arm.label] = f"{arm.name}{more}: {ref.describe()}"  # the fingerprint stays last
     return described
+
+
+def _arm_entry(arm: ArmPlan, train: ComponentRef | None) -> dict[str, str]:
+    """What the result says of an arm: its name, backend and, where it is plain, its kind
+    (``prompting``: the base model or a prompt variant; ``lora`` / ``full``: a trained model)."""
+    entry = {"name": arm.name, "backend": arm.backend.name}
+    if arm.prompts or arm.root == BASE:
+        entry["kind"] = "prompting"
+    elif arm.root == TRAINED and train is not None and train.name in ("lora", "full"):
+        entry["kind"] = train.name
+    elif arm.adapter is not None:
+        entry["kind"] = "lora"
+    return entry
 
 
 def _record_stop(

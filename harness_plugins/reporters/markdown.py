@@ -19,7 +19,9 @@ from typing import Any
 from pydantic import Field
 
 import harness
-from harness.lib.reportview import ItemPair, benchmark_rows, gate_rows, headline, item_pairs, number, signed, stop_line
+from harness.lib.reportview import (
+    ItemPair, benchmark_rows, gate_rows, headline, invariance_lines, item_pairs, number, signed, stop_line,
+)
 from harness.lib.resultdoc import result_document, write_files
 from harness.plugin.components import ComponentConfig, Reporter
 from harness.types import RunResult
@@ -114,6 +116,14 @@ def _gates(doc: dict[str, Any]) -> list[str]:
     return ["### Gates", "", *table(("verdict", "gate", "rule", "diff", "interval", "p", "detectable", "reason"), rows), ""]
 
 
+def _invariance(doc: dict[str, Any]) -> list[str]:
+    """The batch invariance check, when the suite asked for it: advisory, right after the gates."""
+    lines = invariance_lines(doc)
+    if not lines:
+        return []
+    return ["### Batch invariance (advisory)", "", *(f"- {'✅' if ok else '⚠️'} {cell(text, 600)}" for ok, text in lines), ""]
+
+
 def _benchmark_moves(doc: dict[str, Any], top: int) -> list[str]:
     moves = [(g.diff, g) for g in gate_rows(doc) if g.diff is not None]
     if not moves:
@@ -143,7 +153,7 @@ def _items(pairs: list[ItemPair], side: str, top: int) -> tuple[list[str], list[
 def _details(doc: dict[str, Any]) -> list[tuple[str, list[str]]]:
     """Collapsible sections, least important last: (name, lines including the wrapper)."""
     sections = []
-    arms = doc.get("arms") or {}
+    arms = {label: arm.get("name") for label, arm in (doc.get("arms") or {}).items() if isinstance(arm, dict)}
     role = {r: f"{r} ({arms[r]})" if arms.get(r) not in (None, "base", "trained") else r for r in ("baseline", "candidate")}
     bench = table(("benchmark", "metric", "n", role["baseline"], role["candidate"], "source"),
                   [(b.label, b.metric, b.n, number(b.baseline, 4), number(b.candidate, 4), b.source) for b in benchmark_rows(doc)])
@@ -174,6 +184,7 @@ def render_markdown(doc: dict[str, Any], top: int = 10, limit: int = LIMIT) -> s
     budget = Budget(limit)
     budget.add(_verdict(doc), "verdict", reserve=200)
     budget.add(_gates(doc), "gates")
+    budget.add(_invariance(doc), "batch invariance")
     budget.add(_benchmark_moves(doc, top), "regressions and gains")
     pairs = list(item_pairs(doc))
     for side in ("lost", "won"):

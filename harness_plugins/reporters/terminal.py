@@ -90,6 +90,10 @@ class TerminalReporter(Reporter):
                 out.print(f"{escape(label)}, other arms: {escape(', '.join(others))}")
         for error in result.eval_errors:
             out.print(f"[magenta]error[/] {escape(f'{error.benchmark} / {error.model}: {error.message}')}")
+        for finding in result.invariance:
+            if not finding.invariant:
+                items = ", ".join(finding.affected[:10])
+                out.print(f"[yellow]batch invariance[/] {escape(finding.line())}; items: {escape(items)}")
         table = Table(title="Gates")
         for column in ("gate", "rule", "verdict", "reason"):
             table.add_column(column)
@@ -270,7 +274,7 @@ def _headline(metrics: dict[str, Any]) -> str:
 
 def _role(result: RunResult, label: str) -> str:
     """A column heading: the role, and its arm when the suite names one other than the default."""
-    arm = result.arms.get(label)
+    arm = result.arms.get(label, {}).get("name")
     return f"{label} ({arm})" if arm and arm not in ("base", "trained") else label
 
 

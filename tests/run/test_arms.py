@@ -82,7 +82,7 @@ def test_an_external_candidate_is_gated_without_training(tmp_path: Path, harness
     assert set(per_model) == {"baseline", "candidate"}
     assert per_model["baseline"].cache_key != per_model["candidate"].cache_key  # another model, another cache key
     assert result.models["baseline"].startswith("base: ") and result.models["candidate"].startswith("other: ")
-    assert result.arms == {"baseline": "base", "candidate": "other"}
+    assert {label: arm["name"] for label, arm in result.arms.items()} == {"baseline": "base", "candidate": "other"}
     assert result.decisions[0].verdict is not Verdict.ERROR and result.exit_code in (0, 1)
 
 
@@ -96,7 +96,7 @@ def test_a_gate_compares_the_arms_it_names(tmp_path: Path, harness_fake_model_di
     result = run_suite(suite, work_dir=tmp_path)
     per_model = result.benchmarks["mmlu"]
     assert set(per_model) == {"baseline", "candidate", "two"}  # 'one' is the suite's candidate
-    assert result.arms == {"baseline": "base", "candidate": "one", "two": "two"}
+    assert {label: arm["name"] for label, arm in result.arms.items()} == {"baseline": "base", "candidate": "one", "two": "two"}
     by_name = {d.gate: d for d in result.decisions}
     expected = paired_comparison(_statistics(), per_model["candidate"], per_model["two"], "auto", 0.05)
     pair = by_name["pair"].comparison
