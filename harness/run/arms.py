@@ -19,6 +19,7 @@ from pathlib import Path
 from harness.errors import ConfigError, HarnessError
 from harness.lib.prompting import PromptSpec
 from harness.lib.refs import ComponentRef
+from harness.lib.models import ModelRef
 from harness.plugin.components import Backend, Benchmark, RunContext
 from harness.plugin.registry import Registries, narrow
 from harness.suite.arms import BASE, TRAINED, arm_label, candidate_arm, root_of, used_arms, variant_chain
@@ -212,3 +213,39 @@ def check_arm_capabilities(
                     f"{loaded.where(loc)}: {dotted}: benchmark {bench.name!r} needs {', '.join(missing)}, which "
                     f"backend {arm.backend.name!r} of arm {arm.root!r} does not provide"
                 ))
+
+
+# ------------------------------------------------------------------- in the run's result
+
+
+def describe_arms(
+    arms: Mapping[str, ArmPlan], refs: Mapping[str, ModelRef | None], base_backend: str, train: ComponentRef | None
+) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """Per result label, each evaluated arm's description, naming the arm first and the
+    fingerprint last (``few8 (prompt {'shots': 8}): PATH [fingerprint]``), and its entry for
+    ``RunResult.arms``; an arm without a model (its training failed) is left out."""
+    models: dict[str, str] = {}
+    entries: dict[str, dict[str, str]] = {}
+    for arm in arms.values():
+        ref = refs.get(arm.root)
+        if ref is None:
+            continue
+        extras = [f"prompt {p.model_dump(exclude_defaults=True)}" for p in arm.prompts]
+        extras += [f"via {arm.backend.name}"] if arm.backend.name != base_backend else []
+        more = f" ({'; '.join(extras)})" if extras else ""
+        models[arm.label] = f"{arm.name}{more}: {ref.describe()}"
+        entries[arm.label] = _arm_entry(arm, train)
+    return models, entries
+
+
+def _arm_entry(arm: ArmPlan, train: ComponentRef | None) -> dict[str, str]:
+    """An arm's name, backend and, where it is plain, its kind (``prompting``: the base model or a
+    prompt variant; ``lora`` / ``full``: a trained model or an adapter)."""
+    entry = {"name": arm.name, "backend": arm.backend.name}
+    if arm.prompts or arm.root == BASE:
+        entry["kind"] = "prompting"
+    elif arm.root == TRAINED and train is not None and train.name in ("lora", "full"):
+        entry["kind"] = train.name
+    elif arm.adapter is not None:
+        entry["kind"] = "lora"
+    return entry

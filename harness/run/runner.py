@@ -22,13 +22,13 @@ from pathlib import Path
 from harness.errors import EXIT_BAD_INPUT, EXIT_CHECK_ERRORED, ConfigError, HarnessError
 from harness.lib.console import RunConsole
 from harness.lib.models import ModelRef, resolve_model
-from harness.lib.refs import ComponentRef, DataSource
+from harness.lib.refs import DataSource
 from harness.lib.resultdoc import record_result, result_document
 from harness.lib.store import Store
 from harness.plugin.components import Benchmark, Trainer
 from harness.plugin.manager import HarnessPluginManager
 from harness.plugin.registry import Registries
-from harness.run.arms import ArmPlan, arm_groups
+from harness.run.arms import arm_groups, describe_arms
 from harness.run.plan import RunPlan, plan_run, plan_source
 from harness.stages.curate import CurateOutcome, curate, read_selected
 from harness.stages.env import StageEnv
@@ -108,8 +108,7 @@ class Runner:
         if plan.trainer is not None and outcome is not None:
             refs[TRAINED] = self._train_candidate(plan, plan.trainer, base, outcome)
         refs.update(self._resolve_arms(plan))
-        self.result.models = _describe_arms(plan, refs)
-        self.result.arms = {arm.label: _arm_entry(arm, suite.train) for arm in plan.arms.values() if refs.get(arm.root) is not None}
+        self.result.models, self.result.arms = describe_arms(plan.arms, refs, plan.backend.name, suite.train)
         self._evaluate(plan, refs, tuple(outcome.records) if outcome is not None else ())
         if plan.parity is not None:
             self._parity(plan, refs.get(TRAINED) or base)
@@ -453,33 +452,6 @@ class Runner:
             except Exception as exc:
                 plugin = f"plugin {impl.plugin_name!r} ({self.pm.distribution_of(impl.plugin_name)})"
                 self._plugin_error(f"{plugin} in {hook_name}", f"{type(exc).__name__}: {exc}")
-
-
-def _describe_arms(plan: RunPlan, refs: Mapping[str, ModelRef | None]) -> dict[str, str]:
-    """Each evaluated arm's description by result label, naming the arm (``base: ...``)."""
-    described: dict[str, str] = {}
-    for arm in plan.arms.values():
-        ref = refs.get(arm.root)
-        if ref is None:
-            continue
-        extras = [f"prompt {p.model_dump(exclude_defaults=True)}" for p in arm.prompts]
-        extras += [f"via {arm.backend.name}"] if arm.backend.name != ref.backend else []
-        more = f" ({'; '.join(extras)})" if extras else ""
-        described[arm.label] = f"{arm.name}{more}: {ref.describe()}"  # the fingerprint stays last
-    return described
-
-
-def _arm_entry(arm: ArmPlan, train: ComponentRef | None) -> dict[str, str]:
-    """What the result says of an arm: its name, backend and, where it is plain, its kind
-    (``prompting``: the base model or a prompt variant; ``lora`` / ``full``: a trained model)."""
-    entry = {"name": arm.name, "backend": arm.backend.name}
-    if arm.prompts or arm.root == BASE:
-        entry["kind"] = "prompting"
-    elif arm.root == TRAINED and train is not None and train.name in ("lora", "full"):
-        entry["kind"] = train.name
-    elif arm.adapter is not None:
-        entry["kind"] = "lora"
-    return entry
 
 
 def _record_stop(
