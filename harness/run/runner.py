@@ -152,7 +152,8 @@ class Runner:
                 ref = resolve_model(spec.source, spec.backend, spec.dtype, self.loaded.dir)
             except HarnessError as exc:
                 raise type(exc)(f"{self.loaded.where(('model',))}: {exc}") from None
-            self.console.stage("model", f"baseline {ref.describe()}")
+            role = "baseline" if self.loaded.suite.baseline == BASE else "base"
+            self.console.stage("model", f"{role} {ref.describe()}")
         return ref
 
     def _curate(self, plan: RunPlan) -> CurateOutcome:
