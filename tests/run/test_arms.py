@@ -319,3 +319,18 @@ def test_a_swapped_deployment_behind_the_same_url_misses_the_cache(tmp_path: Pat
     after = material()
     assert after["served_models"] == before["served_models"] == ["prod"]
     assert after["probe"] != before["probe"] and after != before
+
+
+def test_without_arms_a_training_suite_plans_base_and_trained_as_before(tmp_path: Path, harness_write_suite, harness_fake_model_dir) -> None:
+    from harness.cli.common import load
+    from harness.run.plan import plan_run
+
+    data = [{"path": CSV, "format": "csv", "user": "{instruction}", "assistant": "{intent}", "sample": 20}]
+    suite = _suite(harness_fake_model_dir, data=data, train={"name": "lora", "max_steps": 1}, gates={"mmlu": "no_regression()"})
+    loaded, _pm, registries = load(harness_write_suite(suite))
+    plan = plan_run(loaded, registries, tmp_path / "work")
+    assert {name: (arm.label, arm.backend is plan.backend, arm.prompts) for name, arm in plan.arms.items()} == {
+        "base": ("baseline", True, ()), "trained": ("candidate", True, ())}
+    [gate] = plan.gates
+    assert (gate.baseline, gate.candidate) == ("baseline", "candidate")
+    assert plan.curate is not None and not plan.notes
