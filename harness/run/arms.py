@@ -20,8 +20,8 @@ from harness.errors import ConfigError, HarnessError
 from harness.lib.prompting import PromptSpec
 from harness.lib.refs import ComponentRef
 from harness.lib.models import ModelRef
-from harness.plugin.components import Backend, Benchmark, RunContext
-from harness.plugin.registry import Registries, narrow
+from harness.plugin.components import Backend, Benchmark
+from harness.plugin.registry import narrow
 from harness.suite.arms import BASE, TRAINED, arm_label, candidate_arm, root_of, used_arms, variant_chain
 from harness.suite.config import LoadedSuite
 from harness.suite.preflight import Problem, check_model_reference
@@ -59,8 +59,6 @@ def needs_curation(loaded: LoadedSuite) -> bool:
 
 def plan_arms(
     loaded: LoadedSuite,
-    registries: Registries,
-    ctx: RunContext,
     base_backend: Backend | None,
     build: Callable[[str, ComponentRef, Loc], Backend],
     found: list[HarnessError],
@@ -77,14 +75,18 @@ def plan_arms(
     if base_backend is None:
         return {}
     roots: dict[str, ArmPlan] = {}
+    broken: set[str] = set()
     arms: dict[str, ArmPlan] = {}
     for arm in used:
         root = root_of(suite, arm)
+        if root in broken:
+            continue
         if root not in roots:
             try:
                 roots[root] = _root(loaded, root, base_backend, build)
-            except HarnessError as exc:
+            except HarnessError as exc:  # reported once, however many variants run on it
                 found.append(exc)
+                broken.add(root)
                 continue
         chain = tuple(variant_chain(suite, arm))
         where: Loc = ("models", arm) if arm in suite.models else roots[root].loc

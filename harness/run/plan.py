@@ -395,7 +395,7 @@ def plan_run(
         _preflight(problems, check_model_reference(suite.model.source, loaded.dir, where=loaded.where(("model",))), notes)
     curate = _plan_curate(registries, loaded, ctx, problems) if needs_curation(loaded) else None
     arms = plan_arms(
-        loaded, registries, ctx, backend,
+        loaded, backend,
         lambda kind, ref, loc: narrow(build_component(registries, kind, ref, loc, loaded, ctx), Backend),
         problems.found, notes,
     )  # fmt: skip
