@@ -129,3 +129,10 @@ def test_markdown_shows_every_pair_and_the_verdict() -> None:
     assert "| zero_shot | lora | 0.300 | 0.640 | +0.340 |" in text
     assert text.count("| mcnemar (n=100) |") == 6
     assert "**consider prompting**: best trained arm 'lora'" in text
+
+
+def test_the_rule_is_the_chapters_two_points_from_the_one_rule_table() -> None:
+    from harness.suite.advise import default_rules
+
+    lora_close = next(r for r in default_rules() if r.id == "lora_close")
+    assert PROMPTING_RULE == {"margin": 0.02} == {"margin": lora_close.thresholds["within"]}

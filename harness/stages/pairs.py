@@ -31,13 +31,22 @@ from typing import Literal
 from harness.lib.stats import clip_interval, is_binary, mcnemar, paired_bootstrap
 from harness.plugin.components import Statistic
 from harness.stages.gate import pair_scores, paired_comparison
+from harness.suite.advise import default_rules
 from harness.types import BenchmarkResult, Comparison
 
 ArmKind = Literal["prompting", "trained", "model"]
 RuleVerdict = Literal["consider prompting", "keep training", "not applicable"]
 
-PROMPTING_RULE: Mapping[str, float] = MappingProxyType({"margin": 0.02})
-"""The chapter's rule as data: a trained arm within ``margin`` of the best prompting arm."""
+
+
+def _chapter_margin() -> float:
+    """The margin of the chapter's rule, from the one table of its decision rules
+    (``advise_rules.yaml``, rule ``lora_close``), which ``harness advise`` reads too."""
+    return next(r for r in default_rules() if r.id == "lora_close").thresholds["within"]
+
+
+PROMPTING_RULE: Mapping[str, float] = MappingProxyType({"margin": _chapter_margin()})
+"""The chapter's rule as data: a trained arm within ``margin`` (0.02) of the best prompting arm."""
 
 TOLERANCE = 1e-9
 """Scores are means of floats: a gap of exactly the margin must not miss it by rounding."""
