@@ -24,9 +24,9 @@ whether training was worth it.  :func:`compare_arms` answers both from the per-i
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 
 from harness.lib.stats import clip_interval, is_binary, mcnemar, paired_bootstrap
 from harness.plugin.components import Statistic
@@ -206,6 +206,18 @@ def _gap_interval(pairs: Mapping[tuple[str, str], ArmPair], trained: str, prompt
         return None, None
     cmp = pair.comparison
     return (cmp.ci_low, cmp.ci_high) if pair.second == trained else (-cmp.ci_high, -cmp.ci_low)
+
+
+def comparison_document(comparison: ArmComparison) -> dict[str, Any]:
+    """The comparison in plain JSON types, for the result document (``result.json``) and the
+    reporters that render from it."""
+    return {
+        "margin": comparison.margin,
+        "alpha": comparison.alpha,
+        "consider_prompting": comparison.consider_prompting,
+        "pairs": [asdict(p) for p in comparison.pairs],
+        "decisions": [asdict(d) for d in comparison.decisions],
+    }
 
 
 def render_markdown(comparison: ArmComparison) -> str:
