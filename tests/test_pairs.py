@@ -129,3 +129,22 @@ def test_markdown_shows_every_pair_and_the_verdict() -> None:
     assert "| zero_shot | lora | 0.300 | 0.640 | +0.340 |" in text
     assert text.count("| mcnemar (n=100) |") == 6
     assert "**consider prompting**: best trained arm 'lora'" in text
+
+
+def test_the_rule_is_the_chapters_two_points_from_the_one_rule_table() -> None:
+    from harness.suite.advise import default_rules
+
+    lora_close = next(r for r in default_rules() if r.id == "lora_close")
+    assert PROMPTING_RULE == {"margin": 0.02} == {"margin": lora_close.thresholds["within"]}
+
+
+def test_the_document_form_is_plain_json_with_every_pair_and_decision() -> None:
+    import json
+
+    from harness.stages.pairs import comparison_document
+
+    cmp, _ = run({"zero_shot": 30, "shots_8": 63, "nearest_8": 60, "lora": 64})
+    doc = json.loads(json.dumps(comparison_document(cmp)))
+    assert doc["consider_prompting"] is True and doc["margin"] == 0.02
+    assert len(doc["pairs"]) == 6 and doc["pairs"][2]["comparison"]["diff"] == pytest.approx(0.34)
+    assert doc["decisions"][0]["verdict"] == "consider prompting" and doc["decisions"][0]["best_prompting"] == "shots_8"

@@ -248,3 +248,28 @@ def test_nearest_with_minilm_picks_a_same_intent_bitext_example(api: ModelAPI) -
         intents = [pool[i].messages[1].content for i in examples]
         same += intents[-1] == row["intent"]
     assert same >= 7, f"the closest example had the item's intent for only {same} of 10 items"
+
+
+def test_a_variant_that_adds_nothing_answers_as_the_native_lm_eval_path(harness_fake_model: LoadedModel) -> None:
+    """The base arm goes through lm-eval's own HFLM, a variant through the generic adapter: with
+    nothing to add, both give the same greedy answers, so arms differ by their prompts only."""
+    from dataclasses import replace
+
+    from harness.lib.lmeval import run_task
+
+    task = {
+        "task": "prompting_paths",
+        "output_type": "generate_until",
+        "doc_to_text": "{{prompt}}",
+        "doc_to_target": "{{label}}",
+        "generation_kwargs": {"until": ["\n"], "max_gen_toks": 6, "do_sample": False},
+        "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
+    }
+    docs = [{"prompt": f"message {i} " * (1 + i % 4), "label": "x"} for i in range(6)]
+    native = run_task(harness_fake_model, task, docs, apply_chat_template=True, batch_size=4)
+    wrapped = replace(harness_fake_model, api=prompted(harness_fake_model.api, PromptSpec(), [], 0))
+    through = run_task(wrapped, task, docs, apply_chat_template=True, batch_size=4)
+    answers = [s["filtered_resps"] for s in native]
+    assert any(str(a[0]).strip() for a in answers)  # the fake model says something
+    assert answers == [s["filtered_resps"] for s in through]
+    assert [s["arguments"][0][0] for s in native] == [s["arguments"][0][0] for s in through]

@@ -24,20 +24,29 @@ whether training was worth it.  :func:`compare_arms` answers both from the per-i
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 
 from harness.lib.stats import clip_interval, is_binary, mcnemar, paired_bootstrap
 from harness.plugin.components import Statistic
 from harness.stages.gate import pair_scores, paired_comparison
+from harness.suite.advise import default_rules
 from harness.types import BenchmarkResult, Comparison
 
 ArmKind = Literal["prompting", "trained", "model"]
 RuleVerdict = Literal["consider prompting", "keep training", "not applicable"]
 
-PROMPTING_RULE: Mapping[str, float] = MappingProxyType({"margin": 0.02})
-"""The chapter's rule as data: a trained arm within ``margin`` of the best prompting arm."""
+
+
+def _chapter_margin() -> float:
+    """The margin of the chapter's rule, from the one table of its decision rules
+    (``advise_rules.yaml``, rule ``lora_close``), which ``harness advise`` reads too."""
+    return next(r for r in default_rules() if r.id == "lora_close").thresholds["within"]
+
+
+PROMPTING_RULE: Mapping[str, float] = MappingProxyType({"margin": _chapter_margin()})
+"""The chapter's rule as data: a trained arm within ``margin`` (0.02) of the best prompting arm."""
 
 TOLERANCE = 1e-9
 """Scores are means of floats: a gap of exactly the margin must not miss it by rounding."""
@@ -197,6 +206,18 @@ def _gap_interval(pairs: Mapping[tuple[str, str], ArmPair], trained: str, prompt
         return None, None
     cmp = pair.comparison
     return (cmp.ci_low, cmp.ci_high) if pair.second == trained else (-cmp.ci_high, -cmp.ci_low)
+
+
+def comparison_document(comparison: ArmComparison) -> dict[str, Any]:
+    """The comparison in plain JSON types, for the result document (``result.json``) and the
+    reporters that render from it."""
+    return {
+        "margin": comparison.margin,
+        "alpha": comparison.alpha,
+        "consider_prompting": comparison.consider_prompting,
+        "pairs": [asdict(p) for p in comparison.pairs],
+        "decisions": [asdict(d) for d in comparison.decisions],
+    }
 
 
 def render_markdown(comparison: ArmComparison) -> str:
