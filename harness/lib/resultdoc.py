@@ -74,6 +74,7 @@ def result_document(result: RunResult) -> dict[str, Any]:
         "exit_code": result.exit_code,
         "gating": {"inconclusive": "fail" if result.inconclusive_fails else "pass"},
         "models": result.models,
+        "arms": result.arms,
         "ledger": result.ledger.to_json() if result.ledger else None,
         "train": {**result.train.to_json(), "from_cache": result.train_from_cache} if result.train else None,
         "train_error": result.train_error,

@@ -38,6 +38,7 @@ from harness.plugin.components import (
 )
 from harness.plugin.parity import ParityCheck
 from harness.plugin.registry import Registries, narrow
+from harness.run.arms import ArmPlan, check_arm_capabilities, needs_curation, plan_arms
 from harness.stages.curate import (
     CuratePlan,
     CurateOutcome,
@@ -51,6 +52,7 @@ from harness.stages.curate import (
 from harness.stages.curate_report import Examples
 from harness.stages.gate import GatePlan
 from harness.stages.parity import ParityPlan
+from harness.suite.arms import arm_label, gate_arms
 from harness.suite.config import LoadedSuite, format_validation
 from harness.suite.rules import parse_rule
 from harness.suite.preflight import Problem, check_data_path, check_env_var, check_model_reference, check_store, check_writable_dir
@@ -101,6 +103,9 @@ class RunPlan:
     reporters: tuple[Reporter, ...]
     notes: tuple[str, ...] = field(default_factory=tuple)
     """Warnings that do not stop the run (printed by ``harness validate`` and at the run's start)."""
+    arms: Mapping[str, ArmPlan] = field(default_factory=dict)
+    """Every arm the run evaluates, by name (``harness.run.arms``), each with its backend;
+    ``backend`` above is the base model's (training, forgetting probes, parity)."""
 
 
 # --------------------------------------------------------------------------- construction
@@ -320,7 +325,9 @@ def _gates(
                 statistics[gate.statistic] = built
         label = gate.benchmark or gate_name
         chance = _chance(registries, loaded.suite.evaluate.get(label))
-        gates.append(GatePlan(gate_name, label, parse_rule(gate.rule), gate.statistic, gate.blocking, chance, loc))
+        base_arm, cand_arm = gate_arms(loaded.suite, gate_name)
+        pair = arm_label(loaded.suite, base_arm), arm_label(loaded.suite, cand_arm) if cand_arm else "candidate"
+        gates.append(GatePlan(gate_name, label, parse_rule(gate.rule), gate.statistic, gate.blocking, chance, loc, *pair))
     return tuple(gates), statistics
 
 
@@ -386,7 +393,12 @@ def plan_run(
     )
     if backend is not None and backend.reads_model_folder:
         _preflight(problems, check_model_reference(suite.model.source, loaded.dir, where=loaded.where(("model",))), notes)
-    curate = _plan_curate(registries, loaded, ctx, problems) if suite.train is not None else None
+    curate = _plan_curate(registries, loaded, ctx, problems) if needs_curation(loaded) else None
+    arms = plan_arms(
+        loaded, backend,
+        lambda kind, ref, loc: narrow(build_component(registries, kind, ref, loc, loaded, ctx), Backend),
+        problems.found, notes,
+    )  # fmt: skip
     trainer = None
     if suite.train is not None:
         train_ref = suite.train
@@ -419,6 +431,7 @@ def plan_run(
     if backend is not None:
         _check_capabilities(loaded, backend, {("evaluate", k): b for k, b in benchmarks.items()}, problems)
         _check_capabilities(loaded, backend, {("forgetting", "probes", k): b for k, b in probes.items()}, problems)
+        check_arm_capabilities(loaded, arms, {("evaluate", k): b for k, b in benchmarks.items()}, problems.found)
     gates, statistics = _gates(registries, loaded, ctx, problems)
     parity = problems.attempt(lambda: plan_parity(loaded, registries, ctx)) if suite.parity is not None else None
     reporters = []
@@ -446,6 +459,7 @@ def plan_run(
         parity=parity,
         reporters=tuple(reporters),
         notes=tuple(notes),
+        arms=arms,
     )
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from harness.lib.models import resolve_model
 from harness.lib.stats import detectable_effect, needed_n, planning_sd
 from harness.lib.store import DB_NAME, Store
+from harness.suite.arms import BASE, gate_arms
 from harness.run.plan import RunPlan
 from harness.stages.evaluate import Evaluator
 from harness.stages.gate import per_gate_alpha
@@ -88,7 +89,9 @@ def gate_power(loaded: LoadedSuite, plan: RunPlan, store_dir: Path | None = None
         if bench is None:
             continue
         n = len(bench.items())
-        stored = _stored_baseline(loaded, plan, store_dir, gate.label)
+        # the store's baseline is looked up for the base model; another baseline arm is assumed
+        on_base = gate.name not in loaded.suite.gates or gate_arms(loaded.suite, gate.name)[0] == BASE
+        stored = _stored_baseline(loaded, plan, store_dir, gate.label) if on_base else None
         assumed = loaded.suite.gates[gate.name].assumed_baseline if gate.name in loaded.suite.gates else None
         assumed = assumed if assumed is not None else gating.assumed_baseline
         if stored is not None:

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from harness.errors import EXIT_CHECK_ERRORED, ConfigError, HarnessError
+from harness.errors import EXIT_BAD_INPUT, EXIT_CHECK_ERRORED, ConfigError, HarnessError
 from harness.lib.console import RunConsole
 from harness.lib.models import ModelRef, resolve_model
 from harness.lib.refs import DataSource
@@ -28,15 +28,17 @@ from harness.lib.store import Store
 from harness.plugin.components import Benchmark, Trainer
 from harness.plugin.manager import HarnessPluginManager
 from harness.plugin.registry import Registries
+from harness.run.arms import arm_groups, describe_arms
 from harness.run.plan import RunPlan, plan_run, plan_source
 from harness.stages.curate import CurateOutcome, curate, read_selected
 from harness.stages.env import StageEnv
-from harness.stages.evaluate import Evaluator, describe
+from harness.stages.evaluate import Evaluator, PromptVariant, describe
 from harness.stages.forgetting import run_forgetting
 from harness.stages.forgetting_live import LiveForgetting
 from harness.stages.gate import exit_code, run_gates
 from harness.stages.parity import parity_decisions, run_parity
 from harness.stages.train import TrainStage
+from harness.suite.arms import BASE, TRAINED, arm_label
 from harness.suite.config import LoadedSuite
 from harness.suite.yamlpos import Loc
 from harness.types import (
@@ -100,17 +102,16 @@ class Runner:
         self.console.stage("run", f"{suite.name} ({self.run_id})")
         if self.options.only_parity:
             return self._parity_only(plan)
-        outcome = self._curate(plan) if plan.trainer is not None else None
+        outcome = self._curate(plan) if plan.curate is not None else None
         base = self._resolve_base()
-        models = [base]
+        refs: dict[str, ModelRef | None] = {BASE: base}
         if plan.trainer is not None and outcome is not None:
-            candidate = self._train_candidate(plan, plan.trainer, base, outcome)
-            if candidate is not None:
-                models.append(candidate)
-        self.result.models = {m.label: m.describe() for m in models}
-        self._evaluate(plan, models)
+            refs[TRAINED] = self._train_candidate(plan, plan.trainer, base, outcome)
+        refs.update(self._resolve_arms(plan))
+        self.result.models, self.result.arms = describe_arms(plan.arms, refs, plan.backend.name, suite.train)
+        self._evaluate(plan, refs, tuple(outcome.records) if outcome is not None else ())
         if plan.parity is not None:
-            self._parity(plan, models[-1])
+            self._parity(plan, refs.get(TRAINED) or base)
         if suite.gating.check_batch_invariance:
             self._batch_invariance()
         self._gate(plan, run_gates(plan.gates, plan.statistics, suite.gating, self.result, self._clusters(plan)))
@@ -151,7 +152,8 @@ class Runner:
                 ref = resolve_model(spec.source, spec.backend, spec.dtype, self.loaded.dir)
             except HarnessError as exc:
                 raise type(exc)(f"{self.loaded.where(('model',))}: {exc}") from None
-            self.console.stage("model", f"baseline {ref.describe()}")
+            role = "baseline" if self.loaded.suite.baseline == BASE else "base"
+            self.console.stage("model", f"{role} {ref.describe()}")
         return ref
 
     def _curate(self, plan: RunPlan) -> CurateOutcome:
@@ -306,21 +308,57 @@ class Runner:
                     self.console.stage("compare", f"{label}: error: {message}", style="red")
                     done("error", message)
 
-    def _evaluate(self, plan: RunPlan, models: list[ModelRef]) -> None:
-        """Every benchmark on every model (one model in memory at a time); an evaluation that
-        raises is recorded as an error for that (benchmark, model) and the others go on."""
+    def _resolve_arms(self, plan: RunPlan) -> dict[str, ModelRef]:
+        """The model of every arm other than ``base`` and ``trained`` that the run evaluates (a
+        folder, an adapter on a source, or the local tokenizer folder of an endpoint)."""
+        refs: dict[str, ModelRef] = {}
+        for root, group in arm_groups(plan.arms).items():
+            arm = group[0]  # a variant carries its root's model, backend and location
+            if root in (BASE, TRAINED) or arm.source is None:
+                continue
+            with self._stage(f"model:{root}"):
+                try:
+                    ref = resolve_model(arm.source, arm.backend.name, arm.dtype, self.loaded.dir)
+                except HarnessError as exc:
+                    raise type(exc)(f"{self.loaded.where(('models', root))}: models.{root}: {exc}") from None
+                label = arm_label(self.loaded.suite, root)
+                refs[root] = ref.with_adapter(label, arm.adapter) if arm.adapter is not None else replace(ref, label=label)
+                self.console.stage("model", f"{root} ({arm.backend.name}) {refs[root].describe()}")
+        return refs
+
+    def _evaluate(self, plan: RunPlan, refs: Mapping[str, ModelRef | None], pool: tuple[Conversation, ...]) -> None:
+        """Every benchmark on every arm, one model in memory at a time: an arm's prompt variants
+        reuse its loaded model.  An evaluation that raises is recorded as an error for that
+        (benchmark, arm) and the others go on; an arm without a model (its training failed) is
+        left out, and its gates are ``error``."""
         with self._stage("evaluate") as done:
-            for ref in models:
-                evaluator = Evaluator(self.store, plan.backend, ref, self.console, self.options.use_cache)
-                for label, bench in plan.benchmarks.items():
-                    self._evaluate_one(evaluator, label, bench, ref)
-                evaluator.release()
+            for root, group in arm_groups(plan.arms).items():
+                ref = refs.get(root)
+                if ref is None:
+                    continue
+                loader = Evaluator(self.store, group[0].backend, replace(ref, label=arm_label(self.loaded.suite, root)), self.console, self.options.use_cache)
+                for arm in group:
+                    evaluator = loader
+                    if arm.prompts:
+                        variant = PromptVariant(arm.prompts, pool, self.loaded.suite.seed)
+                        evaluator = Evaluator(
+                            self.store, arm.backend, replace(ref, label=arm.label), self.console, self.options.use_cache,
+                            variant=variant, source=loader.model,
+                        )  # fmt: skip
+                    for label, bench in plan.benchmarks.items():
+                        try:
+                            self._evaluate_one(evaluator, label, bench, evaluator.ref)
+                        except HarnessError as exc:  # a prompt variant that cannot be built: name it
+                            raise type(exc)(f"{self.loaded.where(arm.loc)}: models.{arm.name}.prompt: {exc}") from None
+                loader.release()
             done("error" if self.result.eval_errors else "ok", "")
 
     def _evaluate_one(self, evaluator: Evaluator, label: str, bench: Benchmark, ref: ModelRef) -> None:
         try:
             res = evaluator.run(label, bench)
         except Exception as exc:  # recorded, never cached: gates on it become `error`
+            if isinstance(exc, HarnessError) and exc.exit_code == EXIT_BAD_INPUT and evaluator.variant is not None:
+                raise  # a prompt variant that cannot be built (examples overflow the context) is bad input
             message = f"{type(exc).__name__}: {exc}"
             self.result.eval_errors.append(EvalError(label, ref.label, message))
             self.console.stage("evaluate", f"{label} / {ref.label}: error: {message}", style="red")

@@ -1,8 +1,9 @@
 """The evaluate stage: score every benchmark on every model, item by item, through the cache.
 
 The cache key is the model fingerprint (weights, tokenizer, chat template, generation config and
-adapter), the backend and its precision, the benchmark's name and config, the digest of its items,
-and the harness version.  Results are cached per item as soon as each chunk is scored, so a killed
+adapter), the backend and its precision (an endpoint's: its served model ids and a log-probability
+probe), the prompt variant (its spec, seed and examples' digest) when the arm is one, the
+benchmark's name and config, the digest of its items, and the harness version.  Results are cached per item as soon as each chunk is scored, so a killed
 run resumes where it stopped; errors are recorded per (benchmark, model) and never cached.
 
 Chunks are sized by time: after the first one (a few items), a chunk holds as many items as take
@@ -23,9 +24,11 @@ from typing import Any
 
 from harness.plugin.components import Backend, Benchmark, Item
 from harness.lib.console import RunConsole
+from harness.lib.model_api import model_api
 from harness.lib.models import LoadedModel, ModelRef
+from harness.lib.prompting import PromptSpec, prompt_material, prompted
 from harness.lib.store import Store, cache_key
-from harness.types import BenchmarkResult, ItemResult
+from harness.types import BenchmarkResult, Conversation, ItemResult
 
 
 COMMIT_SECONDS = 5.0
@@ -55,9 +58,34 @@ def _with_prompt(result: ItemResult, bench: Benchmark, item: Item) -> ItemResult
     return result if result.prompt else replace(result, prompt=bench.item_prompt(item))
 
 
+@dataclass(frozen=True)
+class PromptVariant:
+    """A prompting arm's variants (innermost first) over its example pool (the curated data)."""
+
+    specs: tuple[PromptSpec, ...]
+    pool: tuple[Conversation, ...]
+    seed: int
+
+    def _seed(self, spec: PromptSpec) -> int:
+        return self.seed if spec.seed is None else spec.seed
+
+    def material(self) -> list[dict[str, Any]]:
+        return [prompt_material(spec, self.pool, self._seed(spec)) for spec in self.specs]
+
+    def wrap(self, model: LoadedModel) -> LoadedModel:
+        """The same loaded model, its API seen through every variant."""
+        api = model_api(model)
+        for spec in self.specs:
+            api = prompted(api, spec, self.pool, self._seed(spec))
+        return replace(model, api=api)
+
+
 @dataclass
 class Evaluator:
-    """Scores benchmarks on one model through the store; loads the model only when needed."""
+    """Scores benchmarks on one model through the store; loads the model only when needed.
+
+    A prompting arm's evaluator takes its ``variant`` and the ``source`` of its inner arm's
+    loaded model, so the model is loaded once for an arm and all its variants."""
 
     store: Store
     backend: Backend
@@ -65,22 +93,35 @@ class Evaluator:
     console: RunConsole
     use_cache: bool = True
     _model: LoadedModel | None = None
+    variant: PromptVariant | None = None
+    source: Callable[[], LoadedModel] | None = None
 
     def material(self, bench: Benchmark) -> dict[str, Any]:
-        return {
+        material: dict[str, Any] = {
             "model": self.ref.fingerprint,
             "backend": self.backend.cache_material_for(self.ref),
             "benchmark": bench.cache_material(),
             "items": bench.items_digest(),
         }
+        if self.variant is not None:
+            material["prompt"] = self.variant.material()
+        return material
 
     def model(self) -> LoadedModel:
         if self._model is None:
-            self._model = self.backend.load(self.ref)
+            inner = self.source() if self.source is not None else self.backend.load(self.ref)
+            self._model = self.variant.wrap(inner) if self.variant is not None else inner
         return self._model
 
     def release(self) -> None:
-        self._model = None
+        """Drop the model; one this evaluator loaded also releases what it holds outside the
+        process (a server it started), so one model at a time runs."""
+        model, self._model = self._model, None
+        if model is not None and self.source is None:
+            close = getattr(getattr(model, "api", None), "close", None)
+            if callable(close):
+                close()
+        del model
         gc.collect()
 
     def run(self, label: str, bench: Benchmark) -> BenchmarkResult:

@@ -140,8 +140,8 @@ def errored(gate: str, benchmark: str, rule: str, reason: str, blocking: bool) -
 @dataclass(frozen=True)
 class GatePlan:
     """One gate as the run plan built it: the benchmark label it decides on, its rule, the
-    statistic (``auto`` or a name), and the benchmark's chance level (a guard rule on a
-    benchmark at chance is inconclusive)."""
+    statistic (``auto`` or a name), the benchmark's chance level (a guard rule on a
+    benchmark at chance is inconclusive), and the result labels of the two arms it compares."""
 
     name: str
     label: str
@@ -150,6 +150,8 @@ class GatePlan:
     blocking: bool
     chance: float | None
     loc: tuple[str | int, ...]
+    baseline: str = "baseline"
+    candidate: str = "candidate"
 
 
 def paired_comparison(
@@ -176,8 +178,9 @@ def paired_comparison(
 
 def _problem(gate: GatePlan, result: RunResult, errors: Mapping[tuple[str, str], str]) -> str | None:
     per_model = result.benchmarks.get(gate.label, {})
-    problems = [f"{m}: {errors[(gate.label, m)]}" for m in ("baseline", "candidate") if (gate.label, m) in errors]
-    if problems or "baseline" not in per_model or "candidate" not in per_model:
+    pair = (gate.baseline, gate.candidate)
+    problems = [f"{m}: {errors[(gate.label, m)]}" for m in pair if (gate.label, m) in errors]
+    if problems or any(m not in per_model for m in pair):
         return "; ".join(problems) or result.train_error or "no candidate was trained or evaluated"
     return None
 
@@ -200,7 +203,7 @@ def run_gates(
             models = result.benchmarks[gate.label]
             try:
                 cache[(gate.name, level)] = paired_comparison(
-                    statistics, models["baseline"], models["candidate"], gate.statistic, level,
+                    statistics, models[gate.baseline], models[gate.candidate], gate.statistic, level,
                     (clusters or {}).get(gate.label),
                 )
             except Exception as exc:

@@ -14,6 +14,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from harness.errors import ConfigError
 from harness.suite.advise import AdviseSpec, DeploymentSpec
+from harness.suite.arms import ArmSpec, check_arms
 from harness.suite.parity import ParitySpec
 from harness.lib.refs import ComponentRef, DataSource, StrictModel
 from harness.suite.yamlpos import Loc, Positions, load_yaml
@@ -54,6 +55,8 @@ class GateSpec(StrictModel):
     assumed_baseline: float | None = Field(
         None, ge=0, le=1, description="baseline score power analysis assumes for this gate when the store has none"
     )
+    baseline: str | None = Field(None, description="the arm this gate takes as baseline; default: the suite's")
+    candidate: str | None = Field(None, description="the arm this gate takes as candidate; default: the suite's")
 
     @model_validator(mode="before")
     @classmethod
@@ -145,12 +148,20 @@ class Suite(StrictModel):
     name: str = Field(description="the suite's name, shown in reports and run history")
     description: str = Field("", description="free text shown in reports")
     seed: int = Field(0, description="seed of every random choice (sampling, splits, training, bootstrap)")
-    model: ModelSpec = Field(description="the base model (a string is its source)")
+    model: ModelSpec = Field(description="the base model (a string is its source); the arm named 'base'")
+    models: dict[str, ArmSpec] = Field(
+        default_factory=dict,
+        description="more arms (name -> arm): a model folder, an adapter folder, an endpoint, or a prompt variant ('of')",
+    )
+    baseline: str = Field("base", description="the arm the gates take as baseline")
+    candidate: str | None = Field(
+        None, description="the arm the gates take as candidate; default: 'trained' (this run's trainer output)"
+    )
     data: list[DataSource] = Field(default_factory=list, description="training data files")
     curate: CurateSpec = Field(default_factory=CurateSpec, description="filters applied to the training data")
     train: ComponentRef | None = Field(None, description="the trainer component; none: evaluate the base model only")
     forgetting: ForgettingSpec | None = Field(None, description="probes and bounds that track forgetting during training")
-    evaluate: dict[str, ComponentRef] = Field(default_factory=dict, description="benchmarks run on the base and trained model (label -> benchmark)")
+    evaluate: dict[str, ComponentRef] = Field(default_factory=dict, description="benchmarks run on every arm the gates use (label -> benchmark)")
     gates: dict[str, GateSpec] = Field(default_factory=dict, description="ship/no-ship rules on benchmarks (gate name -> rule)")
     gating: GatingSpec = Field(default_factory=GatingSpec, description="the level of the gate tests and what an inconclusive gate does")
     report: list[ComponentRef] = Field(
@@ -220,6 +231,7 @@ def load_suite(path: Path | str) -> LoadedSuite:
     loaded = LoadedSuite(suite, path, positions)
     if suite.forgetting is not None and suite.train is None:
         raise ConfigError(f"{loaded.where(('forgetting',))}: forgetting: needs a 'train' stage to draw a curve")
+    check_arms(loaded)
     for gate_name, gate in suite.gates.items():
         label = gate.benchmark or gate_name
         if label not in suite.evaluate:

@@ -153,7 +153,9 @@ def _items(pairs: list[ItemPair], side: str, top: int) -> tuple[list[str], list[
 def _details(doc: dict[str, Any]) -> list[tuple[str, list[str]]]:
     """Collapsible sections, least important last: (name, lines including the wrapper)."""
     sections = []
-    bench = table(("benchmark", "metric", "n", "baseline", "candidate", "source"),
+    arms = {label: arm.get("name") for label, arm in (doc.get("arms") or {}).items() if isinstance(arm, dict)}
+    role = {r: f"{r} ({arms[r]})" if arms.get(r) not in (None, "base", "trained") else r for r in ("baseline", "candidate")}
+    bench = table(("benchmark", "metric", "n", role["baseline"], role["candidate"], "source"),
                   [(b.label, b.metric, b.n, number(b.baseline, 4), number(b.candidate, 4), b.source) for b in benchmark_rows(doc)])
     sections.append(("benchmarks", bench))
     ledger = doc.get("ledger")

@@ -62,7 +62,7 @@ class TerminalReporter(Reporter):
         if result.parity is not None:
             self._parity(result)
         table = Table(title="Benchmarks: candidate vs baseline on the same items")
-        for column in ("benchmark", "metric", "n", "baseline", "candidate", "diff", "CI", "p", "source"):
+        for column in ("benchmark", "metric", "n", _role(result, "baseline"), _role(result, "candidate"), "diff", "CI", "p", "source"):
             table.add_column(column)
         comparisons = {d.benchmark: d.comparison for d in result.decisions if d.comparison}
         for label, per_model in result.benchmarks.items():
@@ -84,6 +84,10 @@ class TerminalReporter(Reporter):
             )
         if result.benchmarks:
             out.print(table)
+        for label, per_model in result.benchmarks.items():
+            others = [f"{m} {r.score:.3f}" for m, r in per_model.items() if m not in ("baseline", "candidate")]
+            if others:
+                out.print(f"{escape(label)}, other arms: {escape(', '.join(others))}")
         for error in result.eval_errors:
             out.print(f"[magenta]error[/] {escape(f'{error.benchmark} / {error.model}: {error.message}')}")
         for finding in result.invariance:
@@ -266,6 +270,12 @@ def _headline(metrics: dict[str, Any]) -> str:
             value = flat[key]
             parts.append(f"{key} {value:.3g}" if isinstance(value, float) else f"{key} {value}")
     return ", ".join(parts[:3])
+
+
+def _role(result: RunResult, label: str) -> str:
+    """A column heading: the role, and its arm when the suite names one other than the default."""
+    arm = result.arms.get(label, {}).get("name")
+    return f"{label} ({arm})" if arm and arm not in ("base", "trained") else label
 
 
 @harness.hookimpl
