@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what launched workers leave out
     # The libraries' own progress bars (tqdm) would interleave with ours; read at their import.
     os.environ.setdefault("TQDM_DISABLE", "1")
     console = make_console()

@@ -221,10 +221,14 @@ class Store:
 
     # ------------------------------------------------------------------------ locks, paths
 
-    def lock(self, kind: str, key: str, on_wait: Callable[[], None] | None = None) -> AbstractContextManager[None]:
+    def lock(
+        self, kind: str, key: str, on_wait: Callable[[], None] | None = None, part: str = ""
+    ) -> AbstractContextManager[None]:
         """A context manager holding the lock of cache entry ``key`` of ``kind`` (see
-        ``file_lock``): whoever holds it is the one computing that entry."""
-        return file_lock(self.root / "locks" / f"{kind}-{key[:24]}.lock", on_wait)
+        ``file_lock``): whoever holds it is the one computing that entry.  A ``part`` of the entry
+        computed on its own (an item shard) has its own lock, so parts never wait for each other."""
+        name = f"{kind}-{key[:24]}" + (f"-{part}" if part else "")
+        return file_lock(self.root / "locks" / f"{name}.lock", on_wait)
 
     def relative(self, path: Path) -> str:
         """``path`` as stored: relative to the store's folder when it lies inside it."""

@@ -23,6 +23,7 @@ from harness.errors import EXIT_CHECK_ERRORED, ConfigError, HarnessError
 from harness.lib.console import RunConsole
 from harness.lib.models import ModelRef, resolve_model
 from harness.lib.refs import DataSource
+from harness.lib.shards import Shard
 from harness.lib.resultdoc import record_result, result_document
 from harness.lib.store import Store
 from harness.plugin.components import Benchmark, Trainer
@@ -60,6 +61,9 @@ class RunOptions:
     use_cache: bool = True
     only_parity: bool = False
     """run the parity stage alone, on the base model (``harness parity``)"""
+    shard: Shard | None = None
+    """evaluate only this item shard into the store, then stop: no parity, gates or reports
+    (``harness run --shard i/N``; a later unsharded run reuses the items and gates)"""
 
 
 def new_run_id(suite_name: str) -> str:
@@ -109,6 +113,8 @@ class Runner:
                 models.append(candidate)
         self.result.models = {m.label: m.describe() for m in models}
         self._evaluate(plan, models)
+        if self.options.shard is not None:
+            return self._end_shard(self.options.shard)
         if plan.parity is not None:
             self._parity(plan, models[-1])
         self._gate(plan, run_gates(plan.gates, plan.statistics, suite.gating, self.result, self._clusters(plan)))
@@ -309,7 +315,7 @@ class Runner:
         raises is recorded as an error for that (benchmark, model) and the others go on."""
         with self._stage("evaluate") as done:
             for ref in models:
-                evaluator = Evaluator(self.store, plan.backend, ref, self.console, self.options.use_cache)
+                evaluator = Evaluator(self.store, plan.backend, ref, self.console, self.options.use_cache, self.options.shard)
                 for label, bench in plan.benchmarks.items():
                     self._evaluate_one(evaluator, label, bench, ref)
                 evaluator.release()
@@ -326,6 +332,17 @@ class Runner:
         self.result.benchmarks.setdefault(label, {})[ref.label] = res
         self.store.save_items(self.run_id, label, res)
         self.console.stage("evaluate", describe(label, res))
+
+    def _end_shard(self, shard: Shard) -> RunResult:
+        """A shard's run ends with its evaluation: its items are in the store, and the gates
+        belong to the run that gathers every shard.  Exit 3 if an evaluation errored, else 0."""
+        items = sum(len(res.items) for by_model in self.result.benchmarks.values() for res in by_model.values())
+        self.result.exit_code = EXIT_CHECK_ERRORED if self.result.eval_errors else 0
+        self.console.stage(
+            "shard", f"{shard}: {items} items in the store; a run without --shard reuses them and gates the suite"
+        )
+        self.store.end_run(self.run_id, "shard", self.result.exit_code)
+        return self.result
 
     def _parity(self, plan: RunPlan, model: ModelRef) -> None:
         """Compare the offline pipeline with production on the model that would ship."""
