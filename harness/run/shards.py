@@ -97,25 +97,24 @@ def run_workers(workers: Sequence[Worker], on_exit: Callable[[WorkerExit], None]
     """Start every worker, wait for all of them (``on_exit`` as each ends), and return their
     exits in shard order.  An interruption stops the workers first, then goes on."""
     started = time.monotonic()
-    procs: dict[Worker, subprocess.Popen[bytes]] = {}
-    exits: dict[Worker, WorkerExit] = {}
+    procs: list[subprocess.Popen[bytes]] = []
+    exits: dict[int, WorkerExit] = {}
     try:
         for worker in workers:
             worker.log.parent.mkdir(parents=True, exist_ok=True)
             with worker.log.open("wb") as log:
-                procs[worker] = subprocess.Popen(
-                    worker.command, env={**os.environ, **worker.env}, stdout=log, stderr=subprocess.STDOUT
-                )
+                env = {**os.environ, **worker.env}
+                procs.append(subprocess.Popen(worker.command, env=env, stdout=log, stderr=subprocess.STDOUT))
         while len(exits) < len(procs):
-            for worker, proc in procs.items():
-                if worker not in exits and proc.poll() is not None:
-                    exits[worker] = WorkerExit(worker, proc.returncode, time.monotonic() - started)
-                    on_exit(exits[worker])
+            for i, proc in enumerate(procs):
+                if i not in exits and proc.poll() is not None:
+                    exits[i] = WorkerExit(workers[i], proc.returncode, time.monotonic() - started)
+                    on_exit(exits[i])
             time.sleep(0.2)
     except BaseException:
-        _stop(p for w, p in procs.items() if w not in exits)
+        _stop(procs)
         raise
-    return [exits[w] for w in workers]
+    return [exits[i] for i in range(len(workers))]
 
 
 def _stop(procs: Iterable[subprocess.Popen[bytes]]) -> None:
