@@ -116,3 +116,24 @@ def test_workers_are_launched_through_the_command_that_started_this_process(monk
     monkeypatch.setattr(sys, "orig_argv", ["python3", "-X", "dev", "wrapper.py", "run", "s.yaml", "--shards", "2"])
     assert self_command(["run", "s.yaml", "--shards", "2"]) == [sys.executable, "-X", "dev", "wrapper.py"]
     assert self_command(["run", "other.yaml"]) == [sys.executable, "-m", "harness.cli"]  # called in-process
+
+
+def test_interrupting_the_launcher_stops_its_workers(tmp_path: Path, suite: Path) -> None:
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1", "SLOW_LOG": str(tmp_path / "scored.log")}
+    cmd = [sys.executable, str(CLI), "run", str(suite), "--store", str(tmp_path / "store"), "--reports", str(tmp_path / "reports"), "--shards", "2"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not ((tmp_path / "scored.log").exists() and len((tmp_path / "scored.log").read_text().splitlines()) >= 2):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("harness: interrupted by SIGINT (exit 130)"), err
+    assert _statuses(tmp_path) == ["interrupted", "interrupted"]  # both workers recorded it, and stopped
+    db = sqlite3.connect(tmp_path / "store" / "store.sqlite")
+    assert {row[0] for row in db.execute("SELECT exit_code FROM runs")} == {143}
+    db.close()
