@@ -86,6 +86,10 @@ class TerminalReporter(Reporter):
             out.print(table)
         for error in result.eval_errors:
             out.print(f"[magenta]error[/] {escape(f'{error.benchmark} / {error.model}: {error.message}')}")
+        for finding in result.invariance:
+            if not finding.invariant:
+                items = ", ".join(finding.affected[:10])
+                out.print(f"[yellow]batch invariance[/] {escape(finding.line())}; items: {escape(items)}")
         table = Table(title="Gates")
         for column in ("gate", "rule", "verdict", "reason"):
             table.add_column(column)
