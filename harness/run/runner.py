@@ -23,8 +23,8 @@ from harness.errors import EXIT_CHECK_ERRORED, ConfigError, HarnessError
 from harness.lib.console import RunConsole
 from harness.lib.models import ModelRef, resolve_model
 from harness.lib.refs import DataSource
-from harness.lib.shards import Shard
 from harness.lib.resultdoc import record_result, result_document
+from harness.lib.shards import Shard
 from harness.lib.store import Store
 from harness.plugin.components import Benchmark, Trainer
 from harness.plugin.manager import HarnessPluginManager
