@@ -13,6 +13,10 @@ The disagreements are kept as examples, with both answers and the reference.
 Models are given as the suite's ``model`` block (a source, or ``{source, backend,
 backend_options, dtype}``), plus an optional ``adapter`` folder: any backend serves either side,
 so a deployed endpoint (``openai``) can be the baseline and a local adapter the candidate.
+
+It is a command (``harness shadow``) beside ``harness agree``, not a benchmark: a benchmark scores
+one model at a time, item by item, while a shadow test needs both models' answers to the same
+request side by side, and its log is production traffic, not a benchmark's items.
 """
 
 from __future__ import annotations
