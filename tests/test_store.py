@@ -197,3 +197,39 @@ def test_result_documents_are_kept_per_run(store, tmp_path):
     assert store.load_result("r2") is None
     assert [(r["run_id"], r["has_result"]) for r in store.list_runs()] == [("r1", True), ("r2", False)]
     assert [r["run_id"] for r in store.list_runs("other")] == ["r2"]
+
+
+def _count_elsewhere(db: Path) -> int:
+    """Items another process sees in the store (it opens, reads and closes its own connection)."""
+    import subprocess
+    import sys
+
+    code = f"import sqlite3; d = sqlite3.connect({str(db)!r}); print(d.execute('SELECT count(*) FROM item_cache').fetchone()[0]); d.close()"
+    return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+
+
+def test_commits_stay_visible_to_other_processes_after_checking_the_open_store(store):
+    """Checking a store this process holds open (a run's preflight) must not drop SQLite's locks:
+    another process would then reset the WAL, and this one's later commits stayed invisible
+    until it exited (an interrupted evaluation looked as if nothing had been committed)."""
+    from harness.suite.preflight import check_store
+
+    store.put_items("evaluate", MATERIAL, {"q1": {"v": 1}})
+    assert check_store(store.root, where="suite.yaml") == []
+    assert _count_elsewhere(store.path) == 1
+    store.put_items("evaluate", MATERIAL, {"q2": {"v": 2}})
+    assert _count_elsewhere(store.path) == 2
+    second = Store(store.root)  # a second store on the same file, in the same process
+    second.close()
+    store.put_items("evaluate", MATERIAL, {"q3": {"v": 3}})
+    assert _count_elsewhere(store.path) == 3
+
+
+def test_the_header_of_a_closed_store_is_read_from_the_file(tmp_path):
+    from harness.lib.store import SQLITE_HEADER, read_header
+
+    s = Store(tmp_path / "s")
+    s.close()
+    assert read_header(s.path) == SQLITE_HEADER
+    s.path.write_bytes(b"not a database at all")
+    assert read_header(s.path) == b"not a database a"

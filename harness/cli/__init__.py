@@ -38,6 +38,7 @@ from harness.cli import (
     report,
     run,
     runs,
+    shadow,
     store,
     validate,
 )
@@ -47,7 +48,7 @@ from harness.lib.interrupt import Interrupted, handle_signals
 
 COMMANDS: tuple[ModuleType, ...] = (
     run, parity, validate, power, curate, plugins, new_plugin, audit, memory, store, runs, report, compare, failures,
-    agree, invariance, advise,
+    agree, invariance, advise, shadow,
 )
 
 
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what launched workers leave out
     # The libraries' own progress bars (tqdm) would interleave with ours; read at their import.
     os.environ.setdefault("TQDM_DISABLE", "1")
     console = make_console()

@@ -10,7 +10,7 @@ from harness.cli import run as run_command
 
 NAME = "parity"
 HELP = "run only the parity stage: offline pipeline vs production"
-add_arguments = run_command.add_arguments
+add_arguments = run_command.add_common_arguments
 
 
 def run(args: argparse.Namespace, console: Console) -> int:

@@ -14,6 +14,13 @@ Opening runs ``PRAGMA quick_check``: a corrupted, unreadable or read-only store 
 ``StoreError`` naming the file and the fix (``harness store repair``, see
 ``harness.lib.storehealth``).  Paths of artifacts are stored relative to the store's folder, so a
 copied store works.
+
+Never open ``store.sqlite`` with plain ``open()`` while this process has it open in SQLite: closing
+*any* descriptor of a file drops every POSIX lock the process holds on it, SQLite's included, and
+another process then takes itself for the last connection, checkpoints and resets the WAL under
+this one's feet, so this process's later commits stay invisible to everyone else (and can be
+lost) until it exits (https://www.sqlite.org/howtocorrupt.html, section 2.2).  ``read_header``
+is the one safe way to look at the file's first bytes.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -110,11 +118,28 @@ def repair_hint(root: Path) -> str:
     return f"run `harness store repair {root}` to set it aside and start a new one (artifacts that still verify are kept)"
 
 
+_OPEN: Counter[Path] = Counter()
+"""Database files this process holds open through a ``Store``, with how many stores hold each."""
+_OPEN_GUARD = threading.Lock()
+
+
+def read_header(db_path: Path) -> bytes:
+    """The first 16 bytes of the store file ``db_path`` (``FileNotFoundError`` when there is none).
+
+    A file this process holds open through a ``Store`` is not opened again (see the module
+    docstring: closing that descriptor would release SQLite's locks); it was checked when it was
+    opened and SQLite has written it since, so its header is SQLite's."""
+    with _OPEN_GUARD:
+        if _OPEN[db_path.resolve()] > 0:
+            return SQLITE_HEADER
+    with db_path.open("rb") as fh:
+        return fh.read(len(SQLITE_HEADER))
+
+
 def _check_header(db_path: Path, root: Path) -> bool:
     """Whether the file exists with content; a 0-byte file is a warning, a foreign one an error."""
     try:
-        with db_path.open("rb") as fh:
-            head = fh.read(len(SQLITE_HEADER))
+        head = read_header(db_path)
     except FileNotFoundError:
         return False
     except OSError as exc:
@@ -154,6 +179,9 @@ class Store:
             raise StoreError(problem)
         with file_lock(self.root / f"{DB_NAME}.lock"):
             self.db = self._open()
+        with _OPEN_GUARD:
+            _OPEN[self.path] += 1
+        self._closed = False
 
     def _open(self) -> sqlite3.Connection:
         existed = _check_header(self.path, self.root)
@@ -185,14 +213,22 @@ class Store:
         return db
 
     def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            with _OPEN_GUARD:
+                _OPEN[self.path] -= 1
         self.db.close()
 
     # ------------------------------------------------------------------------ locks, paths
 
-    def lock(self, kind: str, key: str, on_wait: Callable[[], None] | None = None) -> AbstractContextManager[None]:
+    def lock(
+        self, kind: str, key: str, on_wait: Callable[[], None] | None = None, part: str = ""
+    ) -> AbstractContextManager[None]:
         """A context manager holding the lock of cache entry ``key`` of ``kind`` (see
-        ``file_lock``): whoever holds it is the one computing that entry."""
-        return file_lock(self.root / "locks" / f"{kind}-{key[:24]}.lock", on_wait)
+        ``file_lock``): whoever holds it is the one computing that entry.  A ``part`` of the entry
+        computed on its own (an item shard) has its own lock, so parts never wait for each other."""
+        name = f"{kind}-{key[:24]}" + (f"-{part}" if part else "")
+        return file_lock(self.root / "locks" / f"{name}.lock", on_wait)
 
     def relative(self, path: Path) -> str:
         """``path`` as stored: relative to the store's folder when it lies inside it."""

@@ -36,6 +36,7 @@ from harness.lib.store import (
     Store,
     canonical_json,
     file_lock,
+    read_header,
 )
 
 ENTRY_FILE = "cache-entry.json"
@@ -95,8 +96,7 @@ def _connect_readonly(path: Path) -> sqlite3.Connection:
 
 def _file_problem(path: Path) -> str | None:
     try:
-        with path.open("rb") as fh:
-            head = fh.read(len(SQLITE_HEADER))
+        head = read_header(path)  # not a plain open(): see harness.lib.store
     except FileNotFoundError:
         return "there is no store here"
     except OSError as exc:

@@ -24,6 +24,7 @@ from harness.lib.console import RunConsole
 from harness.lib.models import ModelRef, resolve_model
 from harness.lib.refs import DataSource
 from harness.lib.resultdoc import record_result, result_document
+from harness.lib.shards import Shard
 from harness.lib.store import Store
 from harness.plugin.components import Benchmark, Trainer
 from harness.plugin.manager import HarnessPluginManager
@@ -62,6 +63,9 @@ class RunOptions:
     use_cache: bool = True
     only_parity: bool = False
     """run the parity stage alone, on the base model (``harness parity``)"""
+    shard: Shard | None = None
+    """evaluate only this item shard into the store, then stop: no parity, gates or reports
+    (``harness run --shard i/N``; a later unsharded run reuses the items and gates)"""
 
 
 def new_run_id(suite_name: str) -> str:
@@ -110,6 +114,8 @@ class Runner:
         refs.update(self._resolve_arms(plan))
         self.result.models, self.result.arms = describe_arms(plan.arms, refs, plan.backend.name, suite.train)
         self._evaluate(plan, refs, tuple(outcome.records) if outcome is not None else ())
+        if self.options.shard is not None:
+            return self._end_shard(self.options.shard)
         if plan.parity is not None:
             self._parity(plan, refs.get(TRAINED) or base)
         if suite.gating.check_batch_invariance:
@@ -336,14 +342,17 @@ class Runner:
                 ref = refs.get(root)
                 if ref is None:
                     continue
-                loader = Evaluator(self.store, group[0].backend, replace(ref, label=arm_label(self.loaded.suite, root)), self.console, self.options.use_cache)
+                loader = Evaluator(
+                    self.store, group[0].backend, replace(ref, label=arm_label(self.loaded.suite, root)), self.console,
+                    self.options.use_cache, shard=self.options.shard,
+                )  # fmt: skip
                 for arm in group:
                     evaluator = loader
                     if arm.prompts:
                         variant = PromptVariant(arm.prompts, pool, self.loaded.suite.seed)
                         evaluator = Evaluator(
                             self.store, arm.backend, replace(ref, label=arm.label), self.console, self.options.use_cache,
-                            variant=variant, source=loader.model,
+                            shard=self.options.shard, variant=variant, source=loader.model,
                         )  # fmt: skip
                     for label, bench in plan.benchmarks.items():
                         try:
@@ -366,6 +375,17 @@ class Runner:
         self.result.benchmarks.setdefault(label, {})[ref.label] = res
         self.store.save_items(self.run_id, label, res)
         self.console.stage("evaluate", describe(label, res))
+
+    def _end_shard(self, shard: Shard) -> RunResult:
+        """A shard's run ends with its evaluation: its items are in the store, and the gates
+        belong to the run that gathers every shard.  Exit 3 if an evaluation errored, else 0."""
+        items = sum(len(res.items) for by_model in self.result.benchmarks.values() for res in by_model.values())
+        self.result.exit_code = EXIT_CHECK_ERRORED if self.result.eval_errors else 0
+        self.console.stage(
+            "shard", f"{shard}: {items} items in the store; a run without --shard reuses them and gates the suite"
+        )
+        self.store.end_run(self.run_id, "shard", self.result.exit_code)
+        return self.result
 
     def _parity(self, plan: RunPlan, model: ModelRef) -> None:
         """Compare the offline pipeline with production on the model that would ship."""

@@ -11,6 +11,10 @@ about ``COMMIT_SECONDS`` to score (never more than the benchmark's ``chunk_size`
 interruption loses at most that much work however slow the items are.  A run holds the
 evaluation key's lock while it scores, so a second run of the same evaluation on the same store
 waits and then reuses the items instead of scoring them again.
+
+With a ``shard`` (``harness run --shard i/N``), only the items that shard owns are scored (see
+``harness.lib.shards``), under a lock of their own: shards of one evaluation run side by side, and
+a later unsharded run reuses all their items.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from harness.lib.console import RunConsole
 from harness.lib.model_api import model_api
 from harness.lib.models import LoadedModel, ModelRef
 from harness.lib.prompting import PromptSpec, prompt_material, prompted
+from harness.lib.shards import Shard
 from harness.lib.store import Store, cache_key
 from harness.types import BenchmarkResult, Conversation, ItemResult
 
@@ -92,6 +97,8 @@ class Evaluator:
     ref: ModelRef
     console: RunConsole
     use_cache: bool = True
+    shard: Shard | None = None
+    """Score only this shard's items (and return only them)."""
     _model: LoadedModel | None = None
     variant: PromptVariant | None = None
     source: Callable[[], LoadedModel] | None = None
@@ -129,6 +136,8 @@ class Evaluator:
         material = self.material(bench)
         key = cache_key("evaluate", material)[0]
         items = bench.items()
+        if self.shard is not None:
+            items = [item for item in items if self.shard.owns(item["id"])]
         cached = self.store.cached_items("evaluate", material) if self.use_cache else {}
         todo = [item for item in items if item["id"] not in cached]
         if todo:
@@ -136,7 +145,8 @@ class Evaluator:
             def waiting() -> None:
                 self.console.stage("evaluate", f"{label} / {self.ref.label}: waiting for another run that is evaluating it", style="yellow")
 
-            with self.store.lock("evaluate", key, on_wait=waiting):
+            part = "" if self.shard is None else f"shard-{self.shard.index}-of-{self.shard.count}"
+            with self.store.lock("evaluate", key, on_wait=waiting, part=part):
                 if self.use_cache:  # the run this one waited for may have scored them
                     cached = self.store.cached_items("evaluate", material)
                     todo = [item for item in items if item["id"] not in cached]

@@ -219,13 +219,12 @@ def check_env_var(name: str, *, where: str, purpose: str, environ: Mapping[str, 
 def check_store(root: Path, *, where: str) -> list[Problem]:
     """The store folder: writable, and its ``store.sqlite`` (if any) an SQLite file; a 0-byte one
     is a warning (it is taken as a new store, and any run history it had is gone)."""
-    from harness.lib.store import DB_NAME, SQLITE_HEADER, repair_hint
+    from harness.lib.store import DB_NAME, SQLITE_HEADER, read_header, repair_hint
 
     problems = check_writable_dir(root, where=where, what="store folder")
     db = root / DB_NAME
     try:
-        with db.open("rb") as fh:
-            head = fh.read(len(SQLITE_HEADER))
+        head = read_header(db)  # never a plain open(): a run checks the store it holds open
     except FileNotFoundError:
         return problems
     except OSError as exc:
