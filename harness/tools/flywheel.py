@@ -60,7 +60,15 @@ from harness.stages.curate import (
     curate_records,
     verify_ledger,
 )
-from harness.stages.curate_report import Examples, InputSummary, LineCount, build_report, jsonl, read_reason
+from harness.stages.curate_report import (
+    CurateReport,
+    Examples,
+    InputSummary,
+    LineCount,
+    build_report,
+    jsonl,
+    read_reason,
+)
 from harness.tools.curate_file import DataFile, read_file
 from harness.types import (
     Conversation,
@@ -540,13 +548,16 @@ class FlywheelJob:
     """what the log's source ids start with (default: the path as given)"""
 
 
-@dataclass
+@dataclass(frozen=True)
 class FlywheelResult:
+    """What a flywheel run did: its outcome, the training file read, the ``curated.jsonl`` it
+    appended to (and how many records that held before), and the report to write."""
+
     outcome: IngestOutcome
     train: ReadResult
     curated: Path
     curated_before: int
-    report: dict[str, Any]
+    report: CurateReport
 
 
 def run_flywheel(
@@ -574,7 +585,7 @@ def run_flywheel(
         len(outcome.rows),
         [summary],
         examples,
-        flywheel={
+        sections={"flywheel": {
             "log": log.source,
             "log_sha256": log.sha256,
             "appended": len(outcome.rows),
@@ -592,6 +603,6 @@ def run_flywheel(
                 "known_records": outcome.pool,
             },
             "options": asdict(job.options),
-        },
+        }},
     )
     return FlywheelResult(outcome, train, curated, len(store.records), report)
