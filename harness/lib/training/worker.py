@@ -20,15 +20,18 @@ from typing import Any
 from harness.errors import CheckError
 from harness.lib.training.config import TrainingConfig
 from harness.lib.training.examples import load_examples
+from harness.lib.training.events import LoopEvent, to_json
 from harness.lib.training.loop import TrainLoop, total_steps
 
 
-def _events(path: Path, rank: int) -> Callable[[str, dict[str, Any]], None]:
-    def emit(kind: str, data: dict[str, Any]) -> None:
+def _events(path: Path, rank: int) -> Callable[[LoopEvent], None]:
+    """Rank 0's events appended to ``path`` as JSON lines; the other ranks' dropped."""
+
+    def emit(event: LoopEvent) -> None:
         if rank != 0:
             return
         with path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"kind": kind, **data}) + "\n")
+            fh.write(json.dumps(to_json(event)) + "\n")
             fh.flush()
 
     return emit
@@ -99,7 +102,7 @@ def main(argv: list[str]) -> int:
     )
     result = loop.run()
     if rank == 0:
-        (out / "result.json").write_text(json.dumps(result.__dict__, default=str))
+        (out / "result.json").write_text(json.dumps(result.to_json()))
     engine.barrier()
     dist.destroy_process_group()  # without it the DeepSpeed launcher's ranks abort at exit
     return 0
