@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field, model_validator
 
 import harness
-from harness.plugin.components import Benchmark, ComponentConfig, Item, ProgressFn
+from harness.plugin.components import Benchmark, ComponentConfig, Item, item_id, ProgressFn
 from harness.lib.data import seeded_sample
 from harness.errors import require
 from harness.lib.models import LoadedModel
@@ -122,7 +122,7 @@ class HumanEval(Benchmark[HumanEvalConfig]):
             prediction = f"[{mine[0].status}: {mine[0].detail}] {first[:1000]}"
             score = pass_at_k(cfg.samples, passed, cfg.k)
             reference = f"{passed}/{cfg.samples} passed"
-            results.append(ItemResult(item["id"], prediction, reference, score, raw=first))
+            results.append(ItemResult(item_id(item), prediction, reference, score, raw=first))
         progress(len(items), len(items), "done")
         return results
 

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import Field
 
 import harness
-from harness.plugin.components import Benchmark, ComponentConfig, Item, ProgressFn
+from harness.plugin.components import Benchmark, ComponentConfig, Item, item_id, ProgressFn
 from harness.lib.data import csv_rows, in_split, seeded_sample
 from harness.errors import DataError
 from harness.lib.models import LoadedModel
@@ -107,7 +107,7 @@ class SupportIntent(Benchmark[SupportIntentConfig]):
             text = raw if isinstance(raw, str) else str(raw[0])
             prediction = text.strip()
             score = float(prediction == doc["intent"])
-            results.append(ItemResult(doc["id"], prediction, doc["intent"], score, raw=text, category=doc["intent"]))
+            results.append(ItemResult(item_id(doc), prediction, doc["intent"], score, raw=text, category=doc["intent"]))
         progress(len(items), len(items), "done")
         return results
 
