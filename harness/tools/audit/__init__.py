@@ -94,7 +94,7 @@ def audit(
     embedder: EmbedFn | None = None,
     progress: ProgressFn | None = None,
 ) -> AuditReport:
-    """Audit ``records`` (see the module docstring for what and why).
+    """Audit ``records`` (see the package docstring for what and why).
 
     ``categories`` maps a record's source id to its category (records without one count as
     uncategorised); ``clusters=0`` skips the embedding step (b); ``embed_sample`` embeds a

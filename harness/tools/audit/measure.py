@@ -167,7 +167,7 @@ def diversity(
     embedder: EmbedFn | None = None,
     progress: ProgressFn | None = None,
 ) -> Diversity:
-    """(b) Seeded KMeans topic clusters of the user turns (see the module docstring)."""
+    """(b) Seeded KMeans topic clusters of the user turns (see the package docstring)."""
     np = require("numpy")
     from harness.lib.embed import EMBEDDER_ID, embed, topic_clusters
 

@@ -217,7 +217,7 @@ def _bytes(precision: str) -> tuple[int, int, int]:
 
 
 def layer_activation_bytes(shape: ModelShape, seq_len: int, batch: int, precision: str, attention: str) -> int:
-    """Bytes one decoder layer keeps for its backward pass (the module docstring derives it)."""
+    """Bytes one decoder layer keeps for its backward pass (the package docstring derives it)."""
     s, b, e = seq_len, batch, _bytes(precision)[2]
     sbh = s * b * shape.hidden
     q = s * b * shape.heads * shape.head_dim
