@@ -146,6 +146,14 @@ class Ledger:
 
 
 @dataclass(frozen=True)
+class Sample:
+    """One of several sampled outputs for one item (repeated sampling): its score and raw text."""
+
+    score: float
+    raw: str
+
+
+@dataclass(frozen=True)
 class ItemResult:
     """One benchmark item scored for one model; the unit that paired statistics work on."""
 
@@ -163,6 +171,23 @@ class ItemResult:
     category: str = ""
     """The item's category when the benchmark has one (an intent, a subject), so failures can be
     counted per category (``harness failures``); empty when there is none."""
+    samples: tuple[Sample, ...] = ()
+    """Each sample's outcome when the benchmark drew several per item (``samples: k``); ``score``
+    is then their mean (or pass@k).  Empty for a single output."""
+
+    def __post_init__(self) -> None:
+        # Read back from JSON (the evaluation cache), samples are plain mappings.
+        if any(not isinstance(s, Sample) for s in self.samples):
+            samples = tuple(s if isinstance(s, Sample) else Sample(**s) for s in self.samples)
+            object.__setattr__(self, "samples", samples)
+
+    def to_json(self) -> dict[str, Any]:
+        """The plain JSON value (``samples`` left out when there are none)."""
+        data = asdict(self)
+        data["samples"] = [asdict(s) for s in self.samples]
+        if not self.samples:
+            del data["samples"]
+        return data
 
 
 @dataclass(frozen=True)
@@ -446,6 +471,62 @@ class RunSummary:
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class InvarianceFinding:
+    """One benchmark scored on the same model at two batch sizes: what changed between them
+    (``harness.run.invariance``)."""
+
+    benchmark: str
+    batch_sizes: tuple[int, int]
+    items: int
+    changed: tuple[str, ...]
+    """Items whose prediction differs between the two batch sizes."""
+    drifted: tuple[str, ...]
+    """Items with the same prediction whose log-probabilities differ by more than ``tolerance``."""
+    max_logprob_diff: float | None
+    """The largest log-probability difference over all items and choices (``None``: the
+    benchmark has no log-probabilities, only predictions were compared)."""
+    tolerance: float
+
+    @property
+    def invariant(self) -> bool:
+        return not self.changed and not self.drifted
+
+    @property
+    def affected(self) -> tuple[str, ...]:
+        """Every item that differs, changed predictions first."""
+        return self.changed + self.drifted
+
+    def line(self) -> str:
+        a, b = self.batch_sizes
+        diff = "" if self.max_logprob_diff is None else f"; largest log-prob difference {self.max_logprob_diff:.2e}"
+        if self.invariant:
+            return f"{self.benchmark}: batch sizes {a} and {b} agree on all {self.items} items{diff} (tolerance {self.tolerance:g})"
+        drift = f", {len(self.drifted)} beyond the log-prob tolerance {self.tolerance:g}" if self.drifted else ""
+        return (
+            f"{self.benchmark}: batch sizes {a} and {b} differ: {len(self.changed)} of {self.items} "
+            f"predictions changed{drift}{diff}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "benchmark": self.benchmark,
+            "batch_sizes": list(self.batch_sizes),
+            "items": self.items,
+            "changed": list(self.changed),
+            "drifted": list(self.drifted),
+            "max_logprob_diff": self.max_logprob_diff,
+            "tolerance": self.tolerance,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> InvarianceFinding:
+        return cls(
+            data["benchmark"], (data["batch_sizes"][0], data["batch_sizes"][1]), data["items"],
+            tuple(data["changed"]), tuple(data["drifted"]), data["max_logprob_diff"], data["tolerance"],
+        )  # fmt: skip
+
+
 @dataclass
 class RunResult:
     """Everything a reporter needs about a finished run."""
@@ -481,3 +562,5 @@ class RunResult:
     """Earlier runs of the same suite (oldest first), recorded when the report is written."""
     provenance: dict[str, Any] = field(default_factory=dict)
     """Suite digest, seed, command line and versions, recorded when the report is written."""
+    invariance: list[InvarianceFinding] = field(default_factory=list)
+    """The baseline's batch invariance check (``gating.check_batch_invariance``): advisory."""

@@ -21,13 +21,33 @@ from types import ModuleType
 from rich.console import Console
 
 from harness import __version__
-from harness.cli import agree, audit, common, compare, curate, failures, memory, new_plugin, parity, plugins, power, report, run, runs, store, validate
+from harness.cli import (
+    advise,
+    agree,
+    audit,
+    common,
+    compare,
+    curate,
+    failures,
+    invariance,
+    memory,
+    new_plugin,
+    parity,
+    plugins,
+    power,
+    report,
+    run,
+    runs,
+    store,
+    validate,
+)
 from harness.errors import EXIT_CHECK_ERRORED, HarnessError
 from harness.lib.console import make_console
 from harness.lib.interrupt import Interrupted, handle_signals
 
 COMMANDS: tuple[ModuleType, ...] = (
-    run, parity, validate, power, curate, plugins, new_plugin, audit, memory, store, runs, report, compare, failures, agree
+    run, parity, validate, power, curate, plugins, new_plugin, audit, memory, store, runs, report, compare, failures,
+    agree, invariance, advise,
 )
 
 

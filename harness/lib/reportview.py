@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from harness.types import shown_verdict
+from harness.types import InvarianceFinding, shown_verdict
 
 EXIT_MEANING = {
     0: "all blocking gates pass",
@@ -155,6 +155,24 @@ def benchmark_rows(doc: dict[str, Any]) -> list[BenchmarkRow]:
             )
         )
     return rows
+
+
+SHOWN_ITEMS = 10
+"""How many of a finding's items a report lists by name."""
+
+
+def invariance_lines(doc: dict[str, Any]) -> list[tuple[bool, str]]:
+    """The batch invariance check (``gating.check_batch_invariance``): per benchmark, whether it
+    held and the sentence saying so, with the first items that differ."""
+    lines = []
+    for data in doc.get("invariance") or []:
+        finding = InvarianceFinding.from_json(data)
+        text = finding.line()
+        if finding.affected:
+            more = f" and {len(finding.affected) - SHOWN_ITEMS} more" if len(finding.affected) > SHOWN_ITEMS else ""
+            text += f"; items: {', '.join(finding.affected[:SHOWN_ITEMS])}{more}"
+        lines.append((finding.invariant, text))
+    return lines
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ def _benchmark(res: BenchmarkResult) -> dict[str, Any]:
         "from_cache": res.from_cache,
         "cached_items": res.cached_items,
         "cache_key": res.cache_key,
-        "items": [i.__dict__ for i in res.items],
+        "items": [i.to_json() for i in res.items],
     }
 
 
@@ -90,6 +90,7 @@ def result_document(result: RunResult) -> dict[str, Any]:
             for label, per_model in result.benchmarks.items()
         },
         "eval_errors": [e.__dict__ for e in result.eval_errors],
+        "invariance": [f.to_json() for f in result.invariance],
         "parity": _parity(result),
         "decisions": [d.to_json() for d in result.decisions],
         "stages": [s.__dict__ for s in result.stages],

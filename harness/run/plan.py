@@ -265,6 +265,21 @@ def _check_capabilities(loaded: LoadedSuite, backend: Backend, benchmarks: Mappi
             ))
 
 
+def require_batch_size(loaded: LoadedSuite, registries: Registries, label: str) -> set[str]:
+    """The option names of the benchmark under ``evaluate.<label>``; a ``ConfigError`` naming its
+    line when it has no ``batch_size`` (it cannot be run at a chosen size).  The plan checks
+    it for ``gating.check_batch_invariance``, so ``harness validate`` says so before any work;
+    ``harness.run.invariance`` checks it for ``harness invariance``."""
+    name = loaded.suite.evaluate[label].name
+    fields = set(registries.get("benchmark", name).cls.Config.model_fields)
+    if "batch_size" not in fields:
+        raise ConfigError(
+            f"{loaded.where(('evaluate', label))}: evaluate.{label}: benchmark {name!r} has no "
+            "'batch_size' option, so its batch invariance cannot be checked"
+        )
+    return fields
+
+
 def _statistic(registries: Registries, loaded: LoadedSuite, ctx: RunContext, name: str, loc: Loc) -> Statistic:
     return narrow(build_component(registries, "statistic", ComponentRef(name=name), loc, loaded, ctx), Statistic)
 
@@ -398,6 +413,9 @@ def plan_run(
         bench = problems.attempt(partial(_benchmark, registries, loaded, ctx, ref, ("evaluate", label)))
         if bench is not None:
             benchmarks[label] = bench
+    if suite.gating.check_batch_invariance:  # each benchmark must take a batch size
+        for label in benchmarks:
+            problems.attempt(partial(require_batch_size, loaded, registries, label))
     if backend is not None:
         _check_capabilities(loaded, backend, {("evaluate", k): b for k, b in benchmarks.items()}, problems)
         _check_capabilities(loaded, backend, {("forgetting", "probes", k): b for k, b in probes.items()}, problems)

@@ -111,6 +111,8 @@ class Runner:
         self._evaluate(plan, models)
         if plan.parity is not None:
             self._parity(plan, models[-1])
+        if suite.gating.check_batch_invariance:
+            self._batch_invariance()
         self._gate(plan, run_gates(plan.gates, plan.statistics, suite.gating, self.result, self._clusters(plan)))
         self._report(plan)
         return self.result
@@ -343,6 +345,22 @@ class Runner:
             )
             self.result.parity = result
             done("error" if any(c.status == "error" for c in result.checks) else "ok", "")
+
+    def _batch_invariance(self) -> None:
+        """The baseline at batch sizes 1 and 8 (``harness.run.invariance``): advisory, a difference
+        is a finding in the reports; a check that cannot run is recorded (exit 3, never a pass)."""
+        from harness.run.invariance import run_invariance
+
+        with self._stage("invariance") as done:
+            try:
+                findings = run_invariance(self.loaded, self.registries, self.store.root / "work" / self.run_id)
+            except Exception as exc:  # recorded: the gates still run
+                self._plugin_error("the batch invariance check", f"{type(exc).__name__}: {exc}")
+                done("error", f"{type(exc).__name__}: {exc}")
+                return
+            self.result.invariance = findings
+            for finding in findings:
+                self.console.stage("invariance", finding.line(), style="" if finding.invariant else "yellow")
 
     def _gate(self, plan: RunPlan, decisions: list[Decision]) -> None:
         with self._stage("gate"):

@@ -131,7 +131,7 @@ class Evaluator:
                 results = bench.evaluate(model, chunk, chunk_progress(done))
                 elapsed = time.perf_counter() - started
                 _validate(chunk, results)
-                values = {r.item_id: r.__dict__ for r in results}
+                values = {r.item_id: r.to_json() for r in results}
                 self.store.put_items("evaluate", material, values)
                 cached.update(values)
                 done += len(chunk)

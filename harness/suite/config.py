@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, model_validator
 
 from harness.errors import ConfigError
+from harness.suite.advise import AdviseSpec, DeploymentSpec
 from harness.suite.parity import ParitySpec
 from harness.lib.refs import ComponentRef, DataSource, StrictModel
 from harness.suite.yamlpos import Loc, Positions, load_yaml
@@ -78,6 +79,11 @@ class GatingSpec(StrictModel):
     )
     inconclusive: Literal["fail", "pass"] = Field(
         "fail", description="whether an inconclusive blocking gate fails the run (exit 1)"
+    )
+    check_batch_invariance: bool = Field(
+        False,
+        description="before gating, score the baseline's benchmarks at batch sizes 1 and 8 and report any item "
+        "whose prediction (or log-probability, beyond the precision's tolerance) changes; advisory",
     )
 
 
@@ -155,6 +161,8 @@ class Suite(StrictModel):
     )
     parity: ParitySpec | None = Field(None, description="compare the offline pipeline with production")
     store: str | None = Field(None, description="store folder; default '.harness' beside the suite")
+    deployment: DeploymentSpec | None = Field(None, description="traffic and prices for harness advise's economics")
+    advise: AdviseSpec | None = Field(None, description="threshold overrides of harness advise's decision rules")
 
 
 class LoadedSuite:

@@ -4,7 +4,13 @@ The model completes each problem's prompt (plain completion, stopped at the next
 statement); the completion runs **only inside the sandbox** (``harness.lib.sandbox``) against the
 problem's tests.  With ``samples: 1`` decoding is greedy and the per-item score is pass@1 (0/1);
 with ``samples: n`` it samples at ``temperature`` and the per-item score is the unbiased
-pass@k estimator ``1 - C(n-c, k) / C(n, k)`` for ``c`` passing samples.
+pass@k estimator ``1 - C(n-c, k) / C(n, k)`` for ``c`` passing samples (with ``k: 1``, the mean
+of the samples' 0/1 outcomes).  Each sample's outcome is kept in ``ItemResult.samples``.
+
+Repeated sampling follows ``harness.lib.repeats``: a problem's samples are drawn together, seeded
+from the suite's ``seed`` and the problem's id, so a re-run draws the same ones.  One item is one
+problem, so its samples never count as independent items: the gates' unit (and cluster) is the
+problem.  ``samples > 1`` at ``temperature: 0`` is refused (k identical greedy completions).
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field, model_validator
 
 import harness
-from harness.plugin.components import Benchmark, ComponentConfig, Item, item_id, ProgressFn
+from harness.plugin.components import Benchmark, ComponentConfig, Item, ProgressFn, item_id
+from harness.lib import repeats
 from harness.lib.data import seeded_sample
 from harness.errors import require
 from harness.lib.models import LoadedModel
@@ -32,10 +39,10 @@ STOP = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert ")
 
 class HumanEvalConfig(ComponentConfig):
     problems: int | None = Field(None, ge=1, description="a seeded subset of this many problems (default: all 164)")
-    seed: int = 0
-    samples: int = Field(1, ge=1, description="completions per problem (1: greedy)")
+    seed: int = Field(0, description="seed of the problem subset (samples are seeded from the suite's seed)")
+    samples: int = Field(1, ge=1, description="completions per problem (1: greedy); the score is their pass@k (k=1: mean)")
     k: int = Field(1, ge=1, description="pass@k")
-    temperature: float = Field(0.8, gt=0, description="sampling temperature when samples > 1")
+    temperature: float = Field(0.8, ge=0, description="sampling temperature when samples > 1 (0 is refused then)")
     top_p: float = Field(0.95, gt=0, le=1)
     max_new_tokens: int = Field(256, ge=8)
     batch_size: int = Field(8, ge=1)
@@ -46,6 +53,7 @@ class HumanEvalConfig(ComponentConfig):
     def _k_within_samples(self) -> HumanEvalConfig:
         if self.k > self.samples:
             raise ValueError(f"k={self.k} needs at least as many samples (samples={self.samples})")
+        repeats.check_repeats(self.samples, self.temperature)
         return self
 
 
@@ -91,7 +99,36 @@ class HumanEval(Benchmark[HumanEvalConfig]):
         cfg = self.config
         return Sandbox(SandboxLimits(wall_s=cfg.timeout_s), workers=cfg.workers)
 
+    def cache_material(self) -> dict[str, Any]:
+        """Besides the config and code: the suite seed that sampled completions are drawn from."""
+        return {**super().cache_material(), **repeats.cache_material(self.config.samples, self.ctx.seed)}
+
     def evaluate(self, model: LoadedModel, items: Sequence[Item], progress: ProgressFn) -> list[ItemResult]:
+        cfg = self.config
+        progress(0, len(items), "generating")
+        completions = self._complete(model, items)
+        progress(0, len(items), "running in the sandbox")
+        jobs = [
+            (item["prompt"] + completion, item["entry_point"], item["test"])
+            for item, drawn in zip(items, completions)
+            for completion in drawn
+        ]
+        outcomes = self.sandbox.check_many(jobs)
+        results = []
+        for i, (item, drawn) in enumerate(zip(items, completions)):
+            mine = outcomes[i * cfg.samples : (i + 1) * cfg.samples]
+            passed = [float(o.status == "passed") for o in mine]
+            prediction = f"[{mine[0].status}: {mine[0].detail}] {drawn[0][:1000]}"
+            reference = f"{int(sum(passed))}/{cfg.samples} passed"
+            samples = repeats.mean_of(passed, drawn)[1] if cfg.samples > 1 else ()
+            score = pass_at_k(cfg.samples, int(sum(passed)), cfg.k)
+            results.append(ItemResult(item_id(item), prediction, reference, score, raw=drawn[0], samples=samples))
+        progress(len(items), len(items), "done")
+        return results
+
+    def _complete(self, model: LoadedModel, items: Sequence[Item]) -> list[list[str]]:
+        """``samples`` completions per item: greedy ones batched across items, sampled ones drawn
+        item by item with the item's own seed (``harness.lib.repeats``)."""
         from harness.lib.model_api import GenerationConfig, model_api
 
         cfg = self.config
@@ -104,27 +141,10 @@ class HumanEval(Benchmark[HumanEvalConfig]):
             batch_size=cfg.batch_size,
             seed=cfg.seed,
         )
-        prompts = [item["prompt"] for item in items for _ in range(cfg.samples)]
-        progress(0, len(items), "generating")
-        completions = model_api(model).generate(prompts, gen)
-        progress(0, len(items), "running in the sandbox")
-        jobs = [
-            (item["prompt"] + completions[i * cfg.samples + j], item["entry_point"], item["test"])
-            for i, item in enumerate(items)
-            for j in range(cfg.samples)
-        ]
-        outcomes = self.sandbox.check_many(jobs)
-        results = []
-        for i, item in enumerate(items):
-            mine = outcomes[i * cfg.samples : (i + 1) * cfg.samples]
-            passed = sum(o.status == "passed" for o in mine)
-            first = completions[i * cfg.samples]
-            prediction = f"[{mine[0].status}: {mine[0].detail}] {first[:1000]}"
-            score = pass_at_k(cfg.samples, passed, cfg.k)
-            reference = f"{passed}/{cfg.samples} passed"
-            results.append(ItemResult(item_id(item), prediction, reference, score, raw=first))
-        progress(len(items), len(items), "done")
-        return results
+        api = model_api(model)
+        if greedy:
+            return [[text] for text in api.generate([item["prompt"] for item in items], gen)]
+        return [repeats.draw(api, item["prompt"], item_id(item), cfg.samples, gen, self.ctx.seed) for item in items]
 
 
 @harness.hookimpl

@@ -5,6 +5,10 @@ hash split that ``DataSource(split=train)`` uses, so they never leak into traini
 sees ``prompt`` (with ``{instruction}`` filled in) as a chat user turn and must answer with the
 intent label alone; scoring is strict exact match after trimming surrounding whitespace, as a
 production parser of the label would be.  Generation is greedy, through lm-evaluation-harness.
+
+With ``samples: k`` (and a ``temperature`` above 0) each message is answered k times through the
+model's chat template (``harness.lib.repeats``: seeded from the suite's seed and the item's id)
+and its score is the share of answers that match; each answer is kept in ``ItemResult.samples``.
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 import harness
-from harness.plugin.components import Benchmark, ComponentConfig, Item, item_id, ProgressFn
+from harness.plugin.components import Benchmark, ComponentConfig, Item, ProgressFn, item_id
+from harness.lib import repeats
 from harness.lib.data import csv_rows, in_split, seeded_sample
 from harness.errors import DataError
 from harness.lib.models import LoadedModel
@@ -43,6 +48,14 @@ class SupportIntentConfig(ComponentConfig):
     seed: int = 0
     max_new_tokens: int = Field(12, ge=1)
     batch_size: int = Field(8, ge=1)
+    samples: int = Field(1, ge=1, description="answers per message (1: greedy); the score is the share that match")
+    temperature: float = Field(0.0, ge=0, description="sampling temperature when samples > 1 (0 is refused then)")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling when samples > 1")
+
+    @model_validator(mode="after")
+    def _sampling(self) -> SupportIntentConfig:
+        repeats.check_repeats(self.samples, self.temperature)
+        return self
 
 
 class SupportIntent(Benchmark[SupportIntentConfig]):
@@ -79,7 +92,37 @@ class SupportIntent(Benchmark[SupportIntentConfig]):
     def items(self) -> list[Item]:
         return self.docs
 
+    def cache_material(self) -> dict[str, Any]:
+        """Besides the config and code: the suite seed that sampled answers are drawn from."""
+        return {**super().cache_material(), **repeats.cache_material(self.config.samples, self.ctx.seed)}
+
     def evaluate(self, model: LoadedModel, items: Sequence[Item], progress: ProgressFn) -> list[ItemResult]:
+        if self.config.samples > 1:
+            return self._sampled(model, items, progress)
+        return self._greedy(model, items, progress)
+
+    def _sampled(self, model: LoadedModel, items: Sequence[Item], progress: ProgressFn) -> list[ItemResult]:
+        """``samples`` answers per message, each item with its own seed; the score is their mean."""
+        from harness.lib.model_api import GenerationConfig, model_api
+
+        cfg = self.config
+        gen = GenerationConfig(
+            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+            stop=("\n",), batch_size=cfg.batch_size,
+        )  # fmt: skip
+        api, results = model_api(model), []
+        for done, doc in enumerate(items):
+            progress(done, len(items), f"{cfg.samples} sampled answers per message")
+            chat = [{"role": "user", "content": doc["prompt"]}]
+            drawn = repeats.draw(api, chat, item_id(doc), cfg.samples, gen, self.ctx.seed)
+            score, samples = repeats.mean_of([float(t.strip() == doc["intent"]) for t in drawn], drawn)
+            results.append(ItemResult(
+                item_id(doc), drawn[0].strip(), doc["intent"], score, raw=drawn[0], category=doc["intent"], samples=samples,
+            ))  # fmt: skip
+        progress(len(items), len(items), "done")
+        return results
+
+    def _greedy(self, model: LoadedModel, items: Sequence[Item], progress: ProgressFn) -> list[ItemResult]:
         from harness.lib.lmeval import run_task
         from harness.lib.model_api import model_api
 

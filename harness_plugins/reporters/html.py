@@ -28,6 +28,7 @@ from harness.lib.reportview import (
     benchmark_rows,
     gate_rows,
     headline,
+    invariance_lines,
     item_pairs,
     number,
     signed,
@@ -72,10 +73,19 @@ def explorer_data(doc: dict[str, Any]) -> dict[str, Any]:
         b, c = p.baseline, p.candidate
         rows.append([
             len(labels) - 1, p.item_id, OUTCOMES.index(p.outcome), p.prompt, p.reference,
-            b["prediction"], b.get("raw", "") if b.get("raw", "") != b["prediction"] else "", b["score"],
-            c["prediction"], c.get("raw", "") if c.get("raw", "") != c["prediction"] else "", c["score"],
+            b["prediction"], _raw(b), b["score"], c["prediction"], _raw(c), c["score"],
         ])
     return {"benchmarks": labels, "outcomes": list(OUTCOMES), "rows": rows}
+
+
+def _raw(result: dict[str, Any]) -> str:
+    """What the explorer shows as an item's raw output: every sample with its score when the
+    benchmark drew several, else the raw output (empty when it is the answer itself)."""
+    samples = result.get("samples") or []
+    if samples:
+        return "\n".join(f"[sample {i + 1}: {s['score']:g}] {s['raw']}" for i, s in enumerate(samples))
+    raw = str(result.get("raw", ""))
+    return raw if raw != result["prediction"] else ""
 
 
 def _ledger(doc: dict[str, Any]) -> dict[str, Any] | None:
@@ -141,6 +151,7 @@ def render_html(doc: dict[str, Any]) -> str:
         head=headline(doc),
         gates=gate_rows(doc),
         benchmarks=benchmark_rows(doc),
+        invariance=invariance_lines(doc),
         charts=_chart_specs(doc),
         explorer=script_json(explorer_data(doc)),
         ledger=_ledger(doc),

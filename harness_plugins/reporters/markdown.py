@@ -19,7 +19,9 @@ from typing import Any
 from pydantic import Field
 
 import harness
-from harness.lib.reportview import ItemPair, benchmark_rows, gate_rows, headline, item_pairs, number, signed, stop_line
+from harness.lib.reportview import (
+    ItemPair, benchmark_rows, gate_rows, headline, invariance_lines, item_pairs, number, signed, stop_line,
+)
 from harness.lib.resultdoc import result_document, write_files
 from harness.plugin.components import ComponentConfig, Reporter
 from harness.types import RunResult
@@ -114,6 +116,14 @@ def _gates(doc: dict[str, Any]) -> list[str]:
     return ["### Gates", "", *table(("verdict", "gate", "rule", "diff", "interval", "p", "detectable", "reason"), rows), ""]
 
 
+def _invariance(doc: dict[str, Any]) -> list[str]:
+    """The batch invariance check, when the suite asked for it: advisory, right after the gates."""
+    lines = invariance_lines(doc)
+    if not lines:
+        return []
+    return ["### Batch invariance (advisory)", "", *(f"- {'✅' if ok else '⚠️'} {cell(text, 600)}" for ok, text in lines), ""]
+
+
 def _benchmark_moves(doc: dict[str, Any], top: int) -> list[str]:
     moves = [(g.diff, g) for g in gate_rows(doc) if g.diff is not None]
     if not moves:
@@ -172,6 +182,7 @@ def render_markdown(doc: dict[str, Any], top: int = 10, limit: int = LIMIT) -> s
     budget = Budget(limit)
     budget.add(_verdict(doc), "verdict", reserve=200)
     budget.add(_gates(doc), "gates")
+    budget.add(_invariance(doc), "batch invariance")
     budget.add(_benchmark_moves(doc, top), "regressions and gains")
     pairs = list(item_pairs(doc))
     for side in ("lost", "won"):

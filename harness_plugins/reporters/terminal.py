@@ -105,6 +105,10 @@ class TerminalReporter(Reporter):
             self.console.print(table)
         for error in result.eval_errors:
             self.console.print(f"[magenta]error[/] {escape(f'{error.benchmark} / {error.model}: {error.message}')}")
+        for finding in result.invariance:
+            if not finding.invariant:
+                items = ", ".join(finding.affected[:10])
+                self.console.print(f"[yellow]batch invariance[/] {escape(finding.line())}; items: {escape(items)}")
 
     def _gates(self, result: RunResult) -> None:
         table = Table(title="Gates")

@@ -71,6 +71,14 @@ def test_explorer_pairs_every_item_with_its_outcome(doc) -> None:
     assert data["benchmarks"][row[0]] == pairs[0].benchmark and row[3] == pairs[0].prompt
     assert row[6] == pairs[0].baseline["raw"]  # raw output differs from the answer: kept
 
+    sampled = {**doc, "benchmarks": {"code": {
+        model: {"metric": "pass@1", "score": 0.5, "n": 1, "items": [
+            {"item_id": "p1", "prediction": "x", "reference": "1/2 passed", "score": 0.5, "raw": "a", "prompt": "",
+             "samples": [{"score": 1.0, "raw": "a"}, {"score": 0.0, "raw": "b"}]},
+        ]} for model in ("baseline", "candidate")}}}
+    [row] = explorer_data(sampled)["rows"]
+    assert row[6] == row[9] == "[sample 1: 1] a\n[sample 2: 0] b"  # every sample with its score
+
 
 def test_markdown_verdict_gates_and_marker(doc) -> None:
     md = render_markdown(doc)
