@@ -93,7 +93,7 @@ def reference(harness_tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFac
     import transformers
 
     from harness.lib.training.local import LocalEngine
-    from harness.lib.training.loop import TrainLoop, total_steps
+    from harness.lib.training.loop import LoopSetup, TrainLoop, total_steps
 
     examples = _examples()
     model = transformers.AutoModelForCausalLM.from_pretrained(str(harness_tiny_model_dir), dtype=torch.float32)
@@ -117,10 +117,11 @@ def reference(harness_tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFac
         warmup_steps=CONFIG.warmup_steps, total_steps=total_steps(examples, CONFIG, SEED),
         max_grad_norm=CONFIG.max_grad_norm, bf16=False, save_weights=lambda model, path: None,
     )
-    result = TrainLoop(
-        engine, CONFIG, examples, seed=SEED, output_dir=tmp_path_factory.mktemp("zero-reference"),
-        pad_id=_pad_id(harness_tiny_model_dir), config_digest=DIGEST, emit=lambda event: None, resume=False,
-    ).run()
+    setup = LoopSetup(
+        seed=SEED, output_dir=tmp_path_factory.mktemp("zero-reference"), pad_id=_pad_id(harness_tiny_model_dir),
+        config_digest=DIGEST, resume=False,
+    )
+    result = TrainLoop(engine, CONFIG, examples, setup, emit=lambda event: None).run()
     weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return SimpleNamespace(result=result, weights=weights, moments=moments)
 

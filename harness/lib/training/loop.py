@@ -159,6 +159,20 @@ class LoopResult:
         return cls(**{**data, "checkpoints": checkpoints, "stopped": stopped})
 
 
+@dataclass(frozen=True)
+class LoopSetup:
+    """Where and how a loop runs, beside its engine, config and examples: the seed of the data
+    order, the output folder, the padding token, what a resumable state must match
+    (``config_digest``), whether to resume from one, and the folder name of the final weights."""
+
+    seed: int
+    output_dir: Path
+    pad_id: int
+    config_digest: str
+    resume: bool = True
+    final_name: str = "final"
+
+
 def total_steps(examples: Sequence[Example], cfg: TrainingConfig, seed: int) -> int:
     batches = sum(
         len(plan_epoch(examples, batch_size=cfg.batch_size, max_length=cfg.max_length, strategy=cfg.batching, seed=seed, epoch=epoch, mix=cfg.mix()))
@@ -180,25 +194,18 @@ class TrainLoop:
         engine: Engine,
         cfg: TrainingConfig,
         examples: Sequence[Example],
+        setup: LoopSetup,
         *,
-        seed: int,
-        output_dir: Path,
-        pad_id: int,
-        config_digest: str,
         emit: Callable[[LoopEvent], None],
         ewc: Any = None,
-        resume: bool = True,
-        save_final: Callable[[Path], None] | None = None,
-        final_name: str = "final",
-        torch: Any = None,
     ) -> None:
         self.engine, self.cfg, self.examples = engine, cfg, list(examples)
-        self.seed, self.output_dir, self.pad_id = seed, output_dir, pad_id
-        self.digest, self.emit, self.ewc, self.resume = config_digest, emit, ewc, resume
-        self.final_name = final_name
-        import torch as _torch
+        self.seed, self.output_dir, self.pad_id = setup.seed, setup.output_dir, setup.pad_id
+        self.digest, self.emit, self.ewc, self.resume = setup.config_digest, emit, ewc, setup.resume
+        self.final_name = setup.final_name
+        import torch
 
-        self.torch = torch or _torch
+        self.torch = torch
 
     @property
     def state_root(self) -> Path:

@@ -16,7 +16,7 @@ from harness.lib.training.config import TrainingConfig
 from harness.lib.training.data import TrainingData
 from harness.lib.training.events import CheckpointSaved, LoopEvent, Progress
 from harness.lib.training.examples import Example
-from harness.lib.training.loop import Engine, LoopResult, TrainLoop
+from harness.lib.training.loop import Engine, LoopResult, LoopSetup, TrainLoop
 from harness.lib.training.context import TrainContext, TrainerIdentity
 from harness.types import CheckpointEvent, TrainOutput
 
@@ -96,19 +96,15 @@ def run_loop(
     ewc: Any,
     final_name: str,
 ) -> LoopResult:
-    loop = TrainLoop(
-        engine,
-        cfg,
-        data.examples,
+    setup = LoopSetup(
         seed=ctx.seed,
         output_dir=ctx.output_dir,
         pad_id=base.tokenizer.pad_token_id,
         config_digest=resume_digest(trainer, data, base.ref.fingerprint, ctx.seed),
-        emit=emitter(trainer.name, ctx),
-        ewc=ewc,
         resume=ctx.resume,
         final_name=final_name,
     )
+    loop = TrainLoop(engine, cfg, data.examples, setup, emit=emitter(trainer.name, ctx), ewc=ewc)
     ctx.output_dir.mkdir(parents=True, exist_ok=True)
     return loop.run()
 
