@@ -377,7 +377,7 @@ def test_run_flywheel_api(harness_registries, files, tmp_path):
     assert [r["source_id"] for r in rows] == [f"log.jsonl:{n}" for n in (1, 2, 3, 13, 14, 16)]
     assert {r["provenance"]["ingested_at"] for r in rows} == {"2025-01-02T03:04:05+00:00"}
     assert rows[5]["messages"][-2]["content"].startswith(f"My email is {EMAIL}")  # no pii filter in this chain
-    assert result.report["balanced"] and result.curated_before == 0
+    assert result.report.balanced and result.curated_before == 0
 
 
 def test_novelty_falls_back_to_exact_match_without_minhash(monkeypatch):

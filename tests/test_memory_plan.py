@@ -1,4 +1,4 @@
-"""``harness plan``: the training memory planner (``harness/tools/memory.py``).
+"""``harness plan``: the training memory planner (``harness/tools/memory/``).
 
 The chapter's 7B arithmetic (14 + 14 + 56 = 84 GB before activations), LoRA / QLoRA against full
 fine-tuning on a 24 GiB GPU, ZeRO-3 sharding, the activation count against the tensors autograd

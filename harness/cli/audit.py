@@ -37,6 +37,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         load_tokenizer,
         read_categories,
         read_data,
+        render,
     )
     from harness.lib.console import RunConsole
     from harness.cli import common
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "audit.json").write_text(json.dumps(report.to_json(), indent=2, ensure_ascii=False), encoding="utf-8")
-    report.render(console)
+    render(report, console)
     console.print(f"audit written to {args.out / 'audit.json'}")
     return 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
@@ -16,6 +16,7 @@ from harness.errors import ConfigError, DataError
 if TYPE_CHECKING:
     from harness.plugin.registry import Registries
     from harness.stages.curate import FilterStep
+    from harness.stages.curate_report import CurateReport
 
 NAME = "curate"
 HELP = "curate a suite's data, a data file, or a production log (--from-log) into a curated set"
@@ -165,36 +166,35 @@ def _curate_log(args: argparse.Namespace, console: Console) -> int:
     result = run_flywheel(registries, job, steps, RunContext(Path.cwd(), args.out, builder=registries), examples)
     write_run_files(args.out, result.outcome.ledger, result.report)
     _print_report(console, result.report)
-    novelty = result.report["flywheel"]["novelty"]
+    outcome = result.outcome
     console.print(
-        f"{len(result.outcome.rows)} records appended to {result.curated} "
-        f"(had {result.curated_before}; novelty by {novelty['method']} against {novelty['known_records']} records)",
+        f"{len(outcome.rows)} records appended to {result.curated} "
+        f"(had {result.curated_before}; novelty by {outcome.novelty_method} against {outcome.pool} records)",
         markup=False,
     )
     return 0
 
 
-def _print_report(console: Console, report: dict[str, Any]) -> None:
+def _print_report(console: Console, report: CurateReport) -> None:
     """The ledger, one line a step (``in = kept + dropped + quarantined``), and under each
     reason its examples (source id and redacted excerpt).  Printed without markup: an excerpt's
     ``[EMAIL]`` is text, not a style."""
-    for stage in report["stages"]:
-        counts = ", ".join(f"{k}: {v['count']}" for k, v in stage["reasons"].items())
+    for stage in report.stages:
+        counts = ", ".join(f"{k}: {v.count}" for k, v in stage.reasons.items())
         console.print(
-            f"{stage['name']}: in {stage['in']} = kept {stage['kept']} + dropped {stage['dropped']} "
-            f"+ quarantined {stage['quarantined']}" + (f" ({counts})" if counts else ""),
+            f"{stage.name}: in {stage.n_in} = kept {stage.kept} + dropped {stage.dropped} "
+            f"+ quarantined {stage.quarantined}" + (f" ({counts})" if counts else ""),
             markup=False,
             soft_wrap=True,
         )
-        for reason, entry in stage["reasons"].items():
-            for example in entry["examples"]:
-                text = f"    {reason}: {example['source_id']}  {example['excerpt']}"
+        for reason, entry in stage.reasons.items():
+            for example in entry.examples:
+                text = f"    {reason}: {example.source_id}  {example.excerpt}"
                 console.print(text, markup=False, soft_wrap=True)
-    for source in report["inputs"]:
-        if source["lines"] is not None:
+    for source in report.inputs:
+        if source.lines is not None:
             console.print(
-                f"{source['source']}: {source['lines']} lines = {source['records']} records "
-                f"+ {source['quarantined']} quarantined + {source['blank_lines']} blank",
+                f"{source.source}: {source.lines.lines} lines = {source.records} records "
+                f"+ {source.quarantined} quarantined + {source.lines.blank} blank",
                 markup=False,
             )
-

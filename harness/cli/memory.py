@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    """The memory a training setting needs per GPU and whether it fits (``harness/tools/memory.py``);
+    """The memory a training setting needs per GPU and whether it fits (``harness/tools/memory/``);
     exit 0 either way (``fits`` in ``--json``)."""
     from harness.tools.memory import PlanOptions, plan
 

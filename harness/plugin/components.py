@@ -19,6 +19,7 @@ from pydantic import Field
 from typing_extensions import TypeVar
 
 # Re-exported: plugins import what they build on from here.
+from harness.errors import DataError
 from harness.lib.refs import ComponentConfig as ComponentConfig
 from harness.lib.training.context import TrainContext as TrainContext
 from harness.lib.model_api import Capabilities as Capabilities
@@ -194,7 +195,22 @@ class Trainer(Component[ConfigT]):
 
 
 Item = dict[str, Any]
-"""One benchmark item: JSON-serialisable, with a unique string ``"id"``."""
+"""One benchmark item: JSON-serialisable, with a unique string ``"id"`` (read it with
+``item_id``) and whatever fields its benchmark needs.
+
+A plain mapping rather than a ``TypedDict``: a TypedDict that stays open to each benchmark's own
+keys needs PEP 728 (``extra_items``), which mypy does not check yet, and a closed one would make
+every benchmark cast its own fields.  ``item_id`` gives the one field all items share a type."""
+
+
+def item_id(item: Item) -> str:
+    """``item``'s ``"id"``; an item without a non-empty string id is a ``DataError`` (results
+    are paired and cached by it, so a missing or numeric one must not pass silently)."""
+    value = item.get("id")
+    if not isinstance(value, str) or not value:
+        shown = json.dumps(item, ensure_ascii=False, default=str)[:120]
+        raise DataError(f"benchmark item without a string id: {shown}")
+    return value
 
 PROMPT_CHARS = 4000
 """How much of an item's prompt a per-item result keeps for reports."""
@@ -261,7 +277,7 @@ class Benchmark(Component[ConfigT]):
         """Item id -> cluster label from ``cluster_field``; ``None`` when items are independent."""
         if self.cluster_field is None:
             return None
-        return {str(i["id"]): str(i.get(self.cluster_field, i["id"])) for i in self.items()}
+        return {item_id(i): str(i.get(self.cluster_field, item_id(i))) for i in self.items()}
 
     def summary(self, results: Sequence[ItemResult]) -> dict[str, float]:
         """Headline figures of a whole result (default: the weighted mean of the scores)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -162,29 +162,96 @@ class Examples:
                 self.add(stage, f"redacted: {kind}", record.source_id, render(record))
 
 
-def build_report(
-    ledger: Ledger, kept: int, inputs: Sequence[InputSummary], examples: Examples | None, **extra: Any
-) -> dict[str, Any]:
-    """``report.json``: per step the counts, and per reason its count and examples (source id,
-    redacted excerpt, detail).  Unlike ``ledger.json`` and ``quarantine.jsonl`` it holds no raw
-    text, so it can be attached to a CI run or a ticket."""
-    stages = []
-    for stage in ledger.stages:
+@dataclass(frozen=True)
+class ReasonReport:
+    """One reason of a step: how many records it took, and up to a few redacted examples."""
+
+    count: int
+    examples: tuple[Example, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"count": self.count, "examples": [asdict(e) for e in self.examples]}
+
+
+@dataclass(frozen=True)
+class StageReport:
+    """One ledger step as the report shows it: its counts (``n_in == kept + dropped +
+    quarantined``) and, per reason in name order, its count and examples."""
+
+    name: str
+    n_in: int
+    kept: int
+    dropped: int
+    quarantined: int
+    reasons: Mapping[str, ReasonReport]
+
+    @classmethod
+    def of(cls, stage: StageLedger, examples: Examples | None) -> StageReport:
+        """The report of ledger step ``stage`` with the examples gathered for it."""
         found = examples.for_stage(stage) if examples else {}
-        data = stage.to_json()
-        data["reasons"] = {
-            reason: {"count": count, "examples": [asdict(e) for e in found.get(reason, [])]}
+        reasons = {
+            reason: ReasonReport(count, tuple(found.get(reason, ())))
             for reason, count in sorted(stage.reasons.items())
         }
-        stages.append(data)
-    return {
-        "schema": REPORT_SCHEMA,
-        "balanced": ledger.balanced,
-        "kept": kept,
-        "inputs": [i.to_json() for i in inputs],
-        "stages": stages,
-        **extra,
-    }
+        return cls(stage.name, stage.n_in, stage.kept, stage.dropped, stage.quarantined, reasons)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "in": self.n_in,
+            "kept": self.kept,
+            "dropped": self.dropped,
+            "quarantined": self.quarantined,
+            "reasons": {reason: entry.to_json() for reason, entry in self.reasons.items()},
+        }
+
+
+@dataclass(frozen=True)
+class CurateReport:
+    """``report.json`` as a value: per step the counts, per reason its count and examples (source
+    id, redacted excerpt, detail), and what each input gave.  Unlike ``ledger.json`` and
+    ``quarantine.jsonl`` it holds no raw text, so it can be attached to a CI run or a ticket.
+
+    ``suite`` names the suite a suite's curation came from; ``sections`` are a tool's own
+    top-level JSON sections (the data flywheel's ``flywheel``), written as given."""
+
+    balanced: bool
+    kept: int
+    inputs: tuple[InputSummary, ...]
+    stages: tuple[StageReport, ...]
+    suite: str | None = None
+    sections: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The document ``report.json`` holds (schema ``REPORT_SCHEMA``)."""
+        return {
+            "schema": REPORT_SCHEMA,
+            "balanced": self.balanced,
+            "kept": self.kept,
+            "inputs": [i.to_json() for i in self.inputs],
+            "stages": [s.to_json() for s in self.stages],
+            **({"suite": self.suite} if self.suite is not None else {}),
+            **self.sections,
+        }
+
+
+def build_report(
+    ledger: Ledger,
+    kept: int,
+    inputs: Sequence[InputSummary],
+    examples: Examples | None,
+    suite: str | None = None,
+    sections: Mapping[str, Any] | None = None,
+) -> CurateReport:
+    """The report of a curation: ``ledger``'s steps with the ``examples`` gathered for them."""
+    return CurateReport(
+        balanced=ledger.balanced,
+        kept=kept,
+        inputs=tuple(inputs),
+        stages=tuple(StageReport.of(stage, examples) for stage in ledger.stages),
+        suite=suite,
+        sections=dict(sections or {}),
+    )
 
 
 def write_atomic(path: Path, text: str) -> Path:
@@ -199,14 +266,14 @@ def jsonl(rows: Iterable[dict[str, Any]]) -> str:
     return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
 
-def write_run_files(out_dir: Path, ledger: Ledger, report: dict[str, Any]) -> list[Path]:
+def write_run_files(out_dir: Path, ledger: Ledger, report: CurateReport) -> list[Path]:
     """``ledger.json``, ``quarantine.jsonl`` (every quarantined record: source id, reason, raw
     text; written even when empty, so a stale one never survives) and ``report.json``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     return [
         write_atomic(out_dir / "ledger.json", json.dumps(ledger.to_json(), indent=2, ensure_ascii=False)),
         write_atomic(out_dir / "quarantine.jsonl", jsonl(asdict(q) for q in ledger.quarantined)),
-        write_atomic(out_dir / "report.json", json.dumps(report, indent=2, ensure_ascii=False)),
+        write_atomic(out_dir / "report.json", json.dumps(report.to_json(), indent=2, ensure_ascii=False)),
     ]
 
 

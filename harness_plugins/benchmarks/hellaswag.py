@@ -32,7 +32,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 import harness
-from harness.plugin.components import Benchmark, ComponentConfig, Item, ProgressFn, RunContext
+from harness.plugin.components import Benchmark, ComponentConfig, Item, item_id, ProgressFn, RunContext
 from harness.lib.data import read_jsonl_objects, seeded_sample
 from harness.errors import DataError
 from harness.lib.models import LoadedModel
@@ -93,7 +93,7 @@ class HellaSwag(Benchmark[HellaSwagConfig]):
             picks = predictions(logliks, doc["choices"])
             prediction = f"acc_norm={picks['acc_norm']},acc={picks['acc']}"
             score = float(picks[cfg.metric] == doc["label"])
-            results.append(ItemResult(doc["id"], prediction, str(doc["label"]), score))
+            results.append(ItemResult(item_id(doc), prediction, str(doc["label"]), score))
         progress(len(items), len(items), "done")
         return results
 

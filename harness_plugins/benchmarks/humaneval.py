@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field, model_validator
 
 import harness
-from harness.plugin.components import Benchmark, ComponentConfig, Item, ProgressFn
+from harness.plugin.components import Benchmark, ComponentConfig, Item, ProgressFn, item_id
 from harness.lib import repeats
 from harness.lib.data import seeded_sample
 from harness.errors import require
@@ -122,7 +122,7 @@ class HumanEval(Benchmark[HumanEvalConfig]):
             reference = f"{int(sum(passed))}/{cfg.samples} passed"
             samples = repeats.mean_of(passed, drawn)[1] if cfg.samples > 1 else ()
             score = pass_at_k(cfg.samples, int(sum(passed)), cfg.k)
-            results.append(ItemResult(item["id"], prediction, reference, score, raw=drawn[0], samples=samples))
+            results.append(ItemResult(item_id(item), prediction, reference, score, raw=drawn[0], samples=samples))
         progress(len(items), len(items), "done")
         return results
 
@@ -144,7 +144,7 @@ class HumanEval(Benchmark[HumanEvalConfig]):
         api = model_api(model)
         if greedy:
             return [[text] for text in api.generate([item["prompt"] for item in items], gen)]
-        return [repeats.draw(api, item["prompt"], item["id"], cfg.samples, gen, self.ctx.seed) for item in items]
+        return [repeats.draw(api, item["prompt"], item_id(item), cfg.samples, gen, self.ctx.seed) for item in items]
 
 
 @harness.hookimpl

@@ -31,7 +31,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 import harness
-from harness.plugin.components import Benchmark, ComponentConfig, Item, ProgressFn, RunContext
+from harness.plugin.components import Benchmark, ComponentConfig, Item, item_id, ProgressFn, RunContext
 from harness.lib.data import csv_rows, read_jsonl_objects, resolve_data_path, seeded_sample
 from harness.errors import DataError
 from harness.lib.models import LoadedModel
@@ -94,11 +94,11 @@ class LmEvalTask(Benchmark[LmEvalTaskConfig]):
         for line, row in rows:
             if cfg.id_field is not None and cfg.id_field not in row:
                 raise DataError(f"{path}:{line}: no field {cfg.id_field!r}")
-            item_id = str(row[cfg.id_field]) if cfg.id_field else f"{path.name}:{line}"
-            items.append({"id": item_id, "doc": row})
-        if len({i["id"] for i in items}) != len(items):
+            ident = str(row[cfg.id_field]) if cfg.id_field else f"{path.name}:{line}"
+            items.append({"id": ident, "doc": row})
+        if len({item_id(i) for i in items}) != len(items):
             raise DataError(f"{path}: the ids in {cfg.id_field!r} are not unique")
-        return seeded_sample(items, cfg.sample, cfg.seed, key=lambda i: i["id"])
+        return seeded_sample(items, cfg.sample, cfg.seed, key=item_id)
 
     def items(self) -> list[Item]:
         return self.docs
@@ -120,7 +120,7 @@ class LmEvalTask(Benchmark[LmEvalTaskConfig]):
                 raise DataError(f"lm-eval reported no per-sample {cfg.metric!r}; it has {known}")
             prediction = json.dumps(sample.get("filtered_resps"), default=str)[:500]
             reference = str(sample.get("target", ""))
-            results.append(ItemResult(item["id"], prediction, reference, float(sample[cfg.metric])))
+            results.append(ItemResult(item_id(item), prediction, reference, float(sample[cfg.metric])))
         progress(len(items), len(items), "done")
         return results
 

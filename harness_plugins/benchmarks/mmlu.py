@@ -21,7 +21,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 import harness
-from harness.plugin.components import Benchmark, ComponentConfig, Item, ProgressFn
+from harness.plugin.components import Benchmark, ComponentConfig, Item, item_id, ProgressFn
 from harness.lib.data import seeded_sample
 from harness.errors import DataError
 from harness.lib.models import LoadedModel
@@ -53,7 +53,7 @@ class MMLU(Benchmark[MMLUConfig]):
 
     def clusters(self) -> dict[str, str]:
         """Item id -> subject (the id's first part): questions of one subject are one cluster."""
-        return {str(i["id"]): str(i["id"]).split("/", 1)[0] for i in self.items()}
+        return {item_id(i): item_id(i).split("/", 1)[0] for i in self.items()}
 
     @cached_property
     def docs(self) -> list[dict[str, Any]]:
@@ -91,7 +91,7 @@ class MMLU(Benchmark[MMLUConfig]):
         for doc, logliks in zip(items, self.loglikelihoods(model, items)):
             predicted = max(range(len(logliks)), key=logliks.__getitem__)
             score = float(predicted == doc["answer"])
-            results.append(ItemResult(doc["id"], LETTERS[predicted], LETTERS[doc["answer"]], score))
+            results.append(ItemResult(item_id(doc), LETTERS[predicted], LETTERS[doc["answer"]], score))
         progress(len(items), len(items), "done")
         return results
 

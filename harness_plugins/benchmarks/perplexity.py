@@ -39,7 +39,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 import harness
-from harness.plugin.components import Benchmark, ComponentConfig, Item, ProgressFn
+from harness.plugin.components import Benchmark, ComponentConfig, Item, item_id, ProgressFn
 from harness.errors import DataError
 from harness.lib.model_api import ModelAPI
 from harness.lib.models import LoadedModel
@@ -116,7 +116,7 @@ class Perplexity(Benchmark[PerplexityConfig]):
         results = []
         for doc, total, count in zip(items, sums, counts):
             mean = total / count
-            results.append(ItemResult(doc["id"], f"{math.exp(-mean):.4g}", "", mean, float(count)))
+            results.append(ItemResult(item_id(doc), f"{math.exp(-mean):.4g}", "", mean, float(count)))
         progress(len(items), len(items), "done")
         return results
 

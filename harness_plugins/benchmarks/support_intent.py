@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 import harness
-from harness.plugin.components import Benchmark, ComponentConfig, Item, ProgressFn
+from harness.plugin.components import Benchmark, ComponentConfig, Item, ProgressFn, item_id
 from harness.lib import repeats
 from harness.lib.data import csv_rows, in_split, seeded_sample
 from harness.errors import DataError
@@ -114,10 +114,10 @@ class SupportIntent(Benchmark[SupportIntentConfig]):
         for done, doc in enumerate(items):
             progress(done, len(items), f"{cfg.samples} sampled answers per message")
             chat = [{"role": "user", "content": doc["prompt"]}]
-            drawn = repeats.draw(api, chat, doc["id"], cfg.samples, gen, self.ctx.seed)
+            drawn = repeats.draw(api, chat, item_id(doc), cfg.samples, gen, self.ctx.seed)
             score, samples = repeats.mean_of([float(t.strip() == doc["intent"]) for t in drawn], drawn)
             results.append(ItemResult(
-                doc["id"], drawn[0].strip(), doc["intent"], score, raw=drawn[0], category=doc["intent"], samples=samples,
+                item_id(doc), drawn[0].strip(), doc["intent"], score, raw=drawn[0], category=doc["intent"], samples=samples,
             ))  # fmt: skip
         progress(len(items), len(items), "done")
         return results
@@ -150,7 +150,7 @@ class SupportIntent(Benchmark[SupportIntentConfig]):
             text = raw if isinstance(raw, str) else str(raw[0])
             prediction = text.strip()
             score = float(prediction == doc["intent"])
-            results.append(ItemResult(doc["id"], prediction, doc["intent"], score, raw=text, category=doc["intent"]))
+            results.append(ItemResult(item_id(doc), prediction, doc["intent"], score, raw=text, category=doc["intent"]))
         progress(len(items), len(items), "done")
         return results
 

@@ -31,6 +31,7 @@ class PreprocessingCheck(ParityCheck[ComponentConfig]):
     Config = ComponentConfig
 
     def run(self, ctx: ParityContext) -> CheckOutput:
+        """Tokenizer identity, then per request its text and truncation on both sides."""
         off, prod = ctx.offline, ctx.production
         total = len(ctx.requests)
         findings: list[Finding] = []
@@ -46,36 +47,14 @@ class PreprocessingCheck(ParityCheck[ComponentConfig]):
         trunc_example: dict[str, Any] = {}
         lengths = []
         for i, req in enumerate(ctx.requests):
-            a, b = off.messages(req), prod.messages(req)
-            turns_a = [t["content"] for t in a if t["role"] != "system"]
-            turns_b = [t["content"] for t in b if t["role"] != "system"]
-            if turns_a != turns_b:
+            if (changed := _text_change(ctx, req)) is not None:
                 text_changed.append(req.id)
-                if not text_example:
-                    j = next(k for k, (x, y) in enumerate(zip(turns_a, turns_b)) if x != y)
-                    text_example = {
-                        "example_request": req.id,
-                        "offline_text": excerpt(turns_a[j]),
-                        "production_text": excerpt(turns_b[j]),
-                        "offline_preprocess": off.spec.preprocess.model_dump(exclude={"max_input_tokens", "truncation_side"}),
-                        "production_preprocess": prod.spec.preprocess.model_dump(exclude={"max_input_tokens", "truncation_side"}),
-                    }
-            full = prod.render(req, truncate=False)
-            cut_prod = prod.render(req)
-            cut_off = _with_limit(ctx, req)
-            lengths.append(full.full_length)
-            if cut_prod.ids != cut_off:
+                text_example = text_example or changed
+            full_length, cut = _truncation(ctx, req)
+            lengths.append(full_length)
+            if cut is not None:
                 trunc.append(req.id)
-                if not trunc_example:
-                    lost = _lost(full.ids, cut_prod.ids)
-                    trunc_example = {
-                        "example_request": req.id,
-                        "prompt_tokens": full.full_length,
-                        "production_keeps": len(cut_prod.ids),
-                        "offline_keeps": len(cut_off),
-                        "production_side": prod.spec.preprocess.truncation_side,
-                        "lost_text": excerpt(prod.tokenizer.decode(lost), 300) if lost else "",
-                    }
+                trunc_example = trunc_example or cut
             ctx.progress(i + 1, total, "compared")
         lengths.sort()
         metrics.update(
@@ -89,28 +68,32 @@ class PreprocessingCheck(ParityCheck[ComponentConfig]):
             }
         )
         if text_changed:
-            normalize = off.spec.preprocess.normalize != prod.spec.preprocess.normalize
-            findings.append(
-                Finding(
-                    self.name, "normalization" if normalize else "whitespace", "medium",
-                    "production changes request text differently before tokenizing "
-                    f"({off.spec.preprocess.normalize}/{off.spec.preprocess.whitespace} offline vs "
-                    f"{prod.spec.preprocess.normalize}/{prod.spec.preprocess.whitespace} in production)",
-                    len(text_changed), total, {**text_example, "request_ids": text_changed[:MAX_IDS]},
-                )
-            )
+            findings.append(self._text_finding(ctx, text_changed, text_example))
         if trunc:
-            share = len(trunc) / total
-            limit = prod.spec.preprocess.max_input_tokens
-            findings.append(
-                Finding(
-                    self.name, "truncation", "high" if share >= 0.02 else "medium",
-                    f"production truncates prompts at {limit} tokens ({prod.spec.preprocess.truncation_side}), "
-                    f"offline at {off.spec.preprocess.max_input_tokens or 'no limit'}: the model sees less of the request",
-                    len(trunc), total, {**trunc_example, "request_ids": trunc[:MAX_IDS]},
-                )
-            )
+            findings.append(self._truncation_finding(ctx, trunc, trunc_example))
         return CheckOutput(findings, metrics)
+
+    def _text_finding(self, ctx: ParityContext, changed: list[str], example: dict[str, Any]) -> Finding:
+        """``normalization`` (or ``whitespace``): the pipelines change request text differently."""
+        off, prod = ctx.offline.spec.preprocess, ctx.production.spec.preprocess
+        return Finding(
+            self.name, "normalization" if off.normalize != prod.normalize else "whitespace", "medium",
+            "production changes request text differently before tokenizing "
+            f"({off.normalize}/{off.whitespace} offline vs "
+            f"{prod.normalize}/{prod.whitespace} in production)",
+            len(changed), len(ctx.requests), {**example, "request_ids": changed[:MAX_IDS]},
+        )  # fmt: skip
+
+    def _truncation_finding(self, ctx: ParityContext, trunc: list[str], example: dict[str, Any]) -> Finding:
+        """``truncation``: production cuts prompts the offline pipeline does not (or elsewhere)."""
+        off, prod = ctx.offline.spec.preprocess, ctx.production.spec.preprocess
+        total = len(ctx.requests)
+        return Finding(
+            self.name, "truncation", "high" if len(trunc) / total >= 0.02 else "medium",
+            f"production truncates prompts at {prod.max_input_tokens} tokens ({prod.truncation_side}), "
+            f"offline at {off.max_input_tokens or 'no limit'}: the model sees less of the request",
+            len(trunc), total, {**example, "request_ids": trunc[:MAX_IDS]},
+        )  # fmt: skip
 
     def _tokenizer(self, ctx: ParityContext) -> Finding:
         differing = []
@@ -146,6 +129,44 @@ def _lost(full: tuple[int, ...], kept: tuple[int, ...]) -> tuple[int, ...]:
     if full[: len(kept)] == kept:
         return full[len(kept) :]
     return full[: len(full) - len(kept)]
+
+
+def _text_change(ctx: ParityContext, req: Request) -> dict[str, Any] | None:
+    """The first non-system turn the two pipelines' preprocessing leaves different, as evidence;
+    ``None`` when they agree on every turn."""
+    off, prod = ctx.offline, ctx.production
+    turns_a = [t["content"] for t in off.messages(req) if t["role"] != "system"]
+    turns_b = [t["content"] for t in prod.messages(req) if t["role"] != "system"]
+    if turns_a == turns_b:
+        return None
+    j = next(k for k, (x, y) in enumerate(zip(turns_a, turns_b)) if x != y)
+    return {
+        "example_request": req.id,
+        "offline_text": excerpt(turns_a[j]),
+        "production_text": excerpt(turns_b[j]),
+        "offline_preprocess": off.spec.preprocess.model_dump(exclude={"max_input_tokens", "truncation_side"}),
+        "production_preprocess": prod.spec.preprocess.model_dump(exclude={"max_input_tokens", "truncation_side"}),
+    }
+
+
+def _truncation(ctx: ParityContext, req: Request) -> tuple[int, dict[str, Any] | None]:
+    """The prompt's full length in tokens (production's template), and evidence when production's
+    truncated prompt differs from the offline pipeline's (``None`` when they agree)."""
+    prod = ctx.production
+    full = prod.render(req, truncate=False)
+    cut_prod = prod.render(req)
+    cut_off = _with_limit(ctx, req)
+    if cut_prod.ids == cut_off:
+        return full.full_length, None
+    lost = _lost(full.ids, cut_prod.ids)
+    return full.full_length, {
+        "example_request": req.id,
+        "prompt_tokens": full.full_length,
+        "production_keeps": len(cut_prod.ids),
+        "offline_keeps": len(cut_off),
+        "production_side": prod.spec.preprocess.truncation_side,
+        "lost_text": excerpt(prod.tokenizer.decode(lost), 300) if lost else "",
+    }
 
 
 @harness.hookimpl

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import statistics
+from dataclasses import dataclass
 from typing import Any
 
 from harness.lib.evidence import MAX_IDS, excerpt
@@ -97,67 +98,33 @@ class ReplayCheck(ParityCheck[ReplayConfig]):
         return self._compare(ctx, cfg, chosen, answers, from_cache)
 
     def _compare(self, ctx: ParityContext, cfg: ReplayConfig, chosen: list[Request], answers: dict[str, Any], from_cache: int) -> CheckOutput:
-        tok = ctx.offline.tokenizer
-        model = ctx.loaded_model()
+        """Score each production answer with the offline model and compare it token by token,
+        and with the offline pipeline's greedy answer."""
+        scorer = _Scorer(ctx, cfg, ctx.loaded_model(), _known_causes(ctx))
         greedy = ctx.generate(ctx.offline, chosen, samples=1, max_tokens=cfg.max_tokens)
-        causes = _known_causes(ctx)
-        records, deltas_all, positions = [], [], []
-        exact = prefix = agree = 0
+        compared: list[_Compared] = []
         for i, req in enumerate(chosen):
-            ans = answers[req.id]
-            cont = list(ans.token_ids) if ans.token_ids is not None else tok(ans.text, add_special_tokens=False)["input_ids"]
-            prompt = ctx.offline.render(req).ids
-            lp, top_id, top_lp = score_continuations(model, [(prompt, cont)])[0]
-            server_lp: list[Any] = list(ans.logprobs) if len(ans.logprobs) == len(cont) else [None] * len(cont)
-            deltas = [abs(a - b) for a, b in zip(lp, server_lp) if b is not None]
-            deltas_all.extend(deltas)
-            at = next((j for j, (a, b) in enumerate(zip(lp, server_lp)) if b is not None and abs(a - b) > cfg.logprob_tolerance), None)
-            offline_text = greedy[req.id][0].text
-            off_ids = list(greedy[req.id][0].token_ids)
-            same_text = offline_text.strip() == ans.text.strip()
-            # the server's ids include the EOS it stopped at (scored above); the offline
-            # generation's are cut before it
-            core = cont[:-1] if cont and cont[-1] in (tok.eos_token_id, tok.pad_token_id) else cont
-            same_prefix = off_ids[: cfg.prefix_tokens] == core[: cfg.prefix_tokens]
-            exact += same_text
-            prefix += same_prefix
-            record: dict[str, Any] = {
-                "request": req.id,
-                "agree": at is None,
-                "tokens": len(cont),
-                "max_abs_delta": round(max(deltas), 4) if deltas else None,
-                "production": excerpt(ans.text, 120),
-                "offline_greedy": excerpt(offline_text, 120),
-                "same_text": same_text,
-            }
-            if at is not None:
-                positions.append(at)
-                record["first_divergence"] = {
-                    "position": at,
-                    "production_token": {"id": cont[at], "token": tok.convert_ids_to_tokens(cont[at]), "server_logprob": round(server_lp[at], 4), "offline_logprob": round(lp[at], 4)},
-                    "offline_top_token": {"id": top_id[at], "token": tok.convert_ids_to_tokens(top_id[at]), "offline_logprob": round(top_lp[at], 4)},
-                }
-                record["attribution"] = causes.get(req.id, UNEXPLAINED)
-            else:
-                agree += 1
-            records.append(record)
+            compared.append(scorer.compare(req, answers[req.id], greedy[req.id][0]))
             ctx.progress(i + 1, len(chosen), "compared")
+        records = [c.record for c in compared]
         n = len(chosen)
+        agree = sum(1 for c in compared if c.at is None)
         rate = agree / n if n else 1.0
         attribution: dict[str, int] = {}
         for r in records:
             if not r["agree"]:
                 attribution[r["attribution"]] = attribution.get(r["attribution"], 0) + 1
+        deltas_all = [d for c in compared for d in c.deltas]
         metrics = {
             "requests": n,
             "from_cache": from_cache,
             "agreement_rate": rate,
             "logprob_tolerance": cfg.logprob_tolerance,
-            "exact_text_match": exact / n if n else 1.0,
-            f"greedy_prefix_{cfg.prefix_tokens}_match": prefix / n if n else 1.0,
+            "exact_text_match": sum(c.same_text for c in compared) / n if n else 1.0,
+            f"greedy_prefix_{cfg.prefix_tokens}_match": sum(c.same_prefix for c in compared) / n if n else 1.0,
             "median_abs_delta": statistics.median(deltas_all) if deltas_all else None,
             "max_abs_delta": max(deltas_all) if deltas_all else None,
-            "first_divergence_positions": sorted(positions),
+            "first_divergence_positions": sorted(c.at for c in compared if c.at is not None),
             "attribution": attribution,
             "per_request": records,
         }
@@ -175,6 +142,65 @@ class ReplayCheck(ParityCheck[ReplayConfig]):
                 )
             )
         return CheckOutput(findings, metrics)
+
+
+@dataclass(frozen=True)
+class _Compared:
+    """One replayed answer against the offline model: its per-request record, the absolute
+    log-probability differences, the first position beyond the tolerance (``None``: agrees),
+    and whether the offline greedy answer has the same text and the same first tokens."""
+
+    record: dict[str, Any]
+    deltas: list[float]
+    at: int | None
+    same_text: bool
+    same_prefix: bool
+
+
+@dataclass(frozen=True)
+class _Scorer:
+    """What comparing one answer needs: the context, the options, the offline model and the
+    causes other checks found per request (to attribute a divergence)."""
+
+    ctx: ParityContext
+    cfg: ReplayConfig
+    model: Any
+    causes: dict[str, str]
+
+    def compare(self, req: Request, ans: Any, offline: Any) -> _Compared:
+        """Score production's answer ``ans`` to ``req`` with the offline model (its
+        log-probability of each token against the server's) and compare it with the
+        ``offline`` greedy answer."""
+        ctx, cfg, model, causes = self.ctx, self.cfg, self.model, self.causes
+        tok = ctx.offline.tokenizer
+        cont = list(ans.token_ids) if ans.token_ids is not None else tok(ans.text, add_special_tokens=False)["input_ids"]
+        prompt = ctx.offline.render(req).ids
+        lp, top_id, top_lp = score_continuations(model, [(prompt, cont)])[0]
+        server_lp: list[Any] = list(ans.logprobs) if len(ans.logprobs) == len(cont) else [None] * len(cont)
+        deltas = [abs(a - b) for a, b in zip(lp, server_lp) if b is not None]
+        at = next((j for j, (a, b) in enumerate(zip(lp, server_lp)) if b is not None and abs(a - b) > cfg.logprob_tolerance), None)
+        same_text = offline.text.strip() == ans.text.strip()
+        # the server's ids include the EOS it stopped at (scored above); the offline
+        # generation's are cut before it
+        core = cont[:-1] if cont and cont[-1] in (tok.eos_token_id, tok.pad_token_id) else cont
+        same_prefix = list(offline.token_ids)[: cfg.prefix_tokens] == core[: cfg.prefix_tokens]
+        record: dict[str, Any] = {
+            "request": req.id,
+            "agree": at is None,
+            "tokens": len(cont),
+            "max_abs_delta": round(max(deltas), 4) if deltas else None,
+            "production": excerpt(ans.text, 120),
+            "offline_greedy": excerpt(offline.text, 120),
+            "same_text": same_text,
+        }
+        if at is not None:
+            record["first_divergence"] = {
+                "position": at,
+                "production_token": {"id": cont[at], "token": tok.convert_ids_to_tokens(cont[at]), "server_logprob": round(server_lp[at], 4), "offline_logprob": round(lp[at], 4)},
+                "offline_top_token": {"id": top_id[at], "token": tok.convert_ids_to_tokens(top_id[at]), "offline_logprob": round(top_lp[at], 4)},
+            }
+            record["attribution"] = causes.get(req.id, UNEXPLAINED)
+        return _Compared(record, deltas, at, same_text, same_prefix)
 
 
 def _known_causes(ctx: ParityContext) -> dict[str, str]:

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from html import escape
 from pathlib import Path
+from typing import NamedTuple
 
 import harness
 from harness.plugin.components import Reporter
@@ -29,6 +31,54 @@ COMPARE_COLOURS = ("#e08214", "#7b3294", "#1b9e77", "#a6761d", "#e7298a", "#66a6
 """One colour per compared training, in order (none of them the red of the bounds)."""
 
 
+@dataclass(frozen=True)
+class _Axes:
+    """One panel's place (``x0``, ``y0``) and scales: ``steps`` across, scores ``lo`` to ``hi``
+    (with a margin of ``margin`` on each side) up."""
+
+    x0: float
+    y0: float
+    steps: list[int]
+    lo: float
+    hi: float
+    margin: float
+
+    def x(self, step: float) -> float:
+        span = max(self.steps[-1] - self.steps[0], 1)
+        return self.x0 + PAD_L + (step - self.steps[0]) / span * (W - PAD_L - PAD_R)
+
+    def y(self, value: float) -> float:
+        return self.y0 + PAD_T + (self.hi - value) / (self.hi - self.lo) * (H - PAD_T - PAD_B)
+
+
+def _axes(values: list[float], x0: float, y0: float, steps: list[int]) -> _Axes:
+    """Scales that hold every one of ``values``, with an 8% margin."""
+    lo, hi = min(values), max(values)
+    if hi - lo < 1e-9:
+        lo, hi = lo - 0.05, hi + 0.05
+    margin = (hi - lo) * 0.08
+    return _Axes(x0, y0, steps, lo - margin, hi + margin, margin)
+
+
+def _values(
+    label: str, points: list[CurvePoint], result: ForgettingResult, others: Sequence[tuple[str, str, list[CurvePoint]]]
+) -> list[float]:
+    """Every score the panel draws: each curve, the main curve's band and its bound."""
+    base = _base(points)
+    values = [p.score for p in points] + [p.score for _, _, pts in others for p in pts]
+    if base is not None:
+        values += [base + p.comparison.ci_low for p in points if p.comparison]
+        values += [base + p.comparison.ci_high for p in points if p.comparison]
+        if label in result.bounds:
+            values.append(base - result.bounds[label])
+    return values
+
+
+def _base(points: list[CurvePoint]) -> float | None:
+    """The base model's score (the point at step 0), when the curve has one."""
+    return points[0].score if points and points[0].step == 0 else None
+
+
 def _panel(
     label: str,
     points: list[CurvePoint],
@@ -40,68 +90,82 @@ def _panel(
 ) -> list[str]:
     """One probe's panel: the main curve with its band and bound, and each compared training's
     curve (``others``: label, colour, points) on the same axes; ``steps`` is the x axis."""
-    steps = steps or result.steps
-    base = points[0].score if points and points[0].step == 0 else None
-    values = [p.score for p in points] + [p.score for _, _, pts in others for p in pts]
-    if base is not None:
-        values += [base + p.comparison.ci_low for p in points if p.comparison]
-        values += [base + p.comparison.ci_high for p in points if p.comparison]
-        if label in result.bounds:
-            values.append(base - result.bounds[label])
-    lo, hi = min(values), max(values)
-    if hi - lo < 1e-9:
-        lo, hi = lo - 0.05, hi + 0.05
-    margin = (hi - lo) * 0.08
-    lo, hi = lo - margin, hi + margin
-    span = max(steps[-1] - steps[0], 1)
-
-    def x(step: float) -> float:
-        return x0 + PAD_L + (step - steps[0]) / span * (W - PAD_L - PAD_R)
-
-    def y(value: float) -> float:
-        return y0 + PAD_T + (hi - value) / (hi - lo) * (H - PAD_T - PAD_B)
-
+    ax = _axes(_values(label, points, result, others), x0, y0, steps or result.steps)
     role = "domain" if label == result.domain else "general"
+    out = _frame(ax, label, role)
+    out += _band_and_bound(ax, label, points, result)
+    if result.selected_step is not None:
+        xs = ax.x(result.selected_step)
+        out.append(f'<line x1="{xs:.1f}" x2="{xs:.1f}" y1="{y0 + PAD_T}" y2="{y0 + H - PAD_B}" stroke="#2a2" stroke-dasharray="2,2"/>')
+    # Compared curves first, so the main one (with its band) is drawn on top.
+    curves = [_Curve(name, colour, pts, 1.6, 2.8) for name, colour, pts in others if pts]
+    curves += [_Curve(MAIN_LABEL, _main_colour(role), points, 2.0, 3.5)] if points else []
+    for curve in curves:
+        out += _curve(ax, curve, tagged=bool(others))
+    out.append("</g>")
+    return out
+
+
+def _frame(ax: _Axes, label: str, role: str) -> list[str]:
+    """The panel's group, background, title, the score labels and the step ticks."""
+    x0, y0 = ax.x0, ax.y0
     out = [
         f'<g data-probe="{escape(label)}">',
         f'<rect x="{x0 + PAD_L}" y="{y0 + PAD_T}" width="{W - PAD_L - PAD_R}" height="{H - PAD_T - PAD_B}" fill="#fafafa" stroke="#ccc"/>',
         f'<text x="{x0 + PAD_L}" y="{y0 + 20}" font-size="13" font-weight="bold">{escape(label)} ({role})</text>',
     ]
-    for value in (lo + margin, hi - margin):
-        out.append(f'<text x="{x0 + PAD_L - 4}" y="{y(value) + 4:.1f}" font-size="10" text-anchor="end">{value:.3f}</text>')
+    for value in (ax.lo + ax.margin, ax.hi - ax.margin):
+        out.append(f'<text x="{x0 + PAD_L - 4}" y="{ax.y(value) + 4:.1f}" font-size="10" text-anchor="end">{value:.3f}</text>')
     last_tick = float("-inf")
-    for step in steps:
-        if x(step) - last_tick < 16 and step != steps[-1]:
+    for step in ax.steps:
+        if ax.x(step) - last_tick < 16 and step != ax.steps[-1]:
             continue  # too close to the previous label to read
-        last_tick = x(step)
-        out.append(f'<text x="{x(step):.1f}" y="{y0 + H - PAD_B + 14}" font-size="10" text-anchor="middle">{step}</text>')
-    if base is not None:
-        band = [(p.step, p.comparison) for p in points if p.comparison]
-        if band:
-            upper = [(x(0), y(base))] + [(x(step), y(base + c.ci_high)) for step, c in band]
-            lower = [(x(step), y(base + c.ci_low)) for step, c in reversed(band)] + [(x(0), y(base))]
-            poly = " ".join(f"{a:.1f},{b:.1f}" for a, b in upper + lower)
-            out.append(f'<polygon points="{poly}" fill="#4a90d9" fill-opacity="0.18" stroke="none"/>')
-        if label in result.bounds:
-            yb = y(base - result.bounds[label])
-            out.append(f'<line x1="{x0 + PAD_L}" x2="{x0 + W - PAD_R}" y1="{yb:.1f}" y2="{yb:.1f}" stroke="#d0021b" stroke-dasharray="5,3"/>')
-            out.append(f'<text x="{x0 + W - PAD_R - 2}" y="{yb - 3:.1f}" font-size="9" fill="#d0021b" text-anchor="end">bound -{result.bounds[label]:g}</text>')
-    if result.selected_step is not None:
-        xs = x(result.selected_step)
-        out.append(f'<line x1="{xs:.1f}" x2="{xs:.1f}" y1="{y0 + PAD_T}" y2="{y0 + H - PAD_B}" stroke="#2a2" stroke-dasharray="2,2"/>')
-    # Compared curves first, so the main one (with its band) is drawn on top.
-    curves = [(name, colour, pts, 1.6, 2.8) for name, colour, pts in others if pts]
-    curves += [(MAIN_LABEL, _main_colour(role), points, 2.0, 3.5)] if points else []
-    for name, colour, pts, width, radius in curves:
-        tag = f' data-training="{escape(name)}"' if others else ""
-        line = " ".join(f"{x(p.step):.1f},{y(p.score):.1f}" for p in pts)
-        out.append(f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="{width:g}"{tag}/>')
-        prefix = f"{name}, " if others else ""
-        for p in pts:
-            fill = "#d0021b" if p.within_bound is False else colour
-            title = escape(f"{prefix}step {p.step}: {p.score:.4f}" + (f"; {p.note}" if p.note else ""))
-            out.append(f'<circle cx="{x(p.step):.1f}" cy="{y(p.score):.1f}" r="{radius:g}" fill="{fill}"><title>{title}</title></circle>')
-    out.append("</g>")
+        last_tick = ax.x(step)
+        out.append(f'<text x="{ax.x(step):.1f}" y="{y0 + H - PAD_B + 14}" font-size="10" text-anchor="middle">{step}</text>')
+    return out
+
+
+def _band_and_bound(ax: _Axes, label: str, points: list[CurvePoint], result: ForgettingResult) -> list[str]:
+    """The band the change's confidence interval allows around the base score, and the bound."""
+    base = _base(points)
+    if base is None:
+        return []
+    x, y, out = ax.x, ax.y, []
+    band = [(p.step, p.comparison) for p in points if p.comparison]
+    if band:
+        upper = [(x(0), y(base))] + [(x(step), y(base + c.ci_high)) for step, c in band]
+        lower = [(x(step), y(base + c.ci_low)) for step, c in reversed(band)] + [(x(0), y(base))]
+        poly = " ".join(f"{a:.1f},{b:.1f}" for a, b in upper + lower)
+        out.append(f'<polygon points="{poly}" fill="#4a90d9" fill-opacity="0.18" stroke="none"/>')
+    if label in result.bounds:
+        yb = y(base - result.bounds[label])
+        out.append(f'<line x1="{ax.x0 + PAD_L}" x2="{ax.x0 + W - PAD_R}" y1="{yb:.1f}" y2="{yb:.1f}" stroke="#d0021b" stroke-dasharray="5,3"/>')
+        out.append(f'<text x="{ax.x0 + W - PAD_R - 2}" y="{yb - 3:.1f}" font-size="9" fill="#d0021b" text-anchor="end">bound -{result.bounds[label]:g}</text>')
+    return out
+
+
+class _Curve(NamedTuple):
+    """One training's curve as drawn: its name, colour, points, line width and dot radius."""
+
+    name: str
+    colour: str
+    points: list[CurvePoint]
+    width: float
+    radius: float
+
+
+def _curve(ax: _Axes, curve: _Curve, tagged: bool) -> list[str]:
+    """One training's curve and its points (red outside the bound), tagged with its name when
+    trainings are compared."""
+    name, colour, pts, width, radius = curve
+    tag = f' data-training="{escape(name)}"' if tagged else ""
+    line = " ".join(f"{ax.x(p.step):.1f},{ax.y(p.score):.1f}" for p in pts)
+    out = [f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="{width:g}"{tag}/>']
+    prefix = f"{name}, " if tagged else ""
+    for p in pts:
+        fill = "#d0021b" if p.within_bound is False else colour
+        title = escape(f"{prefix}step {p.step}: {p.score:.4f}" + (f"; {p.note}" if p.note else ""))
+        out.append(f'<circle cx="{ax.x(p.step):.1f}" cy="{ax.y(p.score):.1f}" r="{radius:g}" fill="{fill}"><title>{title}</title></circle>')
     return out
 
 

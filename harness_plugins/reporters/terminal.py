@@ -37,30 +37,49 @@ class TerminalReporter(Reporter):
         self.console = console or make_console()
 
     def report(self, result: RunResult, out_dir: Path) -> list[Path]:
+        """Every section the run has, in stage order, then the gates and the exit code."""
         out = self.console
         out.print()
         if result.ledger is not None:
-            table = Table(title="Curation ledger (in = kept + dropped + quarantined)")
-            for column in ("step", "in", "kept", "dropped", "quarantined", "reasons"):
-                table.add_column(column, justify="right" if column in ("in", "kept", "dropped", "quarantined") else "left")
-            for s in result.ledger.stages:
-                reasons = ", ".join(f"{k} {v}" for k, v in sorted(s.reasons.items()))
-                table.add_row(s.name, str(s.n_in), str(s.kept), str(s.dropped), str(s.quarantined), reasons)
-            out.print(table)
+            self._ledger(result)
         if result.train is not None:
-            t = result.train
-            origin = " (from cache)" if result.train_from_cache else ""
-            out.print(
-                f"Training{origin}: {t.steps} steps on {t.examples} examples, "
-                f"{t.supervised_tokens} supervised tokens, loss {t.first_loss:.3f} -> {t.last_loss:.3f}, "
-                f"{t.seconds:.0f}s" + "".join(f"; {n}" for n in t.notes)
-            )
+            self._training(result)
         if result.forgetting is not None:
             self._forgetting(result)
         if result.forgetting_compare or result.compare_train:
             self._forgetting_compare(result)
         if result.parity is not None:
             self._parity(result)
+        self._benchmarks(result)
+        self._gates(result)
+        meaning = _EXIT_MEANING.get(result.exit_code, "")
+        if result.exit_code == 1 and result.inconclusive_fails:
+            meaning = "a gate failed or was inconclusive"
+        out.print(f"exit {result.exit_code}: {meaning}; report: {out_dir}")
+        return []
+
+    def _ledger(self, result: RunResult) -> None:
+        assert result.ledger is not None
+        table = Table(title="Curation ledger (in = kept + dropped + quarantined)")
+        for column in ("step", "in", "kept", "dropped", "quarantined", "reasons"):
+            table.add_column(column, justify="right" if column in ("in", "kept", "dropped", "quarantined") else "left")
+        for s in result.ledger.stages:
+            reasons = ", ".join(f"{k} {v}" for k, v in sorted(s.reasons.items()))
+            table.add_row(s.name, str(s.n_in), str(s.kept), str(s.dropped), str(s.quarantined), reasons)
+        self.console.print(table)
+
+    def _training(self, result: RunResult) -> None:
+        t = result.train
+        assert t is not None
+        origin = " (from cache)" if result.train_from_cache else ""
+        self.console.print(
+            f"Training{origin}: {t.steps} steps on {t.examples} examples, "
+            f"{t.supervised_tokens} supervised tokens, loss {t.first_loss:.3f} -> {t.last_loss:.3f}, "
+            f"{t.seconds:.0f}s" + "".join(f"; {n}" for n in t.notes)
+        )
+
+    def _benchmarks(self, result: RunResult) -> None:
+        """Candidate against baseline per benchmark (when any ran), then evaluation errors."""
         table = Table(title="Benchmarks: candidate vs baseline on the same items")
         for column in ("benchmark", "metric", "n", _role(result, "baseline"), _role(result, "candidate"), "diff", "CI", "p", "source"):
             table.add_column(column)
@@ -83,17 +102,19 @@ class TerminalReporter(Reporter):
                 ("cache: " + ", ".join(cached)) if cached else "computed",
             )
         if result.benchmarks:
-            out.print(table)
+            self.console.print(table)
         for label, per_model in result.benchmarks.items():
             others = [f"{m} {r.score:.3f}" for m, r in per_model.items() if m not in ("baseline", "candidate")]
             if others:
-                out.print(f"{escape(label)}, other arms: {escape(', '.join(others))}")
+                self.console.print(f"{escape(label)}, other arms: {escape(', '.join(others))}")
         for error in result.eval_errors:
-            out.print(f"[magenta]error[/] {escape(f'{error.benchmark} / {error.model}: {error.message}')}")
+            self.console.print(f"[magenta]error[/] {escape(f'{error.benchmark} / {error.model}: {error.message}')}")
         for finding in result.invariance:
             if not finding.invariant:
                 items = ", ".join(finding.affected[:10])
-                out.print(f"[yellow]batch invariance[/] {escape(finding.line())}; items: {escape(items)}")
+                self.console.print(f"[yellow]batch invariance[/] {escape(finding.line())}; items: {escape(items)}")
+
+    def _gates(self, result: RunResult) -> None:
         table = Table(title="Gates")
         for column in ("gate", "rule", "verdict", "reason"):
             table.add_column(column)
@@ -101,13 +122,7 @@ class TerminalReporter(Reporter):
             colour = _COLOURS[d.verdict]
             verdict = f"[{colour}]{d.shown}[/]" + ("" if d.blocking else " (advisory)")
             table.add_row(d.gate, d.rule, verdict, escape(d.reason))
-        out.print(table)
-        meaning = _EXIT_MEANING.get(result.exit_code, "")
-        if result.exit_code == 1 and result.inconclusive_fails:
-            meaning = "a gate failed or was inconclusive"
-        out.print(f"exit {result.exit_code}: {meaning}; report: {out_dir}")
-        return []
-
+        self.console.print(table)
 
     def _parity(self, result: RunResult) -> None:
         parity = result.parity

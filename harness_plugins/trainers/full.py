@@ -22,8 +22,7 @@ from harness.errors import MissingExtraError
 from harness.lib.models import LoadedModel
 from harness.lib.training.config import TrainingConfig
 from harness.lib.training.data import prepare
-from harness.lib.training.launch import LaunchConfig, resolve_launch, run_job
-from harness.lib.training.loop import LoopResult
+from harness.lib.training.launch import JobSpec, LaunchConfig, resolve_launch, run_job
 from harness.lib.training.run import emitter, finish, resume_digest, train_locally, use_bf16
 from harness.types import Conversation, TrainOutput
 from harness.plugin.registry import Registrar
@@ -106,8 +105,7 @@ class _DistributedTrainer(Trainer[_FullConfigT]):
         prepared = prepare(base.tokenizer, data, cfg, ctx)
         launch = resolve_launch(cfg.launch)
         bf16 = use_bf16(cfg.precision, base)
-        emit = emitter(self.name, ctx)
-        job = run_job(
+        spec = JobSpec(
             self.engine,
             launch,
             output_dir=ctx.output_dir,
@@ -121,15 +119,14 @@ class _DistributedTrainer(Trainer[_FullConfigT]):
             resume=ctx.resume,
             bf16=bf16,
             extra=self._extra(),
-            on_event=lambda event: emit(event.pop("kind"), event),
         )
-        result = LoopResult(**job.result)
+        job = run_job(spec, emitter(self.name, ctx))
         first = job.sharding[0]
         note = (
-            f"{self.engine}: {launch.world_size} processes, rank 0 held {first['local_params']:,} of "
-            f"{first['total_params']:,} parameters"
+            f"{self.engine}: {launch.world_size} processes, rank 0 held {first.local_params:,} of "
+            f"{first.total_params:,} parameters"
         )
-        return finish(result, prepared, started, [note])
+        return finish(job.result, prepared, started, [note])
 
 
 class FSDPTrainer(_DistributedTrainer[FullConfig]):

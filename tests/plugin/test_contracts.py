@@ -121,3 +121,13 @@ def test_the_checks_fail_on_components_that_break_the_contract(model) -> None:
         check_benchmark_results(_Skips(ComponentConfig(), here), model)
     with pytest.raises(AssertionError, match="filter 'lax' accepts an unknown config key"):
         check_config_rejects_unknown_keys(_Lax)
+
+
+def test_item_id_is_the_typed_id_and_refuses_items_without_one() -> None:
+    from harness.errors import DataError
+    from harness.plugin.components import item_id
+
+    assert item_id({"id": "mmlu/anatomy/3", "question": "q"}) == "mmlu/anatomy/3"
+    for bad in ({"question": "q"}, {"id": 3}, {"id": ""}):
+        with pytest.raises(DataError, match="benchmark item without a string id"):
+            item_id(bad)

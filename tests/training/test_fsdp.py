@@ -89,15 +89,18 @@ def test_a_rank_that_fails_fails_the_training_loudly(tmp_path: Path, harness_wri
 
 def test_unsharded_reports_are_refused() -> None:
     from harness.errors import CheckError
+    from dataclasses import replace
+
+    from harness.lib.training.events import RankSharding
     from harness.lib.training.launch import check_sharded
 
-    whole = {"rank": 0, "world_size": 2, "local_params": 100, "total_params": 100}
+    whole = RankSharding(rank=0, world_size=2, local_params=100, total_params=100)
     with pytest.raises(CheckError, match="not sharded"):
-        check_sharded("fsdp2", [whole, {**whole, "rank": 1}], 2)
+        check_sharded("fsdp2", [whole, replace(whole, rank=1)], 2)
     with pytest.raises(CheckError, match="1 of 2 ranks"):
-        check_sharded("fsdp2", [{**whole, "local_params": 50}], 2)
+        check_sharded("fsdp2", [replace(whole, local_params=50)], 2)
     with pytest.raises(CheckError, match="world of 1"):
-        check_sharded("fsdp2", [{**whole, "world_size": 1, "local_params": 50}, {**whole, "rank": 1, "local_params": 50}], 2)
+        check_sharded("fsdp2", [replace(whole, world_size=1, local_params=50), replace(whole, rank=1, local_params=50)], 2)
 
 
 def test_launch_settings_come_from_the_suite_then_the_environment() -> None:

@@ -158,7 +158,7 @@ def test_lora_training_matches_the_reference_step(harness_tiny_model_dir: Path, 
 
     from harness.lib.training.config import TrainingConfig
     from harness.lib.training.local import LocalEngine
-    from harness.lib.training.loop import TrainLoop
+    from harness.lib.training.loop import LoopSetup, TrainLoop
 
     examples = _examples(8, seed=1)
     plan = [[[0], [1], [2], [3]], [[4], [5], [6], [7]], [[1], [3], [5], [7]], [[0], [2], [4], [6]]]
@@ -171,10 +171,8 @@ def test_lora_training_matches_the_reference_step(harness_tiny_model_dir: Path, 
         max_grad_norm=1.0, bf16=bf16, save_weights=lambda *_: None,
     )
     assert engine.fused_loss
-    loop = TrainLoop(
-        engine, TrainingConfig(batch_size=4, max_length=64), examples, seed=0, output_dir=tmp_path, pad_id=2,
-        config_digest="x", emit=lambda *_: None, resume=False,
-    )
+    setup = LoopSetup(seed=0, output_dir=tmp_path, pad_id=2, config_digest="x", resume=False)
+    loop = TrainLoop(engine, TrainingConfig(batch_size=4, max_length=64), examples, setup, emit=lambda *_: None)
     for step, rows in enumerate(plan):
         loop._train_step(rows, step)
     # Compare the updates (trained - initial), not the weights, which the initial values dominate.

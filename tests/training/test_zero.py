@@ -22,7 +22,8 @@ import pytest
 from harness.errors import CheckError
 from harness.lib.training.config import TrainingConfig
 from harness.lib.training.examples import IGNORE, Example
-from harness.lib.training.launch import LaunchConfig, check_sharded, resolve_launch, run_job
+from harness.lib.training.events import CheckpointSaved, Progress, RankSharding, Resumed, Started
+from harness.lib.training.launch import JobSpec, LaunchConfig, check_sharded, resolve_launch, run_job
 
 STEPS = 4
 CONFIG = TrainingConfig(
@@ -52,9 +53,9 @@ def _pad_id(model_dir: Path) -> int:
     return int(json.loads((model_dir / "config.json").read_text())["pad_token_id"] or 0)
 
 
-def _job(output_dir: Path, model_dir: Path, *, extra: dict | None = None) -> tuple[object, list[dict]]:
-    events: list[dict] = []
-    job = run_job(
+def _job(output_dir: Path, model_dir: Path, *, extra: dict | None = None) -> tuple[object, list[object]]:
+    events: list[object] = []
+    spec = JobSpec(
         "deepspeed",
         resolve_launch(LaunchConfig(nproc_per_node=2, timeout_s=600)),
         output_dir=output_dir,
@@ -68,9 +69,8 @@ def _job(output_dir: Path, model_dir: Path, *, extra: dict | None = None) -> tup
         resume=True,
         bf16=False,
         extra={"deepspeed": OPTIONS, **(extra or {})},
-        on_event=events.append,
     )
-    return job, events
+    return run_job(spec, events.append), events
 
 
 def _weights(folder: Path) -> dict:
@@ -93,7 +93,7 @@ def reference(harness_tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFac
     import transformers
 
     from harness.lib.training.local import LocalEngine
-    from harness.lib.training.loop import TrainLoop, total_steps
+    from harness.lib.training.loop import LoopSetup, TrainLoop, total_steps
 
     examples = _examples()
     model = transformers.AutoModelForCausalLM.from_pretrained(str(harness_tiny_model_dir), dtype=torch.float32)
@@ -117,10 +117,11 @@ def reference(harness_tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFac
         warmup_steps=CONFIG.warmup_steps, total_steps=total_steps(examples, CONFIG, SEED),
         max_grad_norm=CONFIG.max_grad_norm, bf16=False, save_weights=lambda model, path: None,
     )
-    result = TrainLoop(
-        engine, CONFIG, examples, seed=SEED, output_dir=tmp_path_factory.mktemp("zero-reference"),
-        pad_id=_pad_id(harness_tiny_model_dir), config_digest=DIGEST, emit=lambda kind, data: None, resume=False,
-    ).run()
+    setup = LoopSetup(
+        seed=SEED, output_dir=tmp_path_factory.mktemp("zero-reference"), pad_id=_pad_id(harness_tiny_model_dir),
+        config_digest=DIGEST, resume=False,
+    )
+    result = TrainLoop(engine, CONFIG, examples, setup, emit=lambda event: None).run()
     weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return SimpleNamespace(result=result, weights=weights, moments=moments)
 
@@ -135,17 +136,17 @@ def _relative(a, b) -> float:
 @pytest.mark.integration
 def test_zero3_job_trains_sharded_over_two_processes(straight) -> None:
     job = straight.job
-    assert job.result["steps"] == STEPS and job.result["resumed_from"] is None
-    assert [e["step"] for e in straight.events if e["kind"] == "progress"] == list(range(1, STEPS + 1))
-    final = [e for e in straight.events if e["kind"] == "checkpoint" and e["final"]]
-    assert len(final) == 1 and final[0]["path"] == str(straight.dir / "model")
-    assert [entry["rank"] for entry in job.sharding] == [0, 1]
+    assert job.result.steps == STEPS and job.result.resumed_from is None
+    assert [e.step for e in straight.events if isinstance(e, Progress)] == list(range(1, STEPS + 1))
+    final = [e for e in straight.events if isinstance(e, CheckpointSaved) and e.final]
+    assert len(final) == 1 and final[0].path == str(straight.dir / "model")
+    assert [entry.rank for entry in job.sharding] == [0, 1]
     for entry in job.sharding:
-        assert entry["world_size"] == 2
-        assert 0 < entry["local_params"] < entry["total_params"]
-        assert 2 * entry["local_params"] >= entry["total_params"]  # partitions (padded) cover the model
-    start = next(e for e in straight.events if e["kind"] == "start")
-    assert start["local_params"] < start["total_params"]
+        assert entry.world_size == 2
+        assert 0 < entry.local_params < entry.total_params
+        assert 2 * entry.local_params >= entry.total_params  # partitions (padded) cover the model
+    start = next(e for e in straight.events if isinstance(e, Started))
+    assert start.local_params < start.total_params
     state = straight.dir / "state" / "step-00000002"
     assert (state / "manifest.json").is_file()
     assert not [p for p in state.rglob("*") if p.suffix in {".pt", ".pth", ".bin", ".pkl"}]  # nothing pickled
@@ -176,7 +177,7 @@ def test_zero3_matches_a_single_process_run(straight, reference) -> None:
     """Gradients averaged over ranks as the loop expects: same losses, same AdamW moments after
     step 2 (unclipped, so a factor in the gradient would show), same final weights (up to the
     order of floating-point sums: measured ~2e-7 against updates of ~2e-3)."""
-    assert straight.job.result["losses"] == pytest.approx(reference.result.losses, rel=1e-6)
+    assert straight.job.result.losses == pytest.approx(reference.result.losses, rel=1e-6)
     from safetensors.torch import load_file
 
     saved = load_file(str(straight.dir / "state" / "step-00000002" / "optimizer.safetensors"))
@@ -199,10 +200,10 @@ def test_zero3_resumed_job_ends_bit_for_bit_like_the_straight_one(straight, harn
     shutil.rmtree(out / "model")  # as if killed after the state of step 2
     (out / "result.json").unlink()
     job, events = _job(out, harness_tiny_model_dir)
-    assert {"kind": "resumed", "step": 2, "total": STEPS} in events
-    assert [e["step"] for e in events if e["kind"] == "progress"] == [3, 4]
-    assert job.result["resumed_from"] == 2 and job.result["steps"] == STEPS
-    assert job.result["losses"] == straight.job.result["losses"]
+    assert Resumed(step=2, total=STEPS) in events
+    assert [e.step for e in events if isinstance(e, Progress)] == [3, 4]
+    assert job.result.resumed_from == 2 and job.result.steps == STEPS
+    assert job.result.losses == straight.job.result.losses
     weights = _weights(out / "model")
     assert set(weights) == set(straight.weights)
     for name, tensor in straight.weights.items():
@@ -276,4 +277,4 @@ def test_engine_refuses_to_train_unsharded() -> None:
     with pytest.raises(CheckError, match="EWC is not supported"):
         _engine(3, 2, [(50, 100)]).named_local_parameters()
     with pytest.raises(CheckError, match="was not sharded"):
-        check_sharded("deepspeed", [{"rank": r, "local_params": 10, "total_params": 10, "world_size": 2} for r in (0, 1)], 2)
+        check_sharded("deepspeed", [RankSharding(rank=r, local_params=10, total_params=10, world_size=2) for r in (0, 1)], 2)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from harness.lib.training.examples import DOMAIN, IGNORE, Example
@@ -74,15 +75,36 @@ def plan_epoch(
     rng.shuffle(domain)
     cycles = {kind: _Cycle(pools[kind], f"{seed}:{epoch}:{kind}") for kind in sorted(mix)}
     lengths = [len(example) for example in examples]
-    if strategy == "packed":
-        return _plan_packed(lengths, domain, batch_size, max_length, mix, cycles, rng)
-    quotas = {kind: max(1, round(fraction * batch_size)) for kind, fraction in sorted(mix.items())}
+    draw = _Epoch(lengths, domain, batch_size, max_length, mix, cycles, rng)
+    return _Packer(draw).plan() if strategy == "packed" else _plan_rows(draw, strategy)
+
+
+@dataclass(frozen=True)
+class _Epoch:
+    """What one epoch's plan is drawn from: the example lengths, the shuffled ``domain`` indices,
+    the batch shape, the mix with each kind's endless draws, and the epoch's seeded ``rng``."""
+
+    lengths: list[int]
+    domain: list[int]
+    batch_size: int
+    max_length: int
+    mix: Mapping[str, float]
+    cycles: dict[str, _Cycle]
+    rng: random.Random
+
+
+def _plan_rows(draw: _Epoch, strategy: Strategy) -> Plan:
+    """One example per row (``pad`` or ``length_grouped``): the domain batches, then each mixed
+    kind's ``max(1, round(f * batch_size))`` rows added to every batch."""
+    lengths, batch_size = draw.lengths, draw.batch_size
+    quotas = {kind: max(1, round(fraction * batch_size)) for kind, fraction in sorted(draw.mix.items())}
     per_batch = batch_size - sum(quotas.values())
     if per_batch < 1:
         raise ValueError(
             f"batch_size={batch_size} leaves {per_batch} domain rows after the mix quotas {quotas}; "
             "raise batch_size or lower the mix fractions"
         )
+    domain = draw.domain
     if strategy == "pad":
         batches = [domain[start : start + per_batch] for start in range(0, len(domain), per_batch)]
     else:
@@ -90,14 +112,14 @@ def plan_epoch(
         for start in range(0, len(domain), MEGABATCH * per_batch):
             mega = sorted(domain[start : start + MEGABATCH * per_batch], key=lambda i: -lengths[i])
             batches += [mega[j : j + per_batch] for j in range(0, len(mega), per_batch)]
-        rng.shuffle(batches)
+        draw.rng.shuffle(batches)
     # Mixed rows: ``pad`` takes each kind's draws in batch order; ``length_grouped`` gives the longest
     # draws to the batches of longest domain examples, so mixing does not undo the grouping.
     ranked = list(range(len(batches)))
     if strategy == "length_grouped":
         ranked.sort(key=lambda b: -max(lengths[i] for i in batches[b]))
     for kind, k in quotas.items():
-        draws = [cycles[kind].take() for _ in range(k * len(batches))]
+        draws = [draw.cycles[kind].take() for _ in range(k * len(batches))]
         if strategy == "length_grouped":
             draws.sort(key=lambda i: -lengths[i])
         for rank, b in enumerate(ranked):
@@ -286,16 +308,8 @@ def _first_fit(rows: Sequence[_Row], index: int, length: int) -> bool:
     return False
 
 
-def _plan_packed(
-    lengths: list[int],
-    domain: list[int],
-    batch_size: int,
-    max_length: int,
-    mix: Mapping[str, float],
-    cycles: dict[str, _Cycle],
-    rng: random.Random,
-) -> Plan:
-    """Pack the shuffled ``domain`` examples (and the mixed draws) into batches of rows.
+class _Packer:
+    """Packs the shuffled ``domain`` examples (and the mixed draws) into batches of rows.
 
     Each new batch first gets its mixed examples (per kind, about ``f * batch_size * max_length``
     tokens, at least one example; a shortfall or excess is carried to the next batch, so over the
@@ -306,73 +320,93 @@ def _plan_packed(
     window's batches are shuffled.  The last window opens batches one by one as needed, so only the
     very last batch can be short.
     """
-    capacity = batch_size * max_length
-    share = sum(mix.values())
-    debt = dict.fromkeys(mix, 0.0)
 
-    def new_batch() -> list[_Row]:
-        rows = [_Row(max_length) for _ in range(batch_size)]
+    def __init__(self, draw: _Epoch) -> None:
+        self.draw = draw
+        self.capacity = draw.batch_size * draw.max_length
+        self.share = sum(draw.mix.values())
+        self.debt = dict.fromkeys(draw.mix, 0.0)
+        self.no_room = (
+            f"no room for domain examples beside the mixed ones in a batch of {draw.batch_size} rows of "
+            f"{draw.max_length} tokens; raise batch_size or max_length, or lower the mix fractions"
+        )
+
+    def plan(self) -> Plan:
+        """Full windows while the domain tokens left fill one, then the last window."""
+        lengths, domain = self.draw.lengths, self.draw.domain
+        batches: list[list[_Row]] = []
+        waiting: list[int] = []
+        position = 0
+        remaining = sum(lengths[i] for i in domain)
+        while position < len(domain) or waiting:
+            window: list[list[_Row]]
+            if remaining >= MEGABATCH * self.capacity:
+                window, position, waiting = self._full_window(position, waiting)
+            else:
+                window = self._last_window(waiting + domain[position:])
+                waiting, position = [], len(domain)
+            remaining = sum(lengths[i] for i in waiting) + sum(lengths[i] for i in domain[position:])
+            batches += window
+        return [[row.items for row in batch if row.items] for batch in batches]
+
+    def _new_batch(self) -> list[_Row]:
+        """Empty rows holding this batch's mixed draws (first-fit-decreasing)."""
+        draw, lengths = self.draw, self.draw.lengths
+        rows = [_Row(draw.max_length) for _ in range(draw.batch_size)]
         drawn: list[int] = []
-        for kind in sorted(mix):
+        for kind in sorted(draw.mix):
             # Draw to the nearest whole example of the kind's token quota, at least one; what the
             # batch takes too few or too many is owed by the next (bounded), so the share holds.
-            quota = mix[kind] * capacity + debt[kind]
+            fraction = draw.mix[kind]
+            quota = fraction * self.capacity + self.debt[kind]
             tokens = 0
-            while not tokens or tokens + lengths[cycles[kind].peek()] / 2 <= quota:
-                index = cycles[kind].take()
+            while not tokens or tokens + lengths[draw.cycles[kind].peek()] / 2 <= quota:
+                index = draw.cycles[kind].take()
                 drawn.append(index)
                 tokens += lengths[index]
-            debt[kind] = min(max(quota - tokens, -mix[kind] * capacity), mix[kind] * (1 - share) * capacity)
-        for index in sorted(drawn, key=lambda i: -lengths[i]):
+            low, high = -fraction * self.capacity, fraction * (1 - self.share) * self.capacity
+            self.debt[kind] = min(max(quota - tokens, low), high)
+        for index in self._by_length(drawn):
             if not _first_fit(rows, index, lengths[index]):
                 raise ValueError(
-                    f"the mixed examples drawn for one batch do not fit in {batch_size} rows of {max_length} "
-                    "tokens; raise batch_size or lower the mix fractions"
+                    f"the mixed examples drawn for one batch do not fit in {draw.batch_size} rows of "
+                    f"{draw.max_length} tokens; raise batch_size or lower the mix fractions"
                 )
         return rows
 
-    def by_length(indices: list[int]) -> list[int]:
-        return sorted(indices, key=lambda i: -lengths[i])
+    def _by_length(self, indices: list[int]) -> list[int]:
+        return sorted(indices, key=lambda i: -self.draw.lengths[i])
 
-    no_room = (
-        f"no room for domain examples beside the mixed ones in a batch of {batch_size} rows of "
-        f"{max_length} tokens; raise batch_size or max_length, or lower the mix fractions"
-    )
-    batches: list[list[_Row]] = []
-    waiting: list[int] = []
-    position = 0
-    remaining = sum(lengths[i] for i in domain)
-    while position < len(domain) or waiting:
-        window: list[list[_Row]]
-        if remaining >= MEGABATCH * capacity:
-            # A full window: fixed rows, filled until they overflow; the overflow waits.
-            window = [new_batch() for _ in range(MEGABATCH)]
-            rows = [batch[r] for r in range(batch_size) for batch in window]
-            free = sum(row.free for row in rows)
-            tokens = sum(lengths[i] for i in waiting)
-            while tokens < free:
-                waiting.append(domain[position])
-                tokens += lengths[domain[position]]
-                position += 1
-            before = len(waiting)
-            waiting = [i for i in by_length(waiting) if not _first_fit(rows, i, lengths[i])]
-            if len(waiting) == before:
-                raise ValueError(no_room)
-            rng.shuffle(window)
-        else:
-            # The last window: open batches as needed; batch-major first fit keeps rows full.
-            waiting += domain[position:]
-            position = len(domain)
-            window = []
-            for i in by_length(waiting):
-                if not _first_fit([row for batch in window for row in batch], i, lengths[i]):
-                    window.append(new_batch())
-                    if not _first_fit(window[-1], i, lengths[i]):
-                        raise ValueError(no_room)
-            waiting = []
-            tail = window[:-1]
-            rng.shuffle(tail)
-            window[:-1] = tail
-        remaining = sum(lengths[i] for i in waiting) + sum(lengths[i] for i in domain[position:])
-        batches += window
-    return [[row.items for row in batch if row.items] for batch in batches]
+    def _full_window(self, position: int, waiting: list[int]) -> tuple[list[list[_Row]], int, list[int]]:
+        """A full window: fixed rows, filled with the waiting and next domain examples until they
+        overflow; returns the shuffled window, the new position and what still waits."""
+        draw, lengths = self.draw, self.draw.lengths
+        window = [self._new_batch() for _ in range(MEGABATCH)]
+        rows = [batch[r] for r in range(draw.batch_size) for batch in window]
+        free = sum(row.free for row in rows)
+        tokens = sum(lengths[i] for i in waiting)
+        while tokens < free:
+            waiting.append(draw.domain[position])
+            tokens += lengths[draw.domain[position]]
+            position += 1
+        before = len(waiting)
+        waiting = [i for i in self._by_length(waiting) if not _first_fit(rows, i, lengths[i])]
+        if len(waiting) == before:
+            raise ValueError(self.no_room)
+        draw.rng.shuffle(window)
+        return window, position, waiting
+
+    def _last_window(self, todo: list[int]) -> list[list[_Row]]:
+        """The last window: batches opened as needed (batch-major first fit keeps rows full);
+        all but the last batch shuffled."""
+        lengths = self.draw.lengths
+        window: list[list[_Row]] = []
+        for i in self._by_length(todo):
+            if not _first_fit([row for batch in window for row in batch], i, lengths[i]):
+                window.append(self._new_batch())
+                if not _first_fit(window[-1], i, lengths[i]):
+                    raise ValueError(self.no_room)
+        tail = window[:-1]
+        self.draw.rng.shuffle(tail)
+        window[:-1] = tail
+        return window

@@ -87,6 +87,26 @@ def estimate_fisher(
     (its local shard under FSDP2).
     """
     params = dict(model.named_parameters())
+    selected = _selected(params, names)
+    sums, count, sharded = _squared_gradient_sums(torch, model, params, selected, batches, loss_fn)
+    fisher: dict[str, Tensor] = {}
+    for name, p in selected.items():
+        if name in sums:
+            fisher[name] = (sums[name] / count).to("cpu", torch.float32)
+        else:
+            fisher[name] = torch.zeros(_local(p).shape, dtype=torch.float32)
+    bad = sorted(name for name, f in fisher.items() if not bool(torch.isfinite(f).all()))
+    if bad:
+        raise ValueError(f"estimate_fisher: non-finite Fisher values in {', '.join(bad[:5])}")
+    if normalize:
+        device = next(iter(sums.values())).device if sums else "cpu"
+        _normalize(torch, fisher, sharded, device)
+    return fisher
+
+
+def _selected(params: dict[str, Any], names: Collection[str] | None) -> dict[str, Any]:
+    """The parameters to estimate: the trainable ones, or exactly ``names`` (each must exist
+    and be trainable); none at all is a ``ValueError``."""
     if names is None:
         selected = {name: p for name, p in params.items() if p.requires_grad}
     else:
@@ -101,6 +121,20 @@ def estimate_fisher(
         selected = {name: params[name] for name in names}
     if not selected:
         raise ValueError("estimate_fisher: no trainable parameter to estimate the Fisher of")
+    return selected
+
+
+def _squared_gradient_sums(
+    torch: Any,
+    model: Any,
+    params: dict[str, Any],
+    selected: dict[str, Any],
+    batches: Iterable[dict[str, Tensor]],
+    loss_fn: Callable[[Any, dict[str, Any]], Tensor],
+) -> tuple[dict[str, Tensor], int, bool]:
+    """Per selected parameter, the sum over ``batches`` of its squared (local, float32) batch
+    gradient; the number of batches; whether any gradient was a sharded ``DTensor``.  The model
+    runs in eval mode; every module's mode is restored and all gradients cleared afterwards."""
 
     def clear_grads() -> None:
         for p in params.values():
@@ -133,35 +167,28 @@ def estimate_fisher(
             module.training = training
     if count == 0:
         raise ValueError("estimate_fisher: no batches")
+    return sums, count, sharded
 
-    fisher: dict[str, Tensor] = {}
-    for name, p in selected.items():
-        if name in sums:
-            fisher[name] = (sums[name] / count).to("cpu", torch.float32)
-        else:
-            fisher[name] = torch.zeros(_local(p).shape, dtype=torch.float32)
-    bad = sorted(name for name, f in fisher.items() if not bool(torch.isfinite(f).all()))
-    if bad:
-        raise ValueError(f"estimate_fisher: non-finite Fisher values in {', '.join(bad[:5])}")
-    if normalize:
-        # Sum in float64: a float32 sum over billions of elements loses digits.
-        total = torch.tensor(
-            [sum(float(f.sum(dtype=torch.float64)) for f in fisher.values()),
-             float(sum(f.numel() for f in fisher.values()))],
-            dtype=torch.float64,
-        )
-        if sharded and torch.distributed.is_available() and torch.distributed.is_initialized():
-            # Replicas (HSDP) scale the sum and the count alike, so the mean stays right.
-            device = next(iter(sums.values())).device if sums else "cpu"
-            reduced = total.to(device)
-            torch.distributed.all_reduce(reduced)
-            total = reduced.cpu()
-        mean = float(total[0] / total[1])
-        if mean <= 0.0:
-            raise ValueError("estimate_fisher: every gradient is zero, cannot normalize")
-        for f in fisher.values():
-            f.div_(mean)
-    return fisher
+
+def _normalize(torch: Any, fisher: dict[str, Tensor], sharded: bool, device: Any) -> None:
+    """Divide every Fisher value, in place, by the mean over all elements (of every rank when
+    sharded: an all-reduce of the sum and the count on ``device``)."""
+    # Sum in float64: a float32 sum over billions of elements loses digits.
+    total = torch.tensor(
+        [sum(float(f.sum(dtype=torch.float64)) for f in fisher.values()),
+         float(sum(f.numel() for f in fisher.values()))],
+        dtype=torch.float64,
+    )
+    if sharded and torch.distributed.is_available() and torch.distributed.is_initialized():
+        # Replicas (HSDP) scale the sum and the count alike, so the mean stays right.
+        reduced = total.to(device)
+        torch.distributed.all_reduce(reduced)
+        total = reduced.cpu()
+    mean = float(total[0] / total[1])
+    if mean <= 0.0:
+        raise ValueError("estimate_fisher: every gradient is zero, cannot normalize")
+    for f in fisher.values():
+        f.div_(mean)
 
 
 def save_ewc_state(

@@ -20,15 +20,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
 from harness.errors import CheckError, ConfigError
+from harness.lib.training.events import LoopEvent, RankSharding, from_json
 from harness.lib.training.examples import Example, save_examples
+from harness.lib.training.loop import LoopResult
 from harness.lib.refs import ComponentConfig
 
 
@@ -138,10 +140,34 @@ def command(engine: str, launch: Launch, spec: Path) -> list[str]:
     raise ConfigError(f"unknown training engine {engine!r}")
 
 
-@dataclass
+@dataclass(frozen=True)
+class JobSpec:
+    """One distributed training job: the engine (``fsdp2`` or ``deepspeed``) and its launch, the
+    folders, the encoded examples (and the Fisher set for EWC), the training config as JSON, and
+    what a resumed state must match (``config_digest``).  ``extra`` goes into the worker's spec
+    as it is (e.g. the ``deepspeed`` options)."""
+
+    engine: str
+    launch: Launch
+    output_dir: Path
+    model_path: Path
+    examples: Sequence[Example]
+    fisher: Sequence[Example]
+    config: Mapping[str, Any]
+    seed: int
+    pad_id: int
+    config_digest: str
+    resume: bool
+    bf16: bool
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class JobResult:
-    result: dict[str, Any]
-    sharding: list[dict[str, Any]]
+    """What a finished job left: the loop's result, every rank's sharding, and the job's log."""
+
+    result: LoopResult
+    sharding: list[RankSharding]
     log: Path
 
 
@@ -153,110 +179,121 @@ def _tail(path: Path, lines: int = 25) -> str:
     return "\n".join(text[-lines:])
 
 
-def run_job(
-    engine: str,
-    launch: Launch,
-    *,
-    output_dir: Path,
-    model_path: Path,
-    examples: list[Example],
-    fisher: list[Example],
-    config: dict[str, Any],
-    seed: int,
-    pad_id: int,
-    config_digest: str,
-    resume: bool,
-    bf16: bool,
-    extra: dict[str, Any] | None = None,
-    on_event: Callable[[dict[str, Any]], None],
-) -> JobResult:
-    """Run one distributed training job to the end; every rank's failure is a ``CheckError``."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    for stale in [output_dir / "events.jsonl", output_dir / "result.json", *output_dir.glob("sharding_rank*.json")]:
-        stale.unlink(missing_ok=True)
-    save_examples(output_dir / "examples.jsonl", examples)
-    save_examples(output_dir / "fisher.jsonl", fisher)
-    spec = {
-        "engine": engine,
-        "model_path": str(model_path),
-        "output_dir": str(output_dir),
-        "examples": str(output_dir / "examples.jsonl"),
-        "fisher": str(output_dir / "fisher.jsonl"),
-        "config": config,
-        "seed": seed,
-        "pad_id": pad_id,
-        "config_digest": config_digest,
-        "resume": resume,
-        "bf16": bf16,
-        "world_size": launch.world_size,
-        **(extra or {}),
-    }
-    spec_path = output_dir / "job.json"
-    spec_path.write_text(json.dumps(spec, indent=1), encoding="utf-8")
-    env = {**os.environ, "OMP_NUM_THREADS": str(launch.threads), "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"}
-    import torch
-
-    if engine == "deepspeed" and not torch.cuda.is_available():
-        env["DS_ACCELERATOR"] = "cpu"
-    log = output_dir / "job.log"
-    cmd = command(engine, launch, spec_path)
-    with log.open("ab") as sink:
-        sink.write(f"$ {' '.join(cmd)}\n".encode())
-        sink.flush()
-        # Through this module's main: the launcher dies with the harness (see die_with_parent).
-        wrapped = [sys.executable, "-m", "harness.lib.training.launch", *cmd]
-        proc = subprocess.Popen(wrapped, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
-    events = output_dir / "events.jsonl"
-    offset = 0
-    deadline = time.monotonic() + launch.timeout_s
-
-    def drain() -> None:
-        nonlocal offset
-        if not events.exists():
-            return
-        with events.open("rb") as fh:
-            fh.seek(offset)
-            chunk = fh.read()
-        complete = chunk[: chunk.rfind(b"\n") + 1]
-        offset += len(complete)
-        for line in complete.decode("utf-8").splitlines():
-            on_event(json.loads(line))
-
+def run_job(job: JobSpec, on_event: Callable[[LoopEvent], None]) -> JobResult:
+    """Run one distributed training job to the end, handing rank 0's events to ``on_event`` as
+    they come; every rank's failure is a ``CheckError``."""
+    spec_path = _write_spec(job)
+    log = job.output_dir / "job.log"
+    proc = _start(job, spec_path, log)
     try:
-        while proc.poll() is None:
-            drain()
-            if time.monotonic() > deadline:
-                raise CheckError(f"{engine} training exceeded launch.timeout_s={launch.timeout_s}; log: {log}")
-            time.sleep(0.3)
-        drain()
+        _follow(job, proc, EventTail(job.output_dir / "events.jsonl", on_event), log)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    if proc.returncode != 0:
-        raise CheckError(
-            f"{engine} training failed (launcher exit {proc.returncode}); end of {log}:\n{_tail(log)}"
-        )
+    return _collect(job, proc.returncode, log)
+
+
+def _write_spec(job: JobSpec) -> Path:
+    """Clear what an earlier job left, write the examples and the worker's spec (``job.json``)."""
+    out = job.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in [out / "events.jsonl", out / "result.json", *out.glob("sharding_rank*.json")]:
+        stale.unlink(missing_ok=True)
+    save_examples(out / "examples.jsonl", list(job.examples))
+    save_examples(out / "fisher.jsonl", list(job.fisher))
+    spec = {
+        "engine": job.engine,
+        "model_path": str(job.model_path),
+        "output_dir": str(out),
+        "examples": str(out / "examples.jsonl"),
+        "fisher": str(out / "fisher.jsonl"),
+        "config": dict(job.config),
+        "seed": job.seed,
+        "pad_id": job.pad_id,
+        "config_digest": job.config_digest,
+        "resume": job.resume,
+        "bf16": job.bf16,
+        "world_size": job.launch.world_size,
+        **job.extra,
+    }
+    spec_path = out / "job.json"
+    spec_path.write_text(json.dumps(spec, indent=1), encoding="utf-8")
+    return spec_path
+
+
+def _start(job: JobSpec, spec_path: Path, log: Path) -> subprocess.Popen[bytes]:
+    """Start the launcher in its own session, its output appended to ``log``; through this
+    module's main, so the launcher dies with the harness (see ``die_with_parent``)."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(job.launch.threads), "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"}
+    import torch
+
+    if job.engine == "deepspeed" and not torch.cuda.is_available():
+        env["DS_ACCELERATOR"] = "cpu"
+    cmd = command(job.engine, job.launch, spec_path)
+    with log.open("ab") as sink:
+        sink.write(f"$ {' '.join(cmd)}\n".encode())
+        sink.flush()
+        wrapped = [sys.executable, "-m", "harness.lib.training.launch", *cmd]
+        return subprocess.Popen(wrapped, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+class EventTail:
+    """Follows ``events.jsonl`` as rank 0 appends to it: each ``drain`` hands the complete lines
+    written since the last one to ``on_event`` (a half-written last line waits for the next)."""
+
+    def __init__(self, path: Path, on_event: Callable[[LoopEvent], None]) -> None:
+        self.path, self.on_event, self.offset = path, on_event, 0
+
+    def drain(self) -> None:
+        if not self.path.exists():
+            return
+        with self.path.open("rb") as fh:
+            fh.seek(self.offset)
+            chunk = fh.read()
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        for line in complete.decode("utf-8").splitlines():
+            self.on_event(from_json(json.loads(line)))
+
+
+def _follow(job: JobSpec, proc: subprocess.Popen[bytes], events: EventTail, log: Path) -> None:
+    """Hand on events until the launcher exits; past ``launch.timeout_s`` a ``CheckError``."""
+    deadline = time.monotonic() + job.launch.timeout_s
+    while proc.poll() is None:
+        events.drain()
+        if time.monotonic() > deadline:
+            raise CheckError(f"{job.engine} training exceeded launch.timeout_s={job.launch.timeout_s}; log: {log}")
+        time.sleep(0.3)
+    events.drain()
+
+
+def _collect(job: JobSpec, returncode: int, log: Path) -> JobResult:
+    """The job's result and sharding; a failed exit, a missing result or a model that was not
+    sharded is a ``CheckError`` quoting the end of the log."""
+    if returncode != 0:
+        raise CheckError(f"{job.engine} training failed (launcher exit {returncode}); end of {log}:\n{_tail(log)}")
+    out = job.output_dir
     try:
-        result = json.loads((output_dir / "result.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise CheckError(f"{engine} training exited 0 without a result; end of {log}:\n{_tail(log)}") from None
-    sharding = [json.loads(p.read_text()) for p in sorted(output_dir.glob("sharding_rank*.json"))]
-    check_sharded(engine, sharding, launch.world_size, launch.nnodes == 1)
+        result = LoopResult.from_json(json.loads((out / "result.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        raise CheckError(f"{job.engine} training exited 0 without a result; end of {log}:\n{_tail(log)}") from None
+    sharding = [RankSharding(**json.loads(p.read_text())) for p in sorted(out.glob("sharding_rank*.json"))]
+    check_sharded(job.engine, sharding, job.launch.world_size, job.launch.nnodes == 1)
     return JobResult(result, sharding, log)
 
 
-def check_sharded(engine: str, sharding: list[dict[str, Any]], world_size: int, all_local: bool = True) -> None:
+def check_sharded(engine: str, sharding: Sequence[RankSharding], world_size: int, all_local: bool = True) -> None:
     """Fail unless every rank reported (the ranks of this machine, when ``all_local`` is false)
     and, with several ranks, each held a strict part of the parameters."""
     if not sharding or (all_local and len(sharding) != world_size):
         raise CheckError(f"{engine}: {len(sharding)} of {world_size} ranks reported their parameters")
     for entry in sharding:
-        if entry["world_size"] != world_size:
-            raise CheckError(f"{engine}: rank {entry['rank']} ran in a world of {entry['world_size']}, not {world_size}")
-        if world_size > 1 and entry["local_params"] >= entry["total_params"]:
+        if entry.world_size != world_size:
+            raise CheckError(f"{engine}: rank {entry.rank} ran in a world of {entry.world_size}, not {world_size}")
+        if world_size > 1 and entry.local_params >= entry.total_params:
             raise CheckError(
-                f"{engine}: rank {entry['rank']} holds all {entry['total_params']} parameters; the model was not sharded"
+                f"{engine}: rank {entry.rank} holds all {entry.total_params} parameters; the model was not sharded"
             )
 
 

@@ -27,7 +27,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,6 +35,15 @@ from harness.errors import CheckError
 from harness.lib.training import checkpoint
 from harness.lib.training.batching import collate, plan_epoch, token_loss
 from harness.lib.training.config import TrainingConfig
+from harness.lib.training.events import (
+    CheckpointSaved,
+    EarlyStop,
+    LoopEvent,
+    PenaltyApplied,
+    Progress,
+    Resumed,
+    Started,
+)
 from harness.lib.training.examples import IGNORE, Example
 from harness.lib.training.stop import StopRequest, read_stop
 
@@ -75,7 +84,8 @@ class Engine(Protocol):
         """Write loadable weights (adapter or full model folder) to ``path`` (collective)."""
 
     def sharding(self) -> dict[str, int]:
-        """``local`` and ``total`` trainable parameter counts on this rank."""
+        """``local_params`` and ``total_params`` (trainable parameter counts on this rank) and
+        ``world_size``: the fields of ``events.Started`` and ``events.RankSharding``."""
 
 
 class ProcessGroupEngine:
@@ -121,6 +131,9 @@ class ProcessGroupEngine:
 
 @dataclass
 class LoopResult:
+    """What a loop did: its steps, losses and tokens, where it resumed from, the checkpoints it
+    reported (the final weights last), and an early stop."""
+
     steps: int
     total_steps: int
     first_loss: float
@@ -130,10 +143,34 @@ class LoopResult:
     resumed_from: int | None
     input_tokens: int = 0
     """Non-padding tokens of the steps this process ran (resumed steps excluded)."""
-    checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    checkpoints: list[CheckpointSaved] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
-    stopped: dict[str, Any] | None = None
-    """``{"step", "reason"}`` of an early stop: the checkpoint that asked for it and why."""
+    stopped: EarlyStop | None = None
+    """The checkpoint that asked for an early stop, and why."""
+
+    def to_json(self) -> dict[str, Any]:
+        """``result.json`` of a distributed job (``from_json`` reads it back)."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LoopResult:
+        checkpoints = [CheckpointSaved(**c) for c in data.get("checkpoints", [])]
+        stopped = EarlyStop(**data["stopped"]) if data.get("stopped") else None
+        return cls(**{**data, "checkpoints": checkpoints, "stopped": stopped})
+
+
+@dataclass(frozen=True)
+class LoopSetup:
+    """Where and how a loop runs, beside its engine, config and examples: the seed of the data
+    order, the output folder, the padding token, what a resumable state must match
+    (``config_digest``), whether to resume from one, and the folder name of the final weights."""
+
+    seed: int
+    output_dir: Path
+    pad_id: int
+    config_digest: str
+    resume: bool = True
+    final_name: str = "final"
 
 
 def total_steps(examples: Sequence[Example], cfg: TrainingConfig, seed: int) -> int:
@@ -149,32 +186,26 @@ def _supervised_after_shift(example: Example) -> int:
 
 
 class TrainLoop:
-    """Run ``cfg`` on ``engine``; ``emit(kind, data)`` reports progress and checkpoints."""
+    """Run ``cfg`` on ``engine``; ``emit(event)`` reports progress and checkpoints
+    (``harness.lib.training.events``)."""
 
     def __init__(
         self,
         engine: Engine,
         cfg: TrainingConfig,
         examples: Sequence[Example],
+        setup: LoopSetup,
         *,
-        seed: int,
-        output_dir: Path,
-        pad_id: int,
-        config_digest: str,
-        emit: Callable[[str, dict[str, Any]], None],
+        emit: Callable[[LoopEvent], None],
         ewc: Any = None,
-        resume: bool = True,
-        save_final: Callable[[Path], None] | None = None,
-        final_name: str = "final",
-        torch: Any = None,
     ) -> None:
         self.engine, self.cfg, self.examples = engine, cfg, list(examples)
-        self.seed, self.output_dir, self.pad_id = seed, output_dir, pad_id
-        self.digest, self.emit, self.ewc, self.resume = config_digest, emit, ewc, resume
-        self.final_name = final_name
-        import torch as _torch
+        self.seed, self.output_dir, self.pad_id = setup.seed, setup.output_dir, setup.pad_id
+        self.digest, self.emit, self.ewc, self.resume = setup.config_digest, emit, ewc, setup.resume
+        self.final_name = setup.final_name
+        import torch
 
-        self.torch = torch or _torch
+        self.torch = torch
 
     @property
     def state_root(self) -> Path:
@@ -210,11 +241,11 @@ class TrainLoop:
         checkpoint.load_rng(folder, self.engine.rank, self.torch)
         return meta["step"], meta["epoch"], meta["batch"], meta
 
-    def _portable(self, event: dict[str, Any]) -> dict[str, Any]:
+    def _portable(self, event: CheckpointSaved) -> dict[str, Any]:
         """A checkpoint event as saved in the state: its path relative to the output folder, so a
         copied store resumes with paths into the copy (an absolute one is kept as it is)."""
-        path = Path(event["path"])
-        return {**event, "path": str(path.relative_to(self.output_dir)) if path.is_relative_to(self.output_dir) else str(path)}
+        path = Path(event.path)
+        return {**asdict(event), "path": str(path.relative_to(self.output_dir)) if path.is_relative_to(self.output_dir) else str(path)}
 
     def _save_state(self, step: int, epoch: int, batch: int, meta: dict[str, Any]) -> None:
         staging = checkpoint.staging_dir(self.state_root, step, self.token)
@@ -248,17 +279,17 @@ class TrainLoop:
         step, epoch0, batch0 = 0, 0, 0
         self.losses: list[float] = []
         self.tokens, self.input_tokens = 0, 0
-        self.events: list[dict[str, Any]] = []
+        self.events: list[CheckpointSaved] = []
         restored = self._restore()
         if restored is not None:
             step, epoch0, batch0, meta = restored
             self.losses, self.tokens = list(meta["losses"]), int(meta["tokens"])
-            self.events = [{**e, "path": str(self.output_dir / e["path"])} for e in meta["checkpoints"]]
-            self.emit("resumed", {"step": step, "total": total})
+            self.events = [CheckpointSaved(**{**e, "path": str(self.output_dir / e["path"])}) for e in meta["checkpoints"]]
+            self.emit(Resumed(step, total))
             for event in self.events:
-                self.emit("checkpoint", event)
+                self.emit(event)
         resumed_from = step if restored is not None else None
-        self.emit("start", {"total": total, **engine.sharding()})
+        self.emit(Started(total, **engine.sharding()))
         stop = self._stop_requested() if self.events else None
         epoch = epoch0
         while step < total and stop is None:
@@ -277,7 +308,7 @@ class TrainLoop:
             steps=step, total_steps=total, first_loss=self.losses[0] if self.losses else float("nan"), last_loss=last,
             supervised_tokens=self.tokens, seconds=time.perf_counter() - started, resumed_from=resumed_from,
             checkpoints=[*self.events, final], losses=self.losses, input_tokens=self.input_tokens,
-            stopped=None if stop is None else {"step": stop.step, "reason": stop.reason},
+            stopped=None if stop is None else EarlyStop(stop.step, stop.reason),
         )
 
     def _step(self, plan: list[list[list[int]]], index: int, epoch: int, step: int, total: int, started: float) -> int:
@@ -288,33 +319,29 @@ class TrainLoop:
         self.input_tokens += sum(len(self.examples[i]) for row in rows for i in row)
         step += 1
         self.losses.append(loss_value)
-        self.emit(
-            "progress",
-            {"step": step, "total": total, "loss": loss_value, "grad_norm": grad_norm,
-             "input_tokens": self.input_tokens, "elapsed": time.perf_counter() - started},
-        )
+        self.emit(Progress(step, total, loss_value, grad_norm, self.input_tokens, time.perf_counter() - started))
         position = (epoch, index + 1) if index + 1 < len(plan) else (epoch + 1, 0)
         if cfg.eval_every and step % cfg.eval_every == 0 and step < total:
             path = self.output_dir / f"checkpoint-{step}"
             engine.save_consolidated(path)
-            event = {"step": step, "total": total, "path": str(path), "loss": loss_value, "final": False}
+            event = CheckpointSaved(step, total, str(path), loss_value, final=False)
             self.events.append(event)
-            self.emit("checkpoint", event)
+            self.emit(event)
         if step % cfg.state_every == 0 and step < total:
             meta = {"losses": self.losses, "tokens": self.tokens, "checkpoints": [self._portable(e) for e in self.events]}
             self._save_state(step, *position, meta)
         return step
 
-    def _finish(self, step: int, total: int, stop: StopRequest | None) -> dict[str, Any]:
+    def _finish(self, step: int, total: int, stop: StopRequest | None) -> CheckpointSaved:
         """The final weights' event: after a stop at the newest checkpoint's step, that checkpoint
         (already reported); else the current weights, saved and reported as final."""
-        if stop is not None and self.events and self.events[-1]["step"] == step:
+        if stop is not None and self.events and self.events[-1].step == step:
             return self.events.pop()
         final = self.output_dir / self.final_name
         self.engine.save_consolidated(final)
         last = self.losses[-1] if self.losses else float("nan")
-        event = {"step": step, "total": total, "path": str(final), "loss": last, "final": True}
-        self.emit("checkpoint", event)
+        event = CheckpointSaved(step, total, str(final), last, final=True)
+        self.emit(event)
         return event
 
     def _train_step(self, rows: list[list[int]], step: int) -> tuple[float, float]:
@@ -345,7 +372,7 @@ class TrainLoop:
 
         grad_norm = engine.step(add_ewc if self.ewc is not None else None)
         if penalty:
-            self.emit("ewc", {"step": step + 1, "penalty": engine.all_reduce_sum(penalty[0])})
+            self.emit(PenaltyApplied(step + 1, engine.all_reduce_sum(penalty[0])))
         value = engine.all_reduce_sum(float(scaled.detach())) / engine.world_size
         if not math.isfinite(value):
             raise CheckError(f"training loss is {value} at step {step + 1}")

@@ -14,8 +14,9 @@ from harness.lib.models import LoadedModel
 from harness.lib.training.batching import collate, token_loss
 from harness.lib.training.config import TrainingConfig
 from harness.lib.training.data import TrainingData
+from harness.lib.training.events import CheckpointSaved, LoopEvent, Progress
 from harness.lib.training.examples import Example
-from harness.lib.training.loop import Engine, LoopResult, TrainLoop
+from harness.lib.training.loop import Engine, LoopResult, LoopSetup, TrainLoop
 from harness.lib.training.context import TrainContext, TrainerIdentity
 from harness.types import CheckpointEvent, TrainOutput
 
@@ -39,15 +40,15 @@ def resume_digest(trainer: TrainerIdentity, data: TrainingData, base_fingerprint
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def emitter(trainer_name: str, ctx: TrainContext) -> Callable[[str, dict[str, Any]], None]:
+def emitter(trainer_name: str, ctx: TrainContext) -> Callable[[LoopEvent], None]:
     """Turn loop events into progress updates and ``CheckpointEvent``s for the runner."""
 
-    def emit(kind: str, data: dict[str, Any]) -> None:
-        if kind == "progress":
-            ctx.progress(data["step"], data["total"], f"loss {data['loss']:.3f}, grad norm {data.get('grad_norm', float('nan')):.2f}")
-        elif kind == "checkpoint":
+    def emit(event: LoopEvent) -> None:
+        if isinstance(event, Progress):
+            ctx.progress(event.step, event.total, f"loss {event.loss:.3f}, grad norm {event.grad_norm:.2f}")
+        elif isinstance(event, CheckpointSaved):
             ctx.on_checkpoint(
-                CheckpointEvent(trainer_name, data["step"], data["total"], Path(data["path"]), data["loss"], data["final"])
+                CheckpointEvent(trainer_name, event.step, event.total, Path(event.path), event.loss, event.final)
             )
 
     return emit
@@ -95,19 +96,15 @@ def run_loop(
     ewc: Any,
     final_name: str,
 ) -> LoopResult:
-    loop = TrainLoop(
-        engine,
-        cfg,
-        data.examples,
+    setup = LoopSetup(
         seed=ctx.seed,
         output_dir=ctx.output_dir,
         pad_id=base.tokenizer.pad_token_id,
         config_digest=resume_digest(trainer, data, base.ref.fingerprint, ctx.seed),
-        emit=emitter(trainer.name, ctx),
-        ewc=ewc,
         resume=ctx.resume,
         final_name=final_name,
     )
+    loop = TrainLoop(engine, cfg, data.examples, setup, emit=emitter(trainer.name, ctx), ewc=ewc)
     ctx.output_dir.mkdir(parents=True, exist_ok=True)
     return loop.run()
 
@@ -116,11 +113,11 @@ def finish(result: LoopResult, data: TrainingData, started: float, notes: list[s
     extra = list(notes or [])
     if result.resumed_from is not None:
         extra.append(f"resumed from the state at step {result.resumed_from}")
-    stopped = result.stopped or {}
-    if stopped:
-        extra.append(f"stopped early at step {result.steps} of {result.total_steps}: {stopped['reason']}")
+    stopped = result.stopped
+    if stopped is not None:
+        extra.append(f"stopped early at step {result.steps} of {result.total_steps}: {stopped.reason}")
     return TrainOutput(
-        path=Path(result.checkpoints[-1]["path"]),
+        path=Path(result.checkpoints[-1].path),
         steps=result.steps,
         examples=data.count("domain"),
         supervised_tokens=result.supervised_tokens,
@@ -128,8 +125,8 @@ def finish(result: LoopResult, data: TrainingData, started: float, notes: list[s
         last_loss=result.last_loss,
         seconds=time.perf_counter() - started,
         notes=tuple(data.notes + extra),
-        stopped_step=stopped.get("step"),
-        stop_reason=stopped.get("reason", ""),
+        stopped_step=stopped.step if stopped else None,
+        stop_reason=stopped.reason if stopped else "",
     )
 
 

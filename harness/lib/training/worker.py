@@ -20,15 +20,18 @@ from typing import Any
 from harness.errors import CheckError
 from harness.lib.training.config import TrainingConfig
 from harness.lib.training.examples import load_examples
-from harness.lib.training.loop import TrainLoop, total_steps
+from harness.lib.training.events import LoopEvent, to_json
+from harness.lib.training.loop import LoopSetup, TrainLoop, total_steps
 
 
-def _events(path: Path, rank: int) -> Callable[[str, dict[str, Any]], None]:
-    def emit(kind: str, data: dict[str, Any]) -> None:
+def _events(path: Path, rank: int) -> Callable[[LoopEvent], None]:
+    """Rank 0's events appended to ``path`` as JSON lines; the other ranks' dropped."""
+
+    def emit(event: LoopEvent) -> None:
         if rank != 0:
             return
         with path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"kind": kind, **data}) + "\n")
+            fh.write(json.dumps(to_json(event)) + "\n")
             fh.flush()
 
     return emit
@@ -93,13 +96,14 @@ def main(argv: list[str]) -> int:
 
         fisher = load_examples(Path(spec["fisher"]))
         ewc = make_ewc_for(torch, engine, cfg, fisher, spec["pad_id"])
-    loop = TrainLoop(
-        engine, cfg, examples, seed=spec["seed"], output_dir=out, pad_id=spec["pad_id"],
-        config_digest=spec["config_digest"], emit=emit, ewc=ewc, resume=spec["resume"], final_name="model",
+    setup = LoopSetup(
+        seed=spec["seed"], output_dir=out, pad_id=spec["pad_id"], config_digest=spec["config_digest"],
+        resume=spec["resume"], final_name="model",
     )
+    loop = TrainLoop(engine, cfg, examples, setup, emit=emit, ewc=ewc)
     result = loop.run()
     if rank == 0:
-        (out / "result.json").write_text(json.dumps(result.__dict__, default=str))
+        (out / "result.json").write_text(json.dumps(result.to_json()))
     engine.barrier()
     dist.destroy_process_group()  # without it the DeepSpeed launcher's ranks abort at exit
     return 0
