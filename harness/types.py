@@ -177,7 +177,7 @@ class ItemResult:
 
     def __post_init__(self) -> None:
         # Read back from JSON (the evaluation cache), samples are plain mappings.
-        if any(not isinstance(s, Sample) for s in self.samples):
+        if not isinstance(self.samples, tuple) or any(not isinstance(s, Sample) for s in self.samples):
             samples = tuple(s if isinstance(s, Sample) else Sample(**s) for s in self.samples)
             object.__setattr__(self, "samples", samples)
 
