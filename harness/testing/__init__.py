@@ -190,10 +190,24 @@ def harness_unprivileged_python() -> Callable[[str], subprocess.CompletedProcess
             if setpriv is None:
                 pytest.fail("setpriv (util-linux) is needed to drop root for this test", pytrace=False)
             cmd = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
+            closed = _closed_to_others(Path(sys.prefix))
+            if closed is not None:
+                pytest.fail(f"{closed} is not readable by other users, so the unprivileged user cannot "
+                            "run this interpreter; check the project out in a readable folder", pytrace=False)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tempfile.gettempdir(), timeout=300, check=False)
 
     return run
+
+
+def _closed_to_others(path: Path) -> Path | None:
+    """The first folder from the root down to ``path`` that other users cannot enter, or ``None``."""
+    import stat
+
+    for folder in [*reversed(path.resolve().parents), path.resolve()]:
+        if not folder.stat().st_mode & stat.S_IXOTH:
+            return folder
+    return None
 
 
 @pytest.fixture(scope="session")
