@@ -223,10 +223,10 @@ INTENT_PROMPT = "Classify the intent of this customer message. Answer with the i
 
 def bitext_rows() -> list[dict[str, str]]:
     import csv
-    import os
-    from pathlib import Path
 
-    path = Path(os.environ["HARNESS_DATA_DIR"]) / "bitext_customer_support/Bitext_Sample_Customer_Support_Training_Dataset.csv"
+    from harness.lib.data import data_dir
+
+    path = data_dir() / "bitext_customer_support/Bitext_Sample_Customer_Support_Training_Dataset.csv"
     with path.open(encoding="utf-8-sig", newline="") as fh:
         return list(csv.DictReader(fh))
 
