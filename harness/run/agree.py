@@ -95,7 +95,7 @@ def suite_benchmarks(
 ) -> dict[str, Benchmark]:
     """The suite's benchmarks under ``evaluate`` (or the named ones), built as the run plan
     builds them, with ``options`` laid over each one's own (``{"batch_size": 1}``)."""
-    from harness.run.plan import _benchmark
+    from harness.run.plan_build import build_benchmark
 
     chosen = list(labels or loaded.suite.evaluate)
     unknown = [name for name in chosen if name not in loaded.suite.evaluate]
@@ -106,7 +106,7 @@ def suite_benchmarks(
         ref = loaded.suite.evaluate[name]
         if options:
             ref = ref.model_copy(update={"options": {**ref.options, **options}})
-        built[name] = _benchmark(registries, loaded, ctx, ref, ("evaluate", name))
+        built[name] = build_benchmark(registries, loaded, ctx, ref, ("evaluate", name))
     return built
 
 
