@@ -181,9 +181,10 @@ def _print_report(console: Console, report: CurateReport) -> None:
     ``[EMAIL]`` is text, not a style."""
     for stage in report.stages:
         counts = ", ".join(f"{k}: {v.count}" for k, v in stage.reasons.items())
+        c = stage.counts
         console.print(
-            f"{stage.name}: in {stage.n_in} = kept {stage.kept} + dropped {stage.dropped} "
-            f"+ quarantined {stage.quarantined}" + (f" ({counts})" if counts else ""),
+            f"{c.name}: in {c.n_in} = kept {c.kept} + dropped {c.dropped} "
+            f"+ quarantined {c.quarantined}" + (f" ({counts})" if counts else ""),
             markup=False,
             soft_wrap=True,
         )

@@ -226,7 +226,7 @@ class Benchmark(Component[ConfigT]):
     """
 
     kind = "benchmark"
-    metric: ClassVar[str] = "accuracy"
+    metric: str = "accuracy"
     chance: ClassVar[float | None] = None
     """The score of a random guesser, when it is known (e.g. 0.25 for 4-choice MMLU)."""
     chunk_size: ClassVar[int] = 64

@@ -18,6 +18,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.lib.console import RunConsole
 from harness.lib.models import resolve_model
 from harness.lib.stats import detectable_effect, needed_n, planning_sd
 from harness.lib.store import DB_NAME, Store
@@ -71,7 +72,7 @@ def _stored_baseline(loaded: LoadedSuite, plan: RunPlan, store_dir: Path | None,
     try:
         spec = loaded.suite.model
         ref = resolve_model(spec.source, spec.backend, spec.dtype, loaded.dir)
-        evaluator = Evaluator(Store(store_dir), plan.backend, ref, None)  # type: ignore[arg-type]
+        evaluator = Evaluator(Store(store_dir), plan.backend, ref, RunConsole(quiet=True))
         cached = evaluator.store.cached_items("evaluate", evaluator.material(plan.benchmarks[label]))
     except Exception:  # no usable store: fall back to the stated assumption
         return None

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -176,13 +177,10 @@ class ReasonReport:
 @dataclass(frozen=True)
 class StageReport:
     """One ledger step as the report shows it: its counts (``n_in == kept + dropped +
-    quarantined``) and, per reason in name order, its count and examples."""
+    quarantined``, a copy of the step's ``StageLedger``) and, per reason in name order, its
+    count and examples."""
 
-    name: str
-    n_in: int
-    kept: int
-    dropped: int
-    quarantined: int
+    counts: StageLedger
     reasons: Mapping[str, ReasonReport]
 
     @classmethod
@@ -193,17 +191,11 @@ class StageReport:
             reason: ReasonReport(count, tuple(found.get(reason, ())))
             for reason, count in sorted(stage.reasons.items())
         }
-        return cls(stage.name, stage.n_in, stage.kept, stage.dropped, stage.quarantined, reasons)
+        return cls(replace(stage, reasons=Counter(stage.reasons)), reasons)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "in": self.n_in,
-            "kept": self.kept,
-            "dropped": self.dropped,
-            "quarantined": self.quarantined,
-            "reasons": {reason: entry.to_json() for reason, entry in self.reasons.items()},
-        }
+        """The step's counts as ``ledger.json`` has them, each reason with its examples."""
+        return {**self.counts.to_json(), "reasons": {reason: entry.to_json() for reason, entry in self.reasons.items()}}
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,7 @@ class HellaSwag(Benchmark[HellaSwagConfig]):
 
     def __init__(self, config: HellaSwagConfig, ctx: RunContext) -> None:
         super().__init__(config, ctx)
-        self.metric = config.metric  # type: ignore[misc]  # the configured accuracy, per instance
+        self.metric = config.metric  # the configured accuracy, per instance
 
     @cached_property
     def docs(self) -> list[dict[str, Any]]:

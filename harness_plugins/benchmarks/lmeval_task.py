@@ -69,7 +69,7 @@ class LmEvalTask(Benchmark[LmEvalTaskConfig]):
 
     def __init__(self, config: LmEvalTaskConfig, ctx: RunContext) -> None:
         super().__init__(config, ctx)
-        self.metric = config.metric  # type: ignore[misc]  # the configured metric, per instance
+        self.metric = config.metric  # the configured metric, per instance
 
     def required_capabilities(self) -> tuple[str, ...]:
         """Generation for ``generate_until`` tasks, log-likelihoods for the others; chat when the

@@ -29,6 +29,7 @@ from pydantic import Field, field_validator
 
 import harness
 from harness.plugin.components import (
+    ComponentConfig,
     Filter,
     FilterActionConfig,
     FilterOutcome,
@@ -47,8 +48,10 @@ ALL_ROLES: list[Role] = ["system", "user", "assistant"]
 
 # ================================================================================== PII
 
-class PiiConfig(FilterActionConfig):
-    action: Literal["drop", "quarantine", "redact"] = Field(  # type: ignore[assignment]
+class PiiConfig(ComponentConfig):
+    """Unlike other filters' ``FilterActionConfig``, PII can also be redacted in place."""
+
+    action: Literal["drop", "quarantine", "redact"] = Field(
         "redact",
         description="redact each match with a placeholder and keep the record, or drop or "
         "quarantine the whole record",
