@@ -261,9 +261,22 @@ def _job_pipe(job: bytes) -> int | None:
     return job_r
 
 
-def _verdict(finished: bool, rc: int, cpu_s: float, token: str, results: str,
-             limits: SandboxLimits, output: str) -> tuple[Status, str]:  # fmt: skip
-    lines = results.splitlines()
+@dataclass(frozen=True)
+class _Ended:
+    """How a sandboxed job ended: within its wall time or not, its exit status, the CPU seconds
+    it used, the driver's result lines and the program's own output."""
+
+    finished: bool
+    rc: int
+    cpu_s: float
+    results: str
+    output: str
+
+
+def _verdict(ended: _Ended, token: str, limits: SandboxLimits) -> tuple[Status, str]:
+    """The job's status and a one-line detail, from how it ended and what the driver said."""
+    finished, rc, cpu_s, output = ended.finished, ended.rc, ended.cpu_s, ended.output
+    lines = ended.results.splitlines()
     said = {kind: line[len(kind) + 1 :] for line in lines for kind in ("FAIL", "TIMEOUT", "ERROR")
             if line.startswith(kind + " ")}  # fmt: skip
     if not finished:
@@ -328,7 +341,7 @@ def _execute(uid: int, limits: SandboxLimits, program: str, entry_point: str, te
         os.close(res_r)
     output = out.text()
     cpu_s = usage.ru_utime + usage.ru_stime
-    status, detail = _verdict(finished, rc, cpu_s, token, res.text(), limits, output)
+    status, detail = _verdict(_Ended(finished, rc, cpu_s, res.text(), output), token, limits)
     return ExecResult(status, detail, time.monotonic() - start, output, rc, lingering)
 
 

@@ -83,13 +83,14 @@ def _panel(
     label: str,
     points: list[CurvePoint],
     result: ForgettingResult,
-    x0: float,
-    y0: float,
+    at: tuple[float, float],
     steps: list[int] | None = None,
     others: Sequence[tuple[str, str, list[CurvePoint]]] = (),
 ) -> list[str]:
-    """One probe's panel: the main curve with its band and bound, and each compared training's
-    curve (``others``: label, colour, points) on the same axes; ``steps`` is the x axis."""
+    """One probe's panel, its top left corner ``at`` (x, y): the main curve with its band and
+    bound, and each compared training's curve (``others``: label, colour, points) on the same
+    axes; ``steps`` is the x axis."""
+    x0, y0 = at
     ax = _axes(_values(label, points, result, others), x0, y0, steps or result.steps)
     role = "domain" if label == result.domain else "general"
     out = _frame(ax, label, role)
@@ -221,7 +222,7 @@ def render_svg(result: ForgettingResult, compare: dict[str, ForgettingResult] | 
     for index, label in enumerate(labels):
         x0, y0 = (index % COLUMNS) * W, top + (index // COLUMNS) * H
         others = [(name, colours[name], other.series.get(label, [])) for name, other in compare.items()]
-        parts += _panel(label, result.series.get(label, []), result, x0, y0, steps, others)
+        parts += _panel(label, result.series.get(label, []), result, (x0, y0), steps, others)
     height = top + H * rows
     header = f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height:g}" font-family="sans-serif">'
     return "\n".join([header, *parts, "</svg>"]) + "\n"
