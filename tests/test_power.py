@@ -8,6 +8,7 @@ import math
 import pytest
 
 from harness.cli import main
+from harness.lib.console import RunConsole
 from harness.lib.stats import detectable_effect, needed_n, planning_sd
 
 
@@ -75,7 +76,7 @@ def test_baseline_from_the_store_when_it_has_the_evaluation(harness_write_suite,
     spec = loaded.suite.model
     ref = resolve_model(spec.source, spec.backend, spec.dtype, loaded.dir)
     store = Store(store_dir)
-    material = Evaluator(store, plan.backend, ref, None).material(bench)  # type: ignore[arg-type]
+    material = Evaluator(store, plan.backend, ref, RunConsole(quiet=True)).material(bench)
     items = bench.items()
     store.put_items("evaluate", material, {
         it["id"]: {"item_id": it["id"], "prediction": "", "reference": "", "score": float(k < 30)}
