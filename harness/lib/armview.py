@@ -64,7 +64,7 @@ def arm_tables(section: Mapping[str, Any] | None) -> list[ArmTable]:
         ArmTable(
             d["benchmark"], tuple(_row(p) for p in section["pairs"] if p["benchmark"] == d["benchmark"]),
             d["verdict"], d["reason"],
-        )  # fmt: skip
+        )
         for d in section["decisions"]
     ]
 
