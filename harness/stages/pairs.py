@@ -19,6 +19,11 @@ whether training was worth it.  :func:`compare_arms` answers both from the per-i
   it (its upper bound at most the margin, or its lower bound above it) or the sample is too
   small to tell.  A benchmark without both kinds of arm, or with a missing result, is ``not
   applicable`` with the reason.
+
+In a run, :func:`compare_run_arms` picks what to compare (every benchmark scored on more than two
+arms, or on a prompt variant) and each arm's kind from the kind its result entry declares; the
+runner keeps :func:`comparison_document` of it as the result's ``arm_pairs``, and every report
+renders that through ``harness.lib.armview``.
 """
 
 from __future__ import annotations
