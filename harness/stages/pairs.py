@@ -195,11 +195,12 @@ def _decide(
     within = gap <= margin + TOLERANCE
     verdict: RuleVerdict = "consider prompting" if within else "keep training"
     settled = low is not None and high is not None and (high <= margin + TOLERANCE if within else low > margin)
-    where = "within" if within else "more than"
+    side = "of" if abs(gap) <= margin + TOLERANCE else ("above" if gap > 0 else "below")
+    where = "within" if side == "of" else "more than"
     interval = f"interval [{low:+.3f}, {high:+.3f}]" if low is not None and high is not None else "no interval"
     tell = "settled by the interval" if settled else "the interval cannot settle it"
     reason = (
-        f"best trained arm {trained!r} {results[trained].score:.3f} is {where} {margin:g} of best prompting arm "
+        f"best trained arm {trained!r} {results[trained].score:.3f} is {where} {margin:g} {side} best prompting arm "
         f"{prompting!r} {results[prompting].score:.3f} (gap {gap:+.3f}, {interval}; {tell})"
     )
     return RuleDecision(label, verdict, reason, trained, prompting, gap, low, high, settled)
