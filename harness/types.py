@@ -138,6 +138,17 @@ class InvarianceFinding:
         )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class PromptCost:
+    """What a prompt-variant arm costs per request: the examples' tokens (with its system prompt;
+    a mean over items for ``nearest``), the input tokens of a whole prompt (mean over items) and
+    the share of the model's context window the examples take."""
+
+    example_tokens: float
+    mean_input_tokens: float
+    context_share: float
+
+
 @dataclass
 class RunResult:
     """Everything a reporter needs about a finished run."""
@@ -178,3 +189,9 @@ class RunResult:
     """Suite digest, seed, command line and versions, recorded when the report is written."""
     invariance: list[InvarianceFinding] = field(default_factory=list)
     """The baseline's batch invariance check (``gating.check_batch_invariance``): advisory."""
+    prompt_costs: dict[str, PromptCost] = field(default_factory=dict)
+    """Per result label, each evaluated prompt-variant arm's cost over the items it was asked."""
+    arm_pairs: dict[str, Any] | None = None
+    """Every pair of arms compared on shared items and the prompting rule's verdict, in the JSON
+    form of ``harness.stages.pairs.comparison_document``; ``None`` when the run compares no more
+    than a baseline and a candidate (and no prompt variant)."""

@@ -99,11 +99,25 @@ def _validate(suite: dict[str, Any], tmp_path: Path) -> int:
 
 
 def _readme_suite() -> dict[str, Any]:
-    """The README's stage examples, one after the other, make one suite."""
+    """The README's stage examples, one after the other, make one suite (all but the arms
+    example, whose folders, adapter and endpoint are the reader's own)."""
     suite: dict[str, Any] = {"name": "readme", "model": "smollm2-135m-instruct"}
     for block in _examples(README):
-        suite.update(block)
+        if "models" not in block:
+            suite.update(block)
     return suite
+
+
+def test_readme_arms_example_shows_every_kind_and_is_a_valid_part() -> None:
+    (block,) = [b for b in _examples(README) if "models" in b]
+    Suite.model_validate({"name": "part", "model": "smollm2-135m-instruct", "train": {"name": "lora"}, **block})
+    specs = list(block["models"].values())
+    assert any(isinstance(s, str) for s in specs)  # a model folder
+    assert any(isinstance(s, dict) and "adapter" in s for s in specs)
+    assert any(isinstance(s, dict) and s.get("backend") == "openai" for s in specs)  # an endpoint
+    assert any(isinstance(s, dict) and "of" in s and "prompt" in s for s in specs)  # a prompt variant
+    text = README.read_text()
+    assert "`base`" in text and "`trained`" in text
 
 
 def test_readme_examples_validate_as_one_suite(tmp_path: Path) -> None:

@@ -69,6 +69,7 @@ def test_tied_prompting_arms_go_to_the_one_named_first_and_prompting_may_beat_tr
     (decision,) = cmp.decisions
     assert decision.best_prompting == "shots_8"
     assert decision.gap == pytest.approx(-0.10) and decision.verdict == "consider prompting"
+    assert "'lora' 0.600 is more than 0.02 below best prompting arm 'shots_8' 0.700" in decision.reason
     # the gap's interval is trained - prompting even though the pair was made the other way round
     pair = next(p for p in cmp.pairs if (p.first, p.second) == ("shots_8", "lora"))
     assert pair.comparison is not None

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -56,6 +55,7 @@ from harness.lib.model_api import (
 )
 from harness.lib.refs import StrictModel
 from harness.types import Conversation
+from harness.types import PromptCost as PromptCost  # re-exported: the value prompt_cost returns
 
 Messages = Sequence[dict[str, str]]
 #: Texts in, one normalised embedding row per text out (``all-MiniLM-L6-v2`` by default).
@@ -134,17 +134,6 @@ def check_variant_benchmark(bench_name: str, needs: Sequence[str]) -> str | None
         f"benchmark {bench_name!r} scores raw text prompts, which a prompt variant does not change; "
         "a prompt-variant arm runs only chat benchmarks (those that declare the 'chat' capability)"
     )
-
-
-@dataclass(frozen=True)
-class PromptCost:
-    """What a variant costs per request: the examples' tokens (mean over items for ``nearest``),
-    the input tokens of a whole prompt (mean over items) and the share of the context the
-    examples take."""
-
-    example_tokens: float
-    mean_input_tokens: float
-    context_share: float
 
 
 def prompt_cost(

@@ -8,7 +8,10 @@ versions for provenance) is put into the document when the run is recorded.
 
 Schema ``finetune-harness/result/v2`` (v1 plus): per-item ``raw`` and ``prompt``; ``gating``
 (how an inconclusive blocking gate counts); ``history`` (earlier runs' scores); ``provenance``
-(suite digest, seed, command line, versions).  See docs/reports.md.
+(suite digest, seed, command line, versions); ``prompt_costs`` (per prompt-variant arm: example
+tokens, mean input tokens, context share) and ``arm_pairs`` (every pair of arms with its paired
+interval and the prompting rule's verdict, ``null`` for a plain baseline-candidate run), both
+optional to readers.  See docs/reports.md.
 """
 
 from __future__ import annotations
@@ -92,6 +95,8 @@ def result_document(result: RunResult) -> dict[str, Any]:
         },
         "eval_errors": [e.__dict__ for e in result.eval_errors],
         "invariance": [f.to_json() for f in result.invariance],
+        "prompt_costs": {label: asdict(cost) for label, cost in result.prompt_costs.items()},
+        "arm_pairs": result.arm_pairs,
         "parity": _parity(result),
         "decisions": [d.to_json() for d in result.decisions],
         "stages": [s.__dict__ for s in result.stages],

@@ -273,6 +273,12 @@ class Benchmark(Component[ConfigT]):
             text = json.dumps(rest, ensure_ascii=False, sort_keys=True, default=str)
         return text if len(text) <= PROMPT_CHARS else text[: PROMPT_CHARS - 1] + "…"
 
+    def item_messages(self, item: Item) -> list[dict[str, str]] | None:
+        """The conversation a chat benchmark sends for ``item`` (before any prompt variant adds
+        to it), or ``None`` when the benchmark does not say.  A prompt-variant arm's prompt cost
+        (its examples' tokens, input tokens per request) is measured over these."""
+        return None
+
     def clusters(self) -> dict[str, str] | None:
         """Item id -> cluster label from ``cluster_field``; ``None`` when items are independent."""
         if self.cluster_field is None:

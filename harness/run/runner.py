@@ -29,6 +29,7 @@ from harness.lib.store import Store
 from harness.plugin.components import Benchmark, Trainer
 from harness.plugin.manager import HarnessPluginManager
 from harness.plugin.registry import Registries
+from harness.run.arm_results import measures_cost, record_arm_pairs, record_prompt_cost
 from harness.run.arms import arm_groups, describe_arms
 from harness.run.plan import RunPlan, plan_run, plan_source
 from harness.stages.curate import CurateOutcome, curate, read_selected
@@ -121,6 +122,7 @@ class Runner:
         if suite.gating.check_batch_invariance:
             self._batch_invariance()
         self._gate(plan, run_gates(plan.gates, plan.statistics, suite.gating, self.result, self._clusters(plan)))
+        record_arm_pairs(self.result, self.console, plan, self._clusters(plan), self._plugin_error)
         self._report(plan)
         return self.result
 
@@ -359,6 +361,8 @@ class Runner:
                             self._evaluate_one(evaluator, label, bench, evaluator.ref)
                         except HarnessError as exc:  # a prompt variant that cannot be built: name it
                             raise type(exc)(f"{self.loaded.where(arm.loc)}: models.{arm.name}.prompt: {exc}") from None
+                    if self.options.shard is None and measures_cost(arm, plan.arms):
+                        record_prompt_cost(self.result, self.console, evaluator, arm, plan.benchmarks, self._plugin_error)
                 loader.release()
             done("error" if self.result.eval_errors else "ok", "")
 

@@ -28,9 +28,9 @@ from typing import Any
 
 from harness.plugin.components import Backend, Benchmark, Item
 from harness.lib.console import RunConsole
-from harness.lib.model_api import model_api
+from harness.lib.model_api import ModelAPI, model_api
 from harness.lib.models import LoadedModel, ModelRef
-from harness.lib.prompting import PromptSpec, prompt_material, prompted
+from harness.lib.prompting import PromptCost, PromptSpec, prompt_cost, prompt_material, prompted
 from harness.lib.shards import Shard
 from harness.lib.store import Store, cache_key
 from harness.types import BenchmarkResult, Conversation, ItemResult
@@ -76,6 +76,21 @@ class PromptVariant:
 
     def material(self) -> list[dict[str, Any]]:
         return [prompt_material(spec, self.pool, self._seed(spec)) for spec in self.specs]
+
+    def cost(self, api: ModelAPI, items_messages: Sequence[Sequence[dict[str, str]]]) -> PromptCost:
+        """What the variants add to each of these conversations, on the inner model ``api``: the
+        examples' tokens of every layer summed, the whole prompt's mean input tokens, and the
+        examples' share of the context (one layer: exactly ``prompt_cost``; none: the zero-shot
+        prompt, no examples)."""
+        if not self.specs:
+            inputs = [len(api.encode(api.render_chat(list(m)))) for m in items_messages]
+            return PromptCost(0.0, sum(inputs) / len(inputs), 0.0)
+        layers = []
+        for spec in self.specs:
+            layers.append(prompt_cost(api, spec, self.pool, self._seed(spec), items_messages))
+            api = prompted(api, spec, self.pool, self._seed(spec))
+        examples = sum(c.example_tokens for c in layers)
+        return PromptCost(examples, layers[-1].mean_input_tokens, examples / api.tokenizer_facts().max_length)
 
     def wrap(self, model: LoadedModel) -> LoadedModel:
         """The same loaded model, its API seen through every variant."""

@@ -19,20 +19,26 @@ whether training was worth it.  :func:`compare_arms` answers both from the per-i
   it (its upper bound at most the margin, or its lower bound above it) or the sample is too
   small to tell.  A benchmark without both kinds of arm, or with a missing result, is ``not
   applicable`` with the reason.
+
+In a run, :func:`compare_run_arms` picks what to compare (every benchmark scored on more than two
+arms, or on a prompt variant) and each arm's kind from the kind its result entry declares; the
+runner keeps :func:`comparison_document` of it as the result's ``arm_pairs``, and every report
+renders that through ``harness.lib.armview``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass
 from types import MappingProxyType
 from typing import Any, Literal
 
+from harness.lib.armview import arms_markdown
 from harness.lib.stats import clip_interval, is_binary, mcnemar, paired_bootstrap
 from harness.plugin.components import Statistic
 from harness.stages.gate import pair_scores, paired_comparison
 from harness.suite.advise import default_rules
-from harness.types import BenchmarkResult, Comparison
+from harness.types import BenchmarkResult, Comparison, RunResult
 
 ArmKind = Literal["prompting", "trained", "model"]
 RuleVerdict = Literal["consider prompting", "keep training", "not applicable"]
@@ -189,11 +195,12 @@ def _decide(
     within = gap <= margin + TOLERANCE
     verdict: RuleVerdict = "consider prompting" if within else "keep training"
     settled = low is not None and high is not None and (high <= margin + TOLERANCE if within else low > margin)
-    where = "within" if within else "more than"
+    side = "of" if abs(gap) <= margin + TOLERANCE else ("above" if gap > 0 else "below")
+    where = "within" if side == "of" else "more than"
     interval = f"interval [{low:+.3f}, {high:+.3f}]" if low is not None and high is not None else "no interval"
     tell = "settled by the interval" if settled else "the interval cannot settle it"
     reason = (
-        f"best trained arm {trained!r} {results[trained].score:.3f} is {where} {margin:g} of best prompting arm "
+        f"best trained arm {trained!r} {results[trained].score:.3f} is {where} {margin:g} {side} best prompting arm "
         f"{prompting!r} {results[prompting].score:.3f} (gap {gap:+.3f}, {interval}; {tell})"
     )
     return RuleDecision(label, verdict, reason, trained, prompting, gap, low, high, settled)
@@ -222,25 +229,48 @@ def comparison_document(comparison: ArmComparison) -> dict[str, Any]:
 
 def render_markdown(comparison: ArmComparison) -> str:
     """The section of a Markdown (or plain terminal) report: per benchmark, a table of every
-    pair with its difference, interval and p-value, then the rule's verdict and reason."""
-    confidence = f"{1 - 2 * comparison.alpha:.0%}"
-    lines = ["### Arms compared", ""]
-    for decision in comparison.decisions:
-        rows = [p for p in comparison.pairs if p.benchmark == decision.benchmark]
-        lines += [f"#### {decision.benchmark}", "", f"| first | second | first score | second score | second - first | {confidence} interval | p | test |", "|---|---|---|---|---|---|---|---|"]
-        for p in rows:
-            c = p.comparison
-            if c is None:
-                lines.append(f"| {_cell(p.first)} | {_cell(p.second)} | - | - | - | - | - | {_cell(p.error)} |")
-            else:
-                lines.append(
-                    f"| {_cell(p.first)} | {_cell(p.second)} | {c.baseline:.3f} | {c.candidate:.3f} | {c.diff:+.3f} "
-                    f"| [{c.ci_low:+.3f}, {c.ci_high:+.3f}] | {c.p_value:.3g} | {c.test} (n={c.n}) |"
-                )
-        lines += ["", f"**{decision.verdict}**: {decision.reason}", ""]
-    return "\n".join(lines) + "\n"
+    pair with its difference, interval and p-value, then the rule's verdict and reason (the
+    reports' one rendering, ``harness.lib.armview``)."""
+    return "\n".join(arms_markdown(comparison_document(comparison))) + "\n"
 
 
-def _cell(text: object) -> str:
-    """A table cell on one line, its pipes escaped."""
-    return " ".join(str(text).split()).replace("|", "\\|")
+# ------------------------------------------------------------------------------- in a run
+
+KIND_OF_ARM: Mapping[str, ArmKind] = MappingProxyType({"prompting": "prompting", "lora": "trained", "full": "trained"})
+"""An arm's kind in the rule, from the kind its result entry declares (``RunResult.arms``):
+``prompting`` (the base model or a prompt variant), ``trained`` (this run's LoRA or full
+fine-tuning, or an adapter); any other arm (a folder or endpoint of unknown making) is ``model``."""
+
+
+def run_kinds(arms: Mapping[str, Mapping[str, str]], labels: Collection[str]) -> dict[str, ArmKind]:
+    """The kind of each result label in ``labels``, prompting arms first, then other models,
+    then trained arms (each in the run's order), so a pair's difference reads trained minus
+    prompting."""
+    kinds: dict[str, ArmKind] = {
+        label: KIND_OF_ARM.get(arms.get(label, {}).get("kind", ""), "model") for label in arms if label in labels
+    }
+    kinds.update({label: "model" for label in labels if label not in kinds})
+    order: tuple[ArmKind, ...] = ("prompting", "model", "trained")
+    return {label: kinds[label] for kind in order for label in kinds if kinds[label] == kind}
+
+
+def compare_run_arms(
+    result: RunResult,
+    variants: Collection[str],
+    alpha: float,
+    seed: int,
+    statistics: Mapping[str, Statistic] | None = None,
+    clusters: Mapping[str, Mapping[str, str] | None] | None = None,
+) -> ArmComparison | None:
+    """The comparison a run reports: every benchmark scored on more than two arms, or on a
+    prompt variant (result labels ``variants``), all pairs of its arms; ``None`` when no
+    benchmark qualifies (a plain baseline-candidate run has its gates)."""
+    chosen = {
+        label: per_arm
+        for label, per_arm in result.benchmarks.items()
+        if len(per_arm) > 2 or set(variants) & set(per_arm)
+    }
+    if not chosen:
+        return None
+    labels = {arm for per_arm in chosen.values() for arm in per_arm}
+    return compare_arms(chosen, run_kinds(result.arms, labels), alpha, seed, statistics=statistics, clusters=clusters)

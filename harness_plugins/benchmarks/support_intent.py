@@ -92,6 +92,10 @@ class SupportIntent(Benchmark[SupportIntentConfig]):
     def items(self) -> list[Item]:
         return self.docs
 
+    def item_messages(self, item: Item) -> list[dict[str, str]]:
+        """The one user turn both the greedy (lm-eval, chat template) and the sampled path send."""
+        return [{"role": "user", "content": item["prompt"]}]
+
     def cache_material(self) -> dict[str, Any]:
         """Besides the config and code: the suite seed that sampled answers are drawn from."""
         return {**super().cache_material(), **repeats.cache_material(self.config.samples, self.ctx.seed)}
@@ -113,7 +117,7 @@ class SupportIntent(Benchmark[SupportIntentConfig]):
         api, results = model_api(model), []
         for done, doc in enumerate(items):
             progress(done, len(items), f"{cfg.samples} sampled answers per message")
-            chat = [{"role": "user", "content": doc["prompt"]}]
+            chat = self.item_messages(doc)
             drawn = repeats.draw(api, chat, item_id(doc), cfg.samples, gen, self.ctx.seed)
             score, samples = repeats.mean_of([float(t.strip() == doc["intent"]) for t in drawn], drawn)
             results.append(ItemResult(

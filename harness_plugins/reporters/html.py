@@ -1,7 +1,8 @@
 """The HTML reporter: ``report.html``, one self-contained page per run that works offline.
 
 It answers "may this model ship?" first (the verdict, the exit code and why), then shows the gates
-with their intervals, a forest plot of every difference against its margin, the suite's history,
+with their intervals, a forest plot of every difference against its margin, every pair of arms
+with the prompting rule's verdict (when the run compares more than two arms), the suite's history,
 the forgetting curve and training loss, an item explorer (every item both models were scored on,
 with the prompt, both raw answers and the reference, filtered by benchmark and outcome), the
 curation ledger with examples of each drop reason, parity findings with their evidence, and
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import harness
+from harness.lib.armview import arm_tables, confidence, header
 from harness.lib.reportview import (
     OUTCOMES,
     benchmark_rows,
@@ -152,6 +154,9 @@ def render_html(doc: dict[str, Any]) -> str:
         gates=gate_rows(doc),
         benchmarks=benchmark_rows(doc),
         invariance=invariance_lines(doc),
+        arms=arm_tables(doc.get("arm_pairs")),
+        arms_header=header(doc["arm_pairs"]) if doc.get("arm_pairs") else (),
+        arms_confidence=confidence(doc["arm_pairs"]) if doc.get("arm_pairs") else "",
         charts=_chart_specs(doc),
         explorer=script_json(explorer_data(doc)),
         ledger=_ledger(doc),

@@ -1,8 +1,9 @@
 """The Markdown reporter: ``report.md``, a pull-request comment or job summary.
 
-The verdict first, then the gate table, the largest regressions and gains (benchmarks by their
-difference, then the items the candidate lost and won), and collapsible details (benchmarks,
-curation ledger, parity findings, provenance).  GitHub refuses comments over 65,536 characters,
+The verdict first, then the gate table, every pair of arms with the prompting rule's verdict
+(when the run compares more than a baseline and a candidate), the largest regressions and gains
+(benchmarks by their difference, then the items the candidate lost and won), and collapsible
+details (benchmarks, curation ledger, parity findings, provenance).  GitHub refuses comments over 65,536 characters,
 so the report is built section by section within ``LIMIT`` characters whatever the run's size:
 a section that does not fit is cut row by row, and the report says what it cut.  A hidden marker
 on the first line lets a CI job find its own earlier comment and update it.  When
@@ -19,6 +20,7 @@ from typing import Any
 from pydantic import Field
 
 import harness
+from harness.lib.armview import arms_markdown
 from harness.lib.reportview import (
     ItemPair, benchmark_rows, gate_rows, headline, invariance_lines, item_pairs, number, signed, stop_line,
 )
@@ -185,6 +187,7 @@ def render_markdown(doc: dict[str, Any], top: int = 10, limit: int = LIMIT) -> s
     budget.add(_verdict(doc), "verdict", reserve=200)
     budget.add(_gates(doc), "gates")
     budget.add(_invariance(doc), "batch invariance")
+    budget.add(arms_markdown(doc.get("arm_pairs"), lambda text: cell(text, 600)), "arms compared")
     budget.add(_benchmark_moves(doc, top), "regressions and gains")
     pairs = list(item_pairs(doc))
     for side in ("lost", "won"):
