@@ -92,6 +92,8 @@ def result_document(result: RunResult) -> dict[str, Any]:
         },
         "eval_errors": [e.__dict__ for e in result.eval_errors],
         "invariance": [f.to_json() for f in result.invariance],
+        "seeds": result.seeds.to_json() if result.seeds else None,
+        "ablation": [a.to_json() for a in result.ablation],
         "parity": _parity(result),
         "decisions": [d.to_json() for d in result.decisions],
         "stages": [s.__dict__ for s in result.stages],

@@ -39,6 +39,7 @@ from harness.plugin.components import (
 from harness.plugin.parity import ParityCheck
 from harness.plugin.registry import Registries, narrow
 from harness.run.arms import ArmPlan, check_arm_capabilities, needs_curation, plan_arms
+from harness.run.variance import check_ablate
 from harness.stages.curate import (
     CuratePlan,
     CurateOutcome,
@@ -394,6 +395,7 @@ def plan_run(
     if backend is not None and backend.reads_model_folder:
         _preflight(problems, check_model_reference(suite.model.source, loaded.dir, where=loaded.where(("model",))), notes)
     curate = _plan_curate(registries, loaded, ctx, problems) if needs_curation(loaded) else None
+    problems.found.extend(check_ablate(loaded, registries))
     arms = plan_arms(
         loaded, backend,
         lambda kind, ref, loc: narrow(build_component(registries, kind, ref, loc, loaded, ctx), Backend),
