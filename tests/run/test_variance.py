@@ -259,6 +259,6 @@ def test_three_lora_seeds_on_the_tiny_model(tmp_path, harness_run_suite, harness
     assert len(items) == 1 and len(next(iter(items))) == 12  # the same items for every arm
     [scores] = result.seeds.benchmarks
     assert set(scores.scores) == {1, 2, 3} and scores.spread is not None
+    assert result.seeds.labels == dict(zip([1, 2, 3], labels, strict=True))
     [decision] = result.decisions
-    assert decision.verdict in (Verdict.PASS, Verdict.INCONCLUSIVE, Verdict.FAIL)
-    assert "every seed must pass" in decision.reason or decision.reason == result.decisions[0].reason
+    assert decision.verdict is not Verdict.ERROR  # every seed trained and was evaluated
