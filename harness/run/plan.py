@@ -39,7 +39,7 @@ from harness.plugin.components import (
 from harness.plugin.parity import ParityCheck
 from harness.plugin.registry import Registries, narrow
 from harness.run.arms import ArmPlan, check_arm_capabilities, needs_curation, plan_arms
-from harness.run.variance import check_ablate
+from harness.run.ablation import check_ablate
 from harness.stages.curate import (
     CuratePlan,
     CurateOutcome,

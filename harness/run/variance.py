@@ -4,21 +4,24 @@ ablated filter (``curate.ablate``); see :mod:`harness.stages.variance` for what 
 Each extra candidate is trained through the same train stage as ``trained`` (its own cache entry:
 the seed or the curated data differ), then evaluated on every benchmark on the base model's
 backend.  A training that fails is recorded for that candidate and the run goes on: the gates on a
-failed seed are ``error``, an ablation without a candidate shows why.  Checked at plan time (each
-naming ``file:line``): an ablated filter that is unknown or not in the curate chain, listed
-twice, or an ablation in a suite that trains nothing.
+failed seed are ``error``, an ablation without a candidate shows why.  The plan checks
+``curate.ablate`` (``harness.run.ablation``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Protocol
 
-from harness.errors import EXIT_BAD_INPUT, ConfigError, HarnessError
+from harness.errors import EXIT_BAD_INPUT, HarnessError
+from harness.lib.console import RunConsole
 from harness.lib.models import ModelRef
-from harness.plugin.components import Trainer
-from harness.plugin.registry import Registries
+from harness.lib.store import Store
+from harness.plugin.components import Benchmark, Trainer
+from harness.suite.yamlpos import Loc
+from harness.types import CheckpointEvent, RunResult, TrainOutput
 from harness.stages.curate import CurateOutcome, curate
 from harness.stages.evaluate import Evaluator
 from harness.stages.variance import ablated_label, seed_label
@@ -26,7 +29,21 @@ from harness.suite.config import LoadedSuite
 
 if TYPE_CHECKING:
     from harness.run.plan import RunPlan
-    from harness.run.runner import Runner
+
+
+class Runner(Protocol):
+    """What this module uses of ``harness.run.runner.Runner`` (which imports this module)."""
+
+    loaded: LoadedSuite
+    console: RunConsole
+    store: Store
+    options: Any
+    result: RunResult
+
+    def _stage(self, name: str) -> AbstractContextManager[Callable[[str, str], None]]: ...
+    def _train(self, plan: RunPlan, trainer: Trainer, loc: Loc, base: ModelRef, outcome: CurateOutcome,
+               on_checkpoint: Callable[[CheckpointEvent], None], seed: int | None = None) -> tuple[TrainOutput, bool]: ...  # fmt: skip
+    def _evaluate_one(self, evaluator: Evaluator, label: str, bench: Benchmark, ref: ModelRef) -> None: ...
 
 
 def train_seed(loaded: LoadedSuite) -> int:
@@ -34,26 +51,6 @@ def train_seed(loaded: LoadedSuite) -> int:
     else the suite's seed."""
     train = loaded.suite.train
     return train.seeds[0] if train is not None and train.seeds else loaded.suite.seed
-
-
-def check_ablate(loaded: LoadedSuite, registries: Registries) -> list[HarnessError]:
-    """``curate.ablate``'s problems: a filter that is unknown, not in the chain, or listed twice,
-    and an ablation in a suite without ``train``."""
-    suite = loaded.suite
-    chain = [ref.name for ref in suite.curate.filters]
-    problems: list[HarnessError] = []
-    known = registries["filter"].names()
-    for i, name in enumerate(suite.curate.ablate):
-        where = f"{loaded.where(('curate', 'ablate', i))}: curate.ablate.{i}"
-        if name not in known:
-            problems.append(ConfigError(f"{where}: unknown filter {name!r}; known: {', '.join(sorted(known))}"))
-        elif name not in chain:
-            problems.append(ConfigError(f"{where}: filter {name!r} is not in the curate chain ({', '.join(chain) or 'no filters'})"))
-        elif name in suite.curate.ablate[:i]:
-            problems.append(ConfigError(f"{where}: filter {name!r} is listed twice"))
-    if suite.curate.ablate and suite.train is None:
-        problems.append(ConfigError(f"{loaded.where(('curate', 'ablate'))}: curate.ablate: needs a 'train' stage (each ablation trains a candidate)"))
-    return problems
 
 
 @dataclass
