@@ -245,6 +245,7 @@ def test_three_lora_seeds_on_the_tiny_model(tmp_path, harness_run_suite, harness
         "name": "tiny-seeds",
         "model": {"source": str(harness_fake_model_dir), "backend": "hf"},
         "data": [{"path": csv, "format": "csv", "user": "{instruction}", "assistant": "{intent}", "sample": 16}],
+        "curate": {"filters": ["exact_dedup", {"name": "min_response_length", "min_chars": 14}], "ablate": ["min_response_length"]},
         "train": {"name": "lora", "max_steps": 2, "learning_rate": 0.05, "seeds": [1, 2, 3]},
         "evaluate": {"mmlu": {"name": "mmlu", "per_subject": 4, "subjects": ["anatomy", "virology", "astronomy"]}},
         "gates": {"mmlu": "no_regression(margin=0.5)"},
@@ -252,7 +253,7 @@ def test_three_lora_seeds_on_the_tiny_model(tmp_path, harness_run_suite, harness
     }
     result = harness_run_suite(suite)
     labels = ["candidate", "trained@seed=2", "trained@seed=3"]
-    assert set(result.benchmarks["mmlu"]) == {"baseline", *labels}
+    assert set(result.benchmarks["mmlu"]) == {"baseline", *labels, "trained@without=min_response_length"}
     adapters = {result.models[label].split("+ adapter ")[1] for label in labels}
     assert len(adapters) == 3  # three trainings, each its own cache entry and folder
     items = {tuple(sorted(i.item_id for i in result.benchmarks["mmlu"][m].items)) for m in result.benchmarks["mmlu"]}
@@ -260,5 +261,11 @@ def test_three_lora_seeds_on_the_tiny_model(tmp_path, harness_run_suite, harness
     [scores] = result.seeds.benchmarks
     assert set(scores.scores) == {1, 2, 3} and scores.spread is not None
     assert result.seeds.labels == dict(zip([1, 2, 3], labels, strict=True))
+    # the ablated candidate: trained on more records (intents are short), compared on the same items
+    assert "trained@without=min_response_length" in result.benchmarks["mmlu"]
+    [impact] = result.ablation
+    assert impact.error is None and impact.comparison is not None and impact.comparison.n == 12
+    without = next(s for s in result.stages if s.stage == "train:trained@without=min_response_length")
+    assert without.outcome == "ok"
     [decision] = result.decisions
     assert decision.verdict is not Verdict.ERROR  # every seed trained and was evaluated
