@@ -10,7 +10,7 @@ and re-exports every other one, so ``from harness.types import X`` is the one im
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +149,71 @@ class PromptCost:
     context_share: float
 
 
+@dataclass(frozen=True)
+class SeedScores:
+    """One benchmark's score for each training seed's candidate, and their spread."""
+
+    benchmark: str
+    scores: dict[int, float]
+    """Seed -> score; a seed whose training or evaluation failed is absent."""
+
+    @property
+    def spread(self) -> tuple[float, float, float] | None:
+        """(min, max, sample standard deviation) of the scores; ``None`` without any."""
+        values = list(self.scores.values())
+        if not values:
+            return None
+        mean = sum(values) / len(values)
+        var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+        return min(values), max(values), var**0.5
+
+    def to_json(self) -> dict[str, Any]:
+        spread = self.spread
+        keys = ("min", "max", "std")
+        return {"benchmark": self.benchmark, "scores": {str(k): v for k, v in self.scores.items()},
+                **{k: (spread[i] if spread else None) for i, k in enumerate(keys)}}
+
+
+@dataclass(frozen=True)
+class SeedVariance:
+    """The candidates of ``train.seeds``: which result label holds each seed's results, each
+    benchmark's scores and spread, the gate rule (``all`` or ``pooled``) and the seeds that
+    failed to train."""
+
+    rule: str
+    seeds: tuple[int, ...]
+    labels: dict[int, str]
+    """Seed -> result label (the first seed's is ``candidate``, the others ``trained@seed=N``)."""
+    benchmarks: tuple[SeedScores, ...] = ()
+    errors: dict[int, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "seeds": list(self.seeds),
+            "labels": {str(k): v for k, v in self.labels.items()},
+            "benchmarks": [b.to_json() for b in self.benchmarks],
+            "errors": {str(k): v for k, v in self.errors.items()},
+        }
+
+
+@dataclass(frozen=True)
+class FilterImpact:
+    """What one curate filter bought on one benchmark: the full candidate minus the one trained
+    with that filter off (``curate.ablate``), on the same items; ``error`` says why there is no
+    comparison."""
+
+    filter: str
+    label: str
+    """The result label of the candidate trained without the filter."""
+    benchmark: str
+    comparison: Comparison | None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 @dataclass
 class RunResult:
     """Everything a reporter needs about a finished run."""
@@ -195,3 +260,7 @@ class RunResult:
     """Every pair of arms compared on shared items and the prompting rule's verdict, in the JSON
     form of ``harness.stages.pairs.comparison_document``; ``None`` when the run compares no more
     than a baseline and a candidate (and no prompt variant)."""
+    seeds: SeedVariance | None = None
+    """The candidates of ``train.seeds`` and their spread (``None``: one training seed)."""
+    ablation: list[FilterImpact] = field(default_factory=list)
+    """What each filter of ``curate.ablate`` bought, per benchmark."""

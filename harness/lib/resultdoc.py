@@ -97,6 +97,8 @@ def result_document(result: RunResult) -> dict[str, Any]:
         "invariance": [f.to_json() for f in result.invariance],
         "prompt_costs": {label: asdict(cost) for label, cost in result.prompt_costs.items()},
         "arm_pairs": result.arm_pairs,
+        "seeds": result.seeds.to_json() if result.seeds else None,
+        "ablation": [a.to_json() for a in result.ablation],
         "parity": _parity(result),
         "decisions": [d.to_json() for d in result.decisions],
         "stages": [s.__dict__ for s in result.stages],

@@ -28,6 +28,7 @@ from harness.lib.refs import ComponentRef
 from harness.plugin.components import Backend, Benchmark, Filter, Reporter, RunContext, Statistic, Trainer
 from harness.plugin.parity import ParityCheck
 from harness.plugin.registry import Registries
+from harness.run.ablation import check_ablate
 from harness.run.arms import ArmPlan, needs_curation, plan_arms
 from harness.run.plan_build import (
     TEXT_READERS,
@@ -203,6 +204,7 @@ def plan_run(
     check_environment(loaded, reports_dir, store_dir, problems, notes)
     backend = _plan_backend(registries, loaded, ctx, problems, notes)
     curate = _plan_curate(registries, loaded, ctx, problems) if needs_curation(loaded) else None
+    problems.found.extend(check_ablate(loaded, registries))
     arms = plan_arms(
         loaded, backend, partial(_build_backend, registries, loaded=loaded, ctx=ctx), problems.found, notes
     )  # fmt: skip

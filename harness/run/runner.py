@@ -32,6 +32,7 @@ from harness.plugin.registry import Registries
 from harness.run.arm_results import measures_cost, record_arm_pairs, record_prompt_cost
 from harness.run.arms import arm_groups, describe_arms
 from harness.run.plan import RunPlan, plan_run, plan_source
+from harness.run.variance import ExtraCandidates, evaluate_extra, train_extra, train_seed
 from harness.stages.curate import CurateOutcome, curate, read_selected
 from harness.stages.env import StageEnv
 from harness.stages.evaluate import Evaluator, PromptVariant, describe
@@ -40,6 +41,7 @@ from harness.stages.forgetting_live import LiveForgetting
 from harness.stages.gate import exit_code, run_gates
 from harness.stages.parity import parity_decisions, run_parity
 from harness.stages.train import TrainStage
+from harness.stages.variance import decide_seeds, filter_impacts, seed_variance
 from harness.suite.arms import BASE, TRAINED, arm_label
 from harness.suite.config import LoadedSuite
 from harness.suite.yamlpos import Loc
@@ -110,21 +112,43 @@ class Runner:
         outcome = self._curate(plan) if plan.curate is not None else None
         base = self._resolve_base()
         refs: dict[str, ModelRef | None] = {BASE: base}
+        extra = ExtraCandidates()
         if plan.trainer is not None and outcome is not None:
             refs[TRAINED] = self._train_candidate(plan, plan.trainer, base, outcome)
+            extra = train_extra(self, plan, plan.trainer, base, outcome)
         refs.update(self._resolve_arms(plan))
-        self.result.models, self.result.arms = describe_arms(plan.arms, refs, plan.backend.name, suite.train)
+        models, arms = describe_arms(plan.arms, refs, plan.backend.name, suite.train)
+        self.result.models, self.result.arms = {**models, **self.result.models}, {**arms, **self.result.arms}
         self._evaluate(plan, refs, tuple(outcome.records) if outcome is not None else ())
+        evaluate_extra(self, plan, extra)
         if self.options.shard is not None:
             return self._end_shard(self.options.shard)
         if plan.parity is not None:
             self._parity(plan, refs.get(TRAINED) or base)
         if suite.gating.check_batch_invariance:
             self._batch_invariance()
-        self._gate(plan, run_gates(plan.gates, plan.statistics, suite.gating, self.result, self._clusters(plan)))
+        self._gate(plan, self._decide(plan, extra))
         record_arm_pairs(self.result, self.console, plan, self._clusters(plan), self._plugin_error)
         self._report(plan)
         return self.result
+
+    def _decide(self, plan: RunPlan, extra: ExtraCandidates) -> list[Decision]:
+        """The gates' decisions, under ``train.seed_rule`` when the suite trains several seeds;
+        what each ablated filter bought (``harness.stages.variance``)."""
+        suite, clusters = self.loaded.suite, self._clusters(plan)
+
+        def decide(result: RunResult, by_item: Mapping[str, Mapping[str, str] | None]) -> list[Decision]:
+            return run_gates(plan.gates, plan.statistics, suite.gating, result, by_item)
+
+        if extra.ablated:
+            self.result.ablation = filter_impacts(
+                self.result, extra.ablated, extra.ablation_errors, self._alpha, suite.seed, plan.statistics, clusters
+            )
+        if suite.train is None or suite.train.seeds is None:
+            return decide(self.result, clusters)
+        errors = {**({suite.train.seeds[0]: self.result.train_error} if self.result.train_error else {}), **extra.seed_errors}
+        self.result.seeds = seed_variance(self.result, suite.train.seed_rule, suite.train.seeds, errors)
+        return decide_seeds(decide, self.result, self.result.seeds, clusters)
 
     def _parity_only(self, plan: RunPlan) -> RunResult:
         if plan.parity is None:
@@ -235,9 +259,12 @@ class Runner:
         base: ModelRef,
         outcome: CurateOutcome,
         on_checkpoint: Callable[[CheckpointEvent], None],
+        seed: int | None = None,
     ) -> tuple[TrainOutput, bool]:
+        """Train (or reuse) one candidate; ``seed`` defaults to the ``trained`` arm's."""
         stage = TrainStage(self.store, self.console, self.options.use_cache, self._data_reader(plan, loc), self._resolve_path)
-        return stage(trainer, plan.backend, base, outcome, self.loaded.suite.seed, self.run_id, on_checkpoint)
+        seed = train_seed(self.loaded) if seed is None else seed
+        return stage(trainer, plan.backend, base, outcome, seed, self.run_id, on_checkpoint)
 
     def _data_reader(self, plan: RunPlan, trainer_loc: Loc) -> Callable[[DataSource, Loc], list[Conversation]]:
         """How a trainer reads the data its options name: through the readers the plan built

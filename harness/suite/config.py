@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, StrictInt, ValidationError, model_validator
 
 from harness.errors import ConfigError
 from harness.suite.advise import AdviseSpec, DeploymentSpec
@@ -40,9 +40,42 @@ class ModelSpec(StrictModel):
 
 class CurateSpec(StrictModel):
     filters: list[ComponentRef] = Field(default_factory=list, description="filter components, applied in order")
+    ablate: list[str] = Field(
+        default_factory=list,
+        description="filters of the chain to switch off, one at a time: each trains one more candidate "
+        "(same data otherwise, same seed) and the report shows what the filter bought",
+    )
     max_quarantined_fraction: float = Field(
         0.05, ge=0, le=1, description="fail the run when more of the input than this is malformed"
     )
+
+
+SEED_KEYS = frozenset({"seeds", "seed_rule"})
+"""The keys of the ``train`` block that belong to the run, not to the trainer's options."""
+
+
+class TrainSpec(ComponentRef):
+    """The trainer component with its options, and the training seeds: ``seeds: [1, 2, 3]``
+    trains one candidate per seed (the rest of the block unchanged)."""
+
+    seeds: list[StrictInt] | None = Field(
+        None, description="train one candidate per seed (arms 'trained@seed=N'); default: the suite's seed"
+    )
+    seed_rule: Literal["all", "pooled"] = Field(
+        "all",
+        description="all: every seed's candidate must pass each gate; pooled: one decision on the items "
+        "of every seed, clustered by item",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_forms(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"name": value}
+        if isinstance(value, dict) and "options" not in value:
+            rest = {k: v for k, v in value.items() if k != "name" and k not in SEED_KEYS}
+            return {"name": value.get("name"), "options": rest, **{k: value[k] for k in SEED_KEYS if k in value}}
+        return value
 
 
 class GateSpec(StrictModel):
@@ -159,7 +192,9 @@ class Suite(StrictModel):
     )
     data: list[DataSource] = Field(default_factory=list, description="training data files")
     curate: CurateSpec = Field(default_factory=CurateSpec, description="filters applied to the training data")
-    train: ComponentRef | None = Field(None, description="the trainer component; none: evaluate the base model only")
+    train: TrainSpec | None = Field(
+        None, description="the trainer component (and its seeds); none: evaluate the base model only"
+    )
     forgetting: ForgettingSpec | None = Field(None, description="probes and bounds that track forgetting during training")
     evaluate: dict[str, ComponentRef] = Field(default_factory=dict, description="benchmarks run on every arm the gates use (label -> benchmark)")
     gates: dict[str, GateSpec] = Field(default_factory=dict, description="ship/no-ship rules on benchmarks (gate name -> rule)")
@@ -232,6 +267,7 @@ def load_suite(path: Path | str) -> LoadedSuite:
     if suite.forgetting is not None and suite.train is None:
         raise ConfigError(f"{loaded.where(('forgetting',))}: forgetting: needs a 'train' stage to draw a curve")
     check_arms(loaded)
+    check_seeds(loaded)
     for gate_name, gate in suite.gates.items():
         label = gate.benchmark or gate_name
         if label not in suite.evaluate:
@@ -247,3 +283,23 @@ def load_suite(path: Path | str) -> LoadedSuite:
     return loaded
 
 
+
+
+def check_seeds(loaded: LoadedSuite) -> None:
+    """``train.seeds``: at least one seed, each once, and the suite's candidate is ``trained``
+    (the arm the seeds multiply); ``ConfigError`` naming ``file:line`` otherwise."""
+    train = loaded.suite.train
+    if train is None or train.seeds is None:
+        return
+    where = loaded.where(("train", "seeds"))
+    if not train.seeds:
+        raise ConfigError(f"{where}: train.seeds: an empty list; give at least one seed (or remove the key)")
+    twice = sorted({s for s in train.seeds if train.seeds.count(s) > 1})
+    if twice:
+        raise ConfigError(f"{where}: train.seeds: seed {twice[0]} is listed twice")
+    candidate = loaded.suite.candidate
+    if candidate is not None and candidate != "trained":
+        raise ConfigError(
+            f"{loaded.where(('candidate',))}: candidate: train.seeds trains one candidate per seed, so the "
+            f"candidate must be 'trained', not {candidate!r}"
+        )

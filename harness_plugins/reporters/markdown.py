@@ -25,6 +25,7 @@ from harness.lib.reportview import (
     ItemPair, benchmark_rows, gate_rows, headline, invariance_lines, item_pairs, number, signed, stop_line,
 )
 from harness.lib.resultdoc import result_document, write_files
+from harness.lib.variance_view import ablation_rows, seed_errors, seed_rows, seed_title
 from harness.plugin.components import ComponentConfig, Reporter
 from harness.types import RunResult
 from harness.plugin.registry import Registrar
@@ -126,6 +127,20 @@ def _invariance(doc: dict[str, Any]) -> list[str]:
     return ["### Batch invariance (advisory)", "", *(f"- {'✅' if ok else '⚠️'} {cell(text, 600)}" for ok, text in lines), ""]
 
 
+def _variance(doc: dict[str, Any]) -> list[str]:
+    """The training seeds' scores and spread, and what each ablated filter bought, when the
+    suite asked for them (``train.seeds``, ``curate.ablate``)."""
+    lines: list[str] = []
+    seeds = seed_rows(doc.get("seeds"))
+    if seeds is not None:
+        lines += [f"### {cell(seed_title(doc['seeds']), 300)}", "", *table(*seeds), ""]
+        lines += [f"- 💥 {cell(e, 600)}" for e in seed_errors(doc.get("seeds"))]
+    ablation = ablation_rows(doc.get("ablation"))
+    if ablation is not None:
+        lines += ["### What each filter bought (full candidate minus the one trained without it)", "", *table(*ablation), ""]
+    return lines
+
+
 def _benchmark_moves(doc: dict[str, Any], top: int) -> list[str]:
     moves = [(g.diff, g) for g in gate_rows(doc) if g.diff is not None]
     if not moves:
@@ -188,6 +203,7 @@ def render_markdown(doc: dict[str, Any], top: int = 10, limit: int = LIMIT) -> s
     budget.add(_gates(doc), "gates")
     budget.add(_invariance(doc), "batch invariance")
     budget.add(arms_markdown(doc.get("arm_pairs"), lambda text: cell(text, 600)), "arms compared")
+    budget.add(_variance(doc), "seeds and ablations")
     budget.add(_benchmark_moves(doc, top), "regressions and gains")
     pairs = list(item_pairs(doc))
     for side in ("lost", "won"):

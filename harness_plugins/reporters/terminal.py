@@ -13,6 +13,7 @@ from rich.table import Table
 import harness
 from harness.plugin.components import ComponentConfig, Reporter, RunContext
 from harness.lib.console import make_console
+from harness.lib.variance_view import ablation_rows, seed_errors, seed_rows, seed_title
 from harness.types import ForgettingResult
 from harness.types import RunResult, TrainOutput, Verdict
 from harness.plugin.registry import Registrar
@@ -51,6 +52,7 @@ class TerminalReporter(Reporter):
         if result.parity is not None:
             self._parity(result)
         self._benchmarks(result)
+        self._variance(result)
         self._gates(result)
         meaning = _EXIT_MEANING.get(result.exit_code, "")
         if result.exit_code == 1 and result.inconclusive_fails:
@@ -113,6 +115,24 @@ class TerminalReporter(Reporter):
             if not finding.invariant:
                 items = ", ".join(finding.affected[:10])
                 self.console.print(f"[yellow]batch invariance[/] {escape(finding.line())}; items: {escape(items)}")
+
+    def _variance(self, result: RunResult) -> None:
+        """The training seeds' scores and spread; what each ablated filter bought."""
+        seeds = result.seeds.to_json() if result.seeds is not None else None
+        sections = [(seed_title(seeds) if seeds else "", seed_rows(seeds))]
+        sections.append(("What each filter bought (full candidate minus the one trained without it)",
+                         ablation_rows([a.to_json() for a in result.ablation])))  # fmt: skip
+        for title, rows in sections:
+            if rows is None:
+                continue
+            table = Table(title=escape(title))
+            for column in rows[0]:
+                table.add_column(column)
+            for row in rows[1]:
+                table.add_row(*map(escape, row))
+            self.console.print(table)
+        for line in seed_errors(seeds):
+            self.console.print(f"[magenta]error[/] {escape(line)}")
 
     def _gates(self, result: RunResult) -> None:
         table = Table(title="Gates")
