@@ -29,8 +29,10 @@ class ComponentRef(StrictModel):
         if isinstance(value, str):
             return {"name": value}
         if isinstance(value, dict) and "options" not in value:
-            rest = {k: v for k, v in value.items() if k != "name"}
-            return {"name": value.get("name"), "options": rest}
+            # A subclass's own fields (e.g. the train block's ``seeds``) stay beside ``name``.
+            own = set(cls.model_fields) - {"name", "options"}
+            rest = {k: v for k, v in value.items() if k != "name" and k not in own}
+            return {"name": value.get("name"), "options": rest, **{k: value[k] for k in own if k in value}}
         return value
 
 

@@ -50,10 +50,6 @@ class CurateSpec(StrictModel):
     )
 
 
-SEED_KEYS = frozenset({"seeds", "seed_rule"})
-"""The keys of the ``train`` block that belong to the run, not to the trainer's options."""
-
-
 class TrainSpec(ComponentRef):
     """The trainer component with its options, and the training seeds: ``seeds: [1, 2, 3]``
     trains one candidate per seed (the rest of the block unchanged)."""
@@ -66,16 +62,6 @@ class TrainSpec(ComponentRef):
         description="all: every seed's candidate must pass each gate; pooled: one decision on the items "
         "of every seed, clustered by item",
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _short_forms(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return {"name": value}
-        if isinstance(value, dict) and "options" not in value:
-            rest = {k: v for k, v in value.items() if k != "name" and k not in SEED_KEYS}
-            return {"name": value.get("name"), "options": rest, **{k: value[k] for k in SEED_KEYS if k in value}}
-        return value
 
 
 class GateSpec(StrictModel):
