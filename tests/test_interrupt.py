@@ -179,3 +179,27 @@ def test_interrupts_in_training_and_evaluation_then_resume(tmp_path: Path, suite
     assert len(_lines(log)[before:]) == 2 * 24 - len(committed)
     assert _comparable(tmp_path / "reports-5") == reference
     assert _run_rows(store)[-1] == ("finished", reference["exit_code"])
+
+
+def test_an_interruption_a_library_swallowed_still_stops_the_run(tmp_path: Path) -> None:
+    """A signal whose exception lands in code that swallows it (a ``__del__``, a callback, a broad
+    ``except``) is raised again at the next checkpoint, and the run is marked interrupted, not
+    finished: the flake where a sharded worker ran on to the end after its SIGTERM."""
+    from harness.lib.interrupt import Interrupted, handle_signals, raise_pending, recording
+    from harness.lib.store import Store
+
+    store = Store(tmp_path / "store")
+    store.start_run("r1", "suite", tmp_path / "suite.yaml")
+    with pytest.raises(Interrupted) as caught, handle_signals(), recording(store, "r1"):
+        try:  # what a library's ``except BaseException: pass`` does to the handler's exception
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+        except BaseException:
+            pass
+        store.put_items("eval", {"bench": "b"}, {"item-0": 1.0})  # committed, then the checkpoint raises
+        store.finish_run("r1", 0, tmp_path)  # never reached
+    assert caught.value.exit_code == 143
+    assert store.cached_items("eval", {"bench": "b"}) == {"item-0": 1.0}  # the item scored before it is kept
+    status = store.db.execute("SELECT status, exit_code FROM runs WHERE run_id = 'r1'").fetchone()
+    assert tuple(status) == ("interrupted", 143)
+    raise_pending()  # recorded once: nothing is pending any more

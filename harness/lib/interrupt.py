@@ -47,12 +47,30 @@ class Interrupted(KeyboardInterrupt):
         return f"interrupted by {self.name} (exit {self.exit_code}){kept}"
 
 
+_pending: list[int] = []
+"""The signal taken and not yet recorded by ``recording`` (at most one)."""
+
+
 def _raise(signum: int, _frame: FrameType | None) -> None:
     # Once is enough: later signals are ignored while the interruption unwinds and is recorded
     # (a supervisor that means it follows up with SIGKILL, which nothing can catch).
     for other in HANDLED:
         signal.signal(other, signal.SIG_IGN)
+    _pending[:] = [signum]
     raise Interrupted(signum)
+
+
+def raise_pending() -> None:
+    """Raise the interruption again if one was taken and never reached ``recording``.
+
+    A handler's exception surfaces in whatever Python code the main thread runs at that moment;
+    when that is a ``__del__``, a weakref or sqlite callback, or a library's broad ``except``, the
+    exception is swallowed, later signals are already ignored, and the run would go on to finish
+    as if never interrupted.  The runner calls this at its checkpoints (each committed batch of
+    items, each stage, before closing a run) so such a run still stops and is marked interrupted.
+    """
+    if _pending:
+        raise Interrupted(_pending[0])
 
 
 @contextmanager
@@ -68,6 +86,7 @@ def handle_signals() -> Iterator[None]:
     try:
         yield
     finally:
+        _pending.clear()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
@@ -80,6 +99,7 @@ def recording(store: Store, run_id: str) -> Iterator[None]:
         yield
     except KeyboardInterrupt as exc:
         interrupted = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
+        _pending.clear()
         store.end_run(run_id, "interrupted", interrupted.exit_code)
         kept = f"{store.kept_summary()}; run {run_id} is marked interrupted, and the same command resumes it"
         raise Interrupted(interrupted.signum, kept) from None

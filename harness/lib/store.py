@@ -39,6 +39,7 @@ from typing import Any
 
 from harness import __version__
 from harness.errors import StoreError
+from harness.lib.interrupt import raise_pending
 from harness.types import BenchmarkResult, Decision, Ledger
 
 SCHEMA_VERSION = 1
@@ -299,6 +300,7 @@ class Store:
                 [(key, item_id, canonical_json(v)) for item_id, v in values.items()],
             )
         self.written[f"items:{kind}"] += len(values)
+        raise_pending()  # kept what was scored; an interruption a library swallowed stops here
         return key
 
     # --------------------------------------------------------------------------- runs

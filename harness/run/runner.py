@@ -21,6 +21,7 @@ from pathlib import Path
 
 from harness.errors import EXIT_BAD_INPUT, EXIT_CHECK_ERRORED, ConfigError, HarnessError
 from harness.lib.console import RunConsole
+from harness.lib.interrupt import raise_pending
 from harness.lib.models import ModelRef, resolve_model
 from harness.lib.refs import DataSource
 from harness.lib.resultdoc import record_result, result_document
@@ -163,6 +164,7 @@ class Runner:
     @contextmanager
     def _stage(self, name: str) -> Iterator[Callable[[str, str], None]]:
         """Time a stage; the body calls ``done(outcome, detail)`` (default ``ok``) to record it."""
+        raise_pending()
         started = time.perf_counter()
         ended: list[tuple[str, str]] = []
 
@@ -415,6 +417,7 @@ class Runner:
         self.console.stage(
             "shard", f"{shard}: {items} items in the store; a run without --shard reuses them and gates the suite"
         )
+        raise_pending()
         self.store.end_run(self.run_id, "shard", self.result.exit_code)
         return self.result
 
@@ -485,6 +488,7 @@ class Runner:
                 self.store.save_result(self.run_id, self.result.suite_name, result_document(self.result))
                 done("error", "; ".join(self.result.plugin_errors))
         self._notify("harness_on_run_end", RunEndEvent(self.run_id, self.result.exit_code, self.report_dir))
+        raise_pending()
         self.store.finish_run(self.run_id, self.result.exit_code, self.report_dir)
 
     def _plugin_error(self, who: str, message: str) -> None:

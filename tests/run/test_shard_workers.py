@@ -133,7 +133,8 @@ def test_interrupting_the_launcher_stops_its_workers(tmp_path: Path, suite: Path
     _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1].startswith("harness: interrupted by SIGINT (exit 130)"), err
-    assert _statuses(tmp_path) == ["interrupted", "interrupted"]  # both workers recorded it, and stopped
+    logs = "\n".join(p.read_text() for p in sorted((tmp_path / "reports").glob("shards-*/shard-*-of-2.log")))
+    assert _statuses(tmp_path) == ["interrupted", "interrupted"], logs  # both workers recorded it, and stopped
     db = sqlite3.connect(tmp_path / "store" / "store.sqlite")
     assert {row[0] for row in db.execute("SELECT exit_code FROM runs")} == {143}
     db.close()
