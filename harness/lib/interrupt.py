@@ -16,12 +16,19 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from harness.errors import EXIT_CHECK_ERRORED, HarnessError
 
-if TYPE_CHECKING:
-    from harness.lib.store import Store
+
+class RunStore(Protocol):
+    """What ``recording`` needs of the store (``harness.lib.store.Store``, which calls
+    ``raise_pending`` itself, so this module cannot import it)."""
+
+    def end_run(self, run_id: str, status: str, exit_code: int) -> None: ...
+
+    def kept_summary(self) -> str: ...
+
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 
@@ -92,7 +99,7 @@ def handle_signals() -> Iterator[None]:
 
 
 @contextmanager
-def recording(store: Store, run_id: str) -> Iterator[None]:
+def recording(store: RunStore, run_id: str) -> Iterator[None]:
     """Close run ``run_id`` in ``store`` when the block does not finish it: ``interrupted`` with
     130/143 on a signal (re-raised with what the store keeps), ``failed`` on an error."""
     try:
