@@ -10,9 +10,10 @@ has a reference answer, each model's accuracy is the share of those requests it 
 reference (``exact``, normalised as above, or ``contains``: the reference appears in the answer).
 The disagreements are kept as examples, with both answers and the reference.
 
-Models are given as the suite's ``model`` block (a source, or ``{source, backend,
-backend_options, dtype}``), plus an optional ``adapter`` folder: any backend serves either side,
-so a deployed endpoint (``openai``) can be the baseline and a local adapter the candidate.
+Each side is a model given as the suite's ``model`` block (a source, or ``{source, backend,
+backend_options, dtype}``) plus an optional ``adapter`` folder, or an arm of a suite (see
+``harness.run.shadow_arms``): any backend serves either side, so a deployed endpoint (``openai``)
+can be the baseline and a local adapter, or the suite's ``trained`` arm, the candidate.
 
 It is a command (``harness shadow``) beside ``harness agree``, not a benchmark: a benchmark scores
 one model at a time, item by item, while a shadow test needs both models' answers to the same
@@ -24,10 +25,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from harness.errors import ConfigError
-from harness.lib.model_api import GenerationConfig, model_api
+from harness.lib.model_api import GenerationConfig, ModelAPI, model_api
 from harness.lib.models import ModelRef, resolve_model
 from harness.lib.records import read_jsonl
 from harness.plugin.components import Backend, RunContext
@@ -159,13 +160,40 @@ def read_requests(path: Path, limit: int | None = None) -> tuple[list[Conversati
     return requests[:limit] if limit else requests, unreadable
 
 
-def _answers(model: ShadowModel, registries: Registries, ctx: RunContext, requests: Sequence[Conversation], config: GenerationConfig) -> list[str]:
-    backend = registries.build("backend", model.spec.backend, dict(model.spec.backend_options), ctx)
-    assert isinstance(backend, Backend)
-    ref: ModelRef = resolve_model(model.spec.source, model.spec.backend, model.spec.dtype, ctx.suite_dir)
-    if model.adapter is not None:
-        ref = ref.with_adapter(model.label, model.adapter)
-    api = model_api(backend.load(ref))
+class ShadowSide(Protocol):
+    """One side of the comparison, ready to load: a model spec (``SpecSide``) or a suite's arm
+    (``harness.run.shadow_arms.SuiteArm``)."""
+
+    @property
+    def label(self) -> str: ...
+
+    def load(self) -> ModelAPI: ...
+
+
+@dataclass(frozen=True)
+class SpecSide:
+    """A :class:`ShadowModel` with the registries and context that build its backend."""
+
+    model: ShadowModel
+    registries: Registries
+    ctx: RunContext
+
+    @property
+    def label(self) -> str:
+        return self.model.label
+
+    def load(self) -> ModelAPI:
+        spec = self.model.spec
+        backend = self.registries.build("backend", spec.backend, dict(spec.backend_options), self.ctx)
+        assert isinstance(backend, Backend)
+        ref: ModelRef = resolve_model(spec.source, spec.backend, spec.dtype, self.ctx.suite_dir)
+        if self.model.adapter is not None:
+            ref = ref.with_adapter(self.model.label, self.model.adapter)
+        return model_api(backend.load(ref))
+
+
+def _answers(side: ShadowSide, requests: Sequence[Conversation], config: GenerationConfig) -> list[str]:
+    api = side.load()
     try:
         return api.generate_chat([split_reference(conv)[0] for conv in requests], config)
     finally:
@@ -174,15 +202,13 @@ def _answers(model: ShadowModel, registries: Registries, ctx: RunContext, reques
 
 def run_shadow(
     log: Path,
-    models: tuple[ShadowModel, ShadowModel],
-    registries: Registries,
-    ctx: RunContext,
+    sides: tuple[ShadowSide, ShadowSide],
     config: GenerationConfig,
     *,
     limit: int | None = None,
     match: Match = "exact",
 ) -> ShadowResult:
-    """Replay ``log`` against both models (one in memory at a time) and compare their answers."""
+    """Replay ``log`` against both sides (one model in memory at a time) and compare their answers."""
     requests, unreadable = read_requests(log, limit)
-    answers = {m.label: _answers(m, registries, ctx, requests, config) for m in models}
+    answers = {side.label: _answers(side, requests, config) for side in sides}
     return compare_answers(requests, answers, match, unreadable)
