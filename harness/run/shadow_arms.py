@@ -23,7 +23,7 @@ from harness.lib.store import Store
 from harness.plugin.components import Backend
 from harness.plugin.registry import Registries
 from harness.run.arms import ArmPlan
-from harness.run.plan import RunPlan, plan_run
+from harness.run.plan import plan_run
 from harness.stages.curate import curate
 from harness.stages.evaluate import PromptVariant
 from harness.suite.arms import BASE, TRAINED, arm_label, candidate_arm
@@ -68,13 +68,13 @@ def suite_arms(
         assert plan.curate is not None  # a variant drawing examples makes the plan curate
         pool = tuple(curate(plan.curate).records)
     return (
-        _arm(loaded, plan, plan.arms[names[0]], store_dir, run, pool),
-        _arm(loaded, plan, plan.arms[names[1]], store_dir, run, pool),
+        _arm(loaded, plan.arms[names[0]], store_dir, run, pool),
+        _arm(loaded, plan.arms[names[1]], store_dir, run, pool),
     )
 
 
 def _arm(
-    loaded: LoadedSuite, plan: RunPlan, arm: ArmPlan, store_dir: Path, run: str, pool: tuple[Any, ...]
+    loaded: LoadedSuite, arm: ArmPlan, store_dir: Path, run: str, pool: tuple[Any, ...]
 ) -> SuiteArm:
     suite = loaded.suite
     model = suite.model
