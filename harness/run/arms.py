@@ -13,13 +13,13 @@ uses.  Arms declared but used by no gate are a note.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness.errors import ConfigError, HarnessError
 from harness.lib.prompting import PromptSpec
 from harness.lib.refs import ComponentRef
-from harness.lib.models import ModelRef
+from harness.lib.models import ModelRef, resolve_model
 from harness.plugin.components import Backend, Benchmark
 from harness.plugin.registry import narrow
 from harness.suite.arms import BASE, TRAINED, arm_label, candidate_arm, root_of, used_arms, variant_chain
@@ -104,6 +104,21 @@ def arm_groups(arms: Mapping[str, ArmPlan]) -> dict[str, list[ArmPlan]]:
     for arm in arms.values():
         grouped.setdefault(arm.root, []).append(arm)
     return {root: sorted(group, key=lambda a: a.name != root) for root, group in grouped.items()}
+
+
+def declared_model(loaded: LoadedSuite, arm: ArmPlan) -> ModelRef:
+    """The model of a root arm declared under ``models:`` (a folder, an adapter on a source, or
+    the local tokenizer folder of an endpoint), labelled as the results name its arm.  A source
+    that does not resolve is an error naming ``models.<root>`` at its ``file:line``.  The run and
+    ``harness shadow --suite`` both load such arms through here."""
+    if arm.source is None:
+        raise ValueError(f"arm {arm.name!r} declares no model of its own")
+    try:
+        ref = resolve_model(arm.source, arm.backend.name, arm.dtype, loaded.dir)
+    except HarnessError as exc:
+        raise type(exc)(f"{loaded.where(('models', arm.root))}: models.{arm.root}: {exc}") from None
+    label = arm_label(loaded.suite, arm.root)
+    return ref.with_adapter(label, arm.adapter) if arm.adapter is not None else replace(ref, label=label)
 
 
 def _lineage(loaded: LoadedSuite, arm: str) -> list[str]:

@@ -31,7 +31,7 @@ from harness.plugin.components import Benchmark, Trainer
 from harness.plugin.manager import HarnessPluginManager
 from harness.plugin.registry import Registries
 from harness.run.arm_results import measures_cost, record_arm_pairs, record_prompt_cost
-from harness.run.arms import arm_groups, describe_arms
+from harness.run.arms import arm_groups, declared_model, describe_arms
 from harness.run.plan import RunPlan, plan_run, plan_source
 from harness.run.variance import ExtraCandidates, evaluate_extra, train_extra, train_seed
 from harness.stages.curate import CurateOutcome, curate, read_selected
@@ -354,12 +354,7 @@ class Runner:
             if root in (BASE, TRAINED) or arm.source is None:
                 continue
             with self._stage(f"model:{root}"):
-                try:
-                    ref = resolve_model(arm.source, arm.backend.name, arm.dtype, self.loaded.dir)
-                except HarnessError as exc:
-                    raise type(exc)(f"{self.loaded.where(('models', root))}: models.{root}: {exc}") from None
-                label = arm_label(self.loaded.suite, root)
-                refs[root] = ref.with_adapter(label, arm.adapter) if arm.adapter is not None else replace(ref, label=label)
+                refs[root] = declared_model(self.loaded, arm)
                 self.console.stage("model", f"{root} ({arm.backend.name}) {refs[root].describe()}")
         return refs
 

@@ -22,7 +22,7 @@ from harness.lib.resultdoc import find_run
 from harness.lib.store import Store
 from harness.plugin.components import Backend
 from harness.plugin.registry import Registries
-from harness.run.arms import ArmPlan
+from harness.run.arms import ArmPlan, declared_model
 from harness.run.plan import plan_run
 from harness.stages.curate import curate
 from harness.stages.evaluate import PromptVariant
@@ -83,13 +83,7 @@ def _arm(
     elif arm.root == BASE:
         ref = resolve_model(model.source, model.backend, model.dtype, loaded.dir)
     else:
-        assert arm.source is not None
-        try:
-            ref = resolve_model(arm.source, arm.backend.name, arm.dtype, loaded.dir)
-        except ConfigError as exc:
-            raise ConfigError(f"{loaded.where(('models', arm.root))}: models.{arm.root}: {exc}") from None
-        if arm.adapter is not None:
-            ref = ref.with_adapter(arm.root, arm.adapter)
+        ref = declared_model(loaded, arm)
     variant = PromptVariant(arm.prompts, pool, suite.seed) if arm.prompts else None
     return SuiteArm(arm.name, arm.backend, replace(ref, label=arm_label(suite, arm.root)), variant)
 
