@@ -133,8 +133,10 @@ def rejects(rule: Rule, verdict: Verdict) -> bool:
     return verdict is (Verdict.FAIL if rule.kind == "no_regression" else Verdict.PASS)
 
 
-def errored(gate: str, benchmark: str, rule: str, reason: str, blocking: bool) -> Decision:
-    return Decision(gate, benchmark, rule, Verdict.ERROR, reason, blocking)
+def errored(
+    gate: str, benchmark: str, rule: str, reason: str, blocking: bool, arms: tuple[str, str] = ("baseline", "candidate")
+) -> Decision:
+    return Decision(gate, benchmark, rule, Verdict.ERROR, reason, blocking, baseline_arm=arms[0], candidate_arm=arms[1])
 
 
 @dataclass(frozen=True)
@@ -229,13 +231,14 @@ def _decision(
 ) -> Decision:
     rule = str(gate.rule)
     if problem is not None:
-        return errored(gate.name, gate.label, rule, problem, gate.blocking)
+        return errored(gate.name, gate.label, rule, problem, gate.blocking, (gate.baseline, gate.candidate))
     cmp = compare(gate, level)
     if isinstance(cmp, Exception):
-        return errored(gate.name, gate.label, rule, f"{type(cmp).__name__}: {cmp}", gate.blocking)
+        return errored(gate.name, gate.label, rule, f"{type(cmp).__name__}: {cmp}", gate.blocking, (gate.baseline, gate.candidate))
     verdict, reason = decide(gate.rule, cmp, chance=gate.chance, require_power=require_power)
     weak = verdict is Verdict.PASS and underpowered(gate.rule, cmp)
-    return Decision(gate.name, gate.label, rule, verdict, reason, gate.blocking, cmp, underpowered=weak)
+    return Decision(gate.name, gate.label, rule, verdict, reason, gate.blocking, cmp, underpowered=weak,
+                    baseline_arm=gate.baseline, candidate_arm=gate.candidate)
 
 
 __all__ = [

@@ -124,6 +124,9 @@ class Decision:
     comparison: Comparison | None = None
     underpowered: bool = False
     """A pass whose sample could not detect the rule's margin (shown ``pass (underpowered)``)."""
+    baseline_arm: str = "baseline"
+    candidate_arm: str = "candidate"
+    """The result labels of the two arms the gate compared (a gate may compare any two arms)."""
 
     @property
     def shown(self) -> str:

@@ -85,7 +85,10 @@ class TerminalReporter(Reporter):
         table = Table(title="Benchmarks: candidate vs baseline on the same items")
         for column in ("benchmark", "metric", "n", _role(result, "baseline"), _role(result, "candidate"), "diff", "CI", "p", "source"):
             table.add_column(column)
-        comparisons = {d.benchmark: d.comparison for d in result.decisions if d.comparison}
+        comparisons = {  # the gates between the run's own baseline and candidate, not other arm pairs
+            d.benchmark: d.comparison for d in result.decisions
+            if d.comparison and (d.baseline_arm, d.candidate_arm) == ("baseline", "candidate")
+        }
         for label, per_model in result.benchmarks.items():
             base, cand = per_model.get("baseline"), per_model.get("candidate")
             any_res = base or cand

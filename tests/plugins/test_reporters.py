@@ -130,6 +130,8 @@ def test_json_reporter_writes_result(ctx, out_dir):
                 "detail": {"lost": 0.0, "won": 1.0},
             },
             "underpowered": False,
+            "baseline_arm": "baseline",
+            "candidate_arm": "candidate",
         }
     ]
 
@@ -308,6 +310,20 @@ def cells(text: str, title: str, first: str) -> list[str]:
     table = text[text.index(title):]
     row = next(line for line in table.splitlines() if line.startswith("│ " + first))
     return [cell.strip() for cell in row.strip("│").split("│")]
+
+
+def test_terminal_benchmark_row_shows_the_baseline_candidate_gate_not_another_arm_pair(ctx, out_dir):
+    """A second gate on the same benchmark between other arms (here a prompt variant against the
+    candidate) must not replace the baseline-vs-candidate difference in the benchmarks table."""
+    other = Comparison("mcnemar", 4, 1.0, 0.75, -0.25, -0.6, 0.1, 1.0, 0.7, 0.05, {"lost": 1.0, "won": 0.0})
+    result = make_result([
+        decision("intent", Verdict.PASS),
+        Decision("lora_vs_few8", "intent", "non_inferior(margin=0.02)", Verdict.FAIL, "worse", False, other,
+                 baseline_arm="few8", candidate_arm="candidate"),
+    ])
+    result.benchmarks["intent"]["few8"] = bench("few8", [1, 1, 1, 1])
+    row = cells(terminal_text(ctx, out_dir, result), "Benchmarks: candidate vs baseline", "intent")
+    assert row[3:8] == ["0.500", "0.750", "+0.250", "[-0.200, +0.600] (90%)", "1"]
 
 
 def test_terminal_reporter_shows_trainings_side_by_side(ctx, out_dir):
