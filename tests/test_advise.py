@@ -86,6 +86,9 @@ def test_lora_within_two_points_of_few_shot_recommends_considering_prompting() -
     reason = _reason(advice, "lora_close")
     assert (advice.recommendation, advice.decided_by) == ("prompting", "lora_close")
     assert reason.measured == pytest.approx(0.01) and "+1.0 points" in reason.text and "CI" in reason.text
+    assert "within 2 points: consider prompting" in reason.text
+    below = _reason(_advice(_run({"base": (50, 0), "shots5": (80, 0), "trained": (60, 0)})), "lora_close")
+    assert below.outcome == "fired" and "more than 2 points below it: consider prompting" in below.text
     far = _advice(_run({"base": (50, 0), "shots5": (70, 0), "trained": (81, 0)}))
     assert _reason(far, "lora_close").outcome == "held" and far.recommendation == "lora"
 

@@ -110,7 +110,8 @@ def _quality_gap(rule: Rule, m: Measurements, e: Economics, t: Traffic) -> tuple
     said = (f"{trained.kind} arm {trained.name} {trained.score:.3f} vs {few.name} {few.score:.3f}: "
             f"{100 * pair.diff:+.1f} points ({level:.0f}% CI {100 * pair.ci_low:+.1f} to {100 * pair.ci_high:+.1f}, n={pair.n})")
     if pair.diff <= within:
-        return "fired", pair.diff, f"{said}, within {100 * within:g} points: consider prompting"
+        where = f"within {100 * within:g} points" if pair.diff >= -within else f"more than {100 * within:g} points below it"
+        return "fired", pair.diff, f"{said}, {where}: consider prompting"
     return "held", pair.diff, f"{said}, more than {100 * within:g} points better"
 
 
