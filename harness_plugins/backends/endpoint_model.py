@@ -30,6 +30,12 @@ PROBE_PROMPT = "The capital of France is Paris. The capital of Italy is"
 """A fixed text whose per-token log-probabilities identify the served weights in the cache key."""
 
 
+MAX_SERVER_STOPS = 4
+"""The OpenAI API accepts at most four ``stop`` sequences (vLLM's server refuses a fifth with
+HTTP 400); a generation with more (HumanEval has six) sends the first four and cuts the returned
+text at every one of them itself."""
+
+
 class EndpointModel(TokenizerText, ModelAPI):
     """A served model, scored and sampled over HTTP; tokenised locally."""
 
@@ -82,8 +88,8 @@ class EndpointModel(TokenizerText, ModelAPI):
         params: dict[str, Any] = {"max_tokens": config.max_new_tokens, "temperature": config.temperature}
         if config.temperature > 0:
             params.update(top_p=config.top_p, seed=config.seed + index)
-        if config.stop:
-            params["stop"] = list(config.stop)
+        if config.stop:  # the server stops at the first few; cut_at_stop applies them all
+            params["stop"] = list(config.stop)[:MAX_SERVER_STOPS]
         return params
 
     def generate(self, prompts: Sequence[str], config: GenerationConfig) -> list[str]:

@@ -81,6 +81,29 @@ def test_endpoint_generation_is_cut_at_stop_strings(tiny: LoadedModel) -> None:
     assert api.generate([prompt], config) == tiny.api.generate([prompt], config)
 
 
+def test_more_stop_strings_than_the_api_takes_are_cut_on_our_side(tiny: LoadedModel) -> None:
+    """The OpenAI API (and vLLM's server) refuse more than four ``stop`` sequences: the model sends
+    four and cuts the text at the others itself, so the answer is what ``hf`` gives."""
+    served, sent = _served_by(tiny), []
+
+    def strict(request: httpx.Request) -> httpx.Response:
+        stop = json.loads(request.content or b"{}").get("stop")
+        sent.append(stop)
+        if stop is not None and len(stop) > 4:
+            return httpx.Response(400, json={"error": {"message": "body.stop: too_long"}})
+        return served(request)
+
+    api = _endpoint(tiny, httpx.MockTransport(strict))
+    prompt = tiny.api.render_chat([{"role": "user", "content": "hi"}])
+    free = tiny.api.generate([prompt], GenerationConfig(max_new_tokens=8))[0]
+    assert len(free) > 2
+    late = free[len(free) // 2 :][:2]  # a stop string only the fifth entry names
+    config = GenerationConfig(max_new_tokens=8, stop=("\x00a", "\x00b", "\x00c", "\x00d", late, "\x00f"))
+    [answer] = api.generate([prompt], config)
+    assert answer == tiny.api.generate([prompt], config)[0] == free[: free.index(late)]
+    assert sent[-1] == ["\x00a", "\x00b", "\x00c", "\x00d"]
+
+
 def test_an_endpoint_that_is_down_is_a_check_error(tiny: LoadedModel) -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
